@@ -1,0 +1,38 @@
+# Everything runs from a virtualenv the Makefile creates (.venv/); nothing relies on
+# packages installed by hand. Redis: REDIS_URL if set, else 127.0.0.1:6379, else a
+# redis-server started on a free port (see worker/devredis.py).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+WITH_REDIS := $(BIN)/python -m worker.devredis
+
+.PHONY: install lint test unit demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check worker tests
+	$(BIN)/ruff format --check worker tests
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -q tests/unit
+
+test: lint
+	$(WITH_REDIS) -- $(BIN)/pytest -q
+
+demo: install
+	$(WITH_REDIS) --allow-embedded -- $(BIN)/runpoller demo
+
+bench: install
+	$(WITH_REDIS) -- $(BIN)/python -m worker.bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
