@@ -1,0 +1,215 @@
+"""The HTTP client and the Assistants backend against httpx.MockTransport."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from worker.api import ApiClient, ApiFailure, InvalidId, classify, retry_after_s
+from worker.backends.assistants import AssistantsBackend, observe
+from worker.engine import RunState, Status
+from worker.protocol import AssistantsRunJob
+
+KEY = "sk-test-canary-0123456789"
+
+
+def client(handler: Callable[[httpx.Request], httpx.Response]) -> ApiClient:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return ApiClient(http, "http://api.test/v1")
+
+
+def run_object(status: str = "in_progress", **extra: Any) -> dict[str, Any]:
+    return {
+        "id": "run_1",
+        "object": "thread.run",
+        "thread_id": "thread_1",
+        "assistant_id": "asst_1",
+        "status": status,
+        "model": "gpt-4o",
+        "required_action": None,
+        "last_error": None,
+        "usage": None,
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    "bad", ["../../files", "run/1", "run?x=1", "run%2F..", "run\n1", "", "rün", "a" * 200]
+)
+async def test_ids_are_refused_before_any_request(bad: str) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"no request may leave: {request.url}")
+
+    api = client(handler)
+    with pytest.raises(InvalidId, match="not a valid id"):
+        await api.request("GET", ("threads", ("thread_id", bad)), api_key=KEY)
+
+
+async def test_headers_bearer_and_beta_only_on_assistants() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"id": "x"})
+
+    api = client(handler)
+    await api.request("GET", ("threads", ("thread_id", "thread_1")), api_key=KEY, assistants=True)
+    await api.request("GET", ("responses", ("response_id", "resp_1")), api_key=KEY)
+    assert seen[0].url == "http://api.test/v1/threads/thread_1"
+    assert seen[0].headers["authorization"] == f"Bearer {KEY}"
+    assert seen[0].headers["openai-beta"] == "assistants=v2"
+    assert "openai-beta" not in seen[1].headers
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "retryable"),
+    [
+        (408, {}, True),
+        (409, {}, True),
+        (429, {}, True),
+        (500, {}, True),
+        (503, {}, True),
+        (500, {"x-should-retry": "false"}, False),
+        (400, {"x-should-retry": "true"}, True),
+        (400, {}, False),
+        (401, {}, False),
+        (403, {}, False),
+        (404, {}, False),
+    ],
+)
+def test_classification(status: int, headers: dict[str, str], retryable: bool) -> None:
+    body = {"error": {"message": "boom", "type": "x", "param": None, "code": None}}
+    failure = classify(httpx.Response(status, json=body, headers=headers))
+    assert failure.retryable is retryable
+    assert failure.status_code == status
+    assert failure.message == f"HTTP {status}: boom"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Cannot cancel run with status 'completed'.",
+        'Runs in status "expired" do not accept tool outputs.',
+    ],
+)
+def test_race_400s_are_recognised(message: str) -> None:
+    body = {"error": {"message": message, "type": "invalid_request_error"}}
+    failure = classify(httpx.Response(400, json=body))
+    assert failure.race and not failure.retryable
+
+
+def test_retry_after_variants() -> None:
+    assert retry_after_s(httpx.Headers({"retry-after-ms": "250"})) == 0.25
+    assert retry_after_s(httpx.Headers({"retry-after": "3"})) == 3.0
+    assert retry_after_s(httpx.Headers({"retry-after-ms": "100", "retry-after": "9"})) == 0.1
+    date = "Thu, 26 Nov 2026 00:00:10 GMT"
+    now = 1795651200.0  # 2026-11-26T00:00:00Z
+    assert retry_after_s(httpx.Headers({"retry-after": date}), now=now) == pytest.approx(10)
+    assert retry_after_s(httpx.Headers({})) is None
+
+
+async def test_connection_error_is_retryable_and_keyless() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"refused {request.headers['authorization']}")
+
+    with pytest.raises(ApiFailure) as info:
+        await client(handler).request("GET", ("models",), api_key=KEY)
+    assert info.value.failure.retryable
+    assert KEY not in str(info.value) and KEY not in info.value.failure.message
+
+
+async def test_non_json_success_is_a_retryable_failure() -> None:
+    api = client(lambda request: httpx.Response(200, text="<html>proxy</html>"))
+    with pytest.raises(ApiFailure) as info:
+        await api.request("GET", ("models",), api_key=KEY)
+    assert info.value.failure.retryable and "not a JSON object" in info.value.failure.message
+
+
+# ----------------------------------------------------------------- assistants backend
+
+
+def test_observe_maps_required_action_and_errors() -> None:
+    data = run_object(
+        "requires_action",
+        expires_at=1700000600,
+        required_action={
+            "type": "submit_tool_outputs",
+            "submit_tool_outputs": {
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": "{"},
+                    }
+                ]
+            },
+        },
+    )
+    o = observe(data, poll_after_s=1.5)
+    assert o.status is Status.REQUIRES_ACTION
+    assert o.tool_calls[0].id == "call_1" and o.tool_calls[0].arguments == "{"
+    assert o.action_expires_at == 1700000600 and o.poll_after_s == 1.5
+    failed = observe(run_object("failed", last_error={"code": "server_error", "message": "m"}))
+    assert failed.error == ("server_error", "m")
+
+
+def test_observe_refuses_unknown_status() -> None:
+    with pytest.raises(ValueError, match="unknown run status 'paused'"):
+        observe(run_object("paused"))
+
+
+async def test_fetch_result_paginates_messages_of_this_run() -> None:
+    pages = {
+        None: {"data": [_msg("msg_1", "Hello ")], "has_more": True, "last_id": "msg_1"},
+        "msg_1": {"data": [_msg("msg_2", "world")], "has_more": False, "last_id": "msg_2"},
+    }
+    seen: list[httpx.URL] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        assert request.url.params["run_id"] == "run_1"
+        return httpx.Response(200, json=pages[request.url.params.get("after")])
+
+    backend = AssistantsBackend(client(handler))
+    job = AssistantsRunJob(kind="assistants_run", thread_id="thread_1", run_id="run_1")
+    state = RunState(deadline=0, interval=1, object_id="run_1")
+    last = observe(run_object("completed"))
+    result = await backend.fetch_result(job, state, KEY, last)
+    assert result.output_text == "Hello \n\nworld"
+    assert [m["id"] for m in result.detail["messages"]] == ["msg_1", "msg_2"]
+    assert len(seen) == 2
+
+
+async def test_submit_sends_all_outputs_in_one_request() -> None:
+    bodies: list[Any] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        assert request.url.path.endswith("/runs/run_1/submit_tool_outputs")
+        return httpx.Response(200, json=run_object("queued"))
+
+    backend = AssistantsBackend(client(handler))
+    job = AssistantsRunJob(kind="assistants_run", thread_id="thread_1", run_id="run_1")
+    state = RunState(deadline=0, interval=1, object_id="run_1")
+    o = await backend.submit(job, state, KEY, (("call_1", "a"), ("call_2", "b")))
+    assert o.status is Status.QUEUED
+    assert bodies == [
+        {
+            "tool_outputs": [
+                {"tool_call_id": "call_1", "output": "a"},
+                {"tool_call_id": "call_2", "output": "b"},
+            ]
+        }
+    ]
+
+
+def _msg(mid: str, text: str) -> dict[str, Any]:
+    return {
+        "id": mid,
+        "role": "assistant",
+        "content": [{"type": "text", "text": {"value": text, "annotations": []}}],
+    }

@@ -1,0 +1,398 @@
+"""The decision core, without I/O: every status, deadline and error."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from worker import engine
+from worker.engine import (
+    ActionRequired,
+    CancelReason,
+    Failure,
+    Finished,
+    Observation,
+    Op,
+    Phase,
+    Policy,
+    ReplyRejected,
+    RunState,
+    Status,
+    StatusChanged,
+    ToolCallRequest,
+)
+
+T0 = 1_000_000.0
+POLICY = Policy(cancel_grace_s=30)
+
+
+def state(**kw: object) -> RunState:
+    base = engine.new_state("run_1", now=T0, timeout_s=60, interval_s=2)
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def obs(status: Status, **kw: object) -> Observation:
+    return Observation(status=status, api_status=status.value, object_id="run_1", **kw)  # type: ignore[arg-type]
+
+
+def finished(decision: engine.Decision) -> Finished:
+    fins = [e for e in decision.effects if isinstance(e, Finished)]
+    assert len(fins) == 1, decision.effects
+    assert decision.next is None and decision.state.phase is Phase.DONE
+    return fins[0]
+
+
+NON_TERMINAL = [Status.QUEUED, Status.IN_PROGRESS, Status.CANCELLING]
+TERMINAL = [Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.INCOMPLETE, Status.EXPIRED]
+
+
+def test_new_state_anchors_deadline() -> None:
+    s = engine.new_state("run_1", now=T0, timeout_s=60, interval_s=2)
+    assert s.deadline == T0 + 60 and s.phase is Phase.POLLING
+    assert engine.resume(s, T0) == engine.Next(Op.GET, T0)
+
+
+def test_state_round_trips_through_json() -> None:
+    s = state(
+        phase=Phase.CANCELLING,
+        cancel_reason=CancelReason.TIMEOUT,
+        last_status=Status.IN_PROGRESS,
+        pending_calls=("call_1",),
+        object_ids=("resp_1", "resp_2"),
+    )
+    assert RunState.from_json(s.to_json()) == s
+
+
+@pytest.mark.parametrize("status", NON_TERMINAL)
+def test_non_terminal_before_deadline_polls_after_interval(status: Status) -> None:
+    d = engine.on_observation(state(), Op.GET, obs(status), T0 + 1, POLICY)
+    assert d.next == engine.Next(Op.GET, T0 + 3)
+    assert d.effects == (StatusChanged(status, status.value, "run_1"),)
+
+
+def test_same_status_publishes_nothing() -> None:
+    s = state(last_status=Status.IN_PROGRESS, checked=True)
+    d = engine.on_observation(s, Op.GET, obs(Status.IN_PROGRESS), T0 + 1, POLICY)
+    assert d.effects == ()
+    assert d.state == s
+
+
+@pytest.mark.parametrize("status", NON_TERMINAL)
+def test_non_terminal_at_deadline_cancels(status: Status) -> None:
+    d = engine.on_observation(state(), Op.GET, obs(status), T0 + 60, POLICY)
+    assert d.next == engine.Next(Op.CANCEL, T0 + 60)
+    assert d.state.phase is Phase.CANCELLING
+    assert d.state.cancel_reason is CancelReason.TIMEOUT
+
+
+def test_next_poll_never_after_deadline() -> None:
+    d = engine.on_observation(state(), Op.GET, obs(Status.IN_PROGRESS), T0 + 59.5, POLICY)
+    assert d.next == engine.Next(Op.GET, T0 + 60)
+
+
+def test_poll_after_header_slows_but_never_speeds_up() -> None:
+    slow = engine.on_observation(state(), Op.GET, obs(Status.QUEUED, poll_after_s=5), T0, POLICY)
+    fast = engine.on_observation(state(), Op.GET, obs(Status.QUEUED, poll_after_s=0.1), T0, POLICY)
+    assert slow.next is not None and slow.next.at == T0 + 5
+    assert fast.next is not None and fast.next.at == T0 + 2
+
+
+@pytest.mark.parametrize("status", TERMINAL)
+def test_terminal_fetches_results_then_finishes(status: Status) -> None:
+    d = engine.on_observation(state(), Op.GET, obs(status), T0 + 5, POLICY)
+    assert d.next == engine.Next(Op.FETCH_RESULT, T0 + 5)
+    assert d.state.phase is Phase.FETCHING
+    fin = finished(engine.on_result_fetched(d.state, T0 + 5))
+    assert fin.api_status == status.value
+    assert fin.status == status.value
+
+
+def test_cancel_at_deadline_then_cancelled_is_timed_out() -> None:
+    d = engine.on_observation(state(), Op.GET, obs(Status.IN_PROGRESS), T0 + 61, POLICY)
+    d = engine.on_observation(d.state, Op.CANCEL, obs(Status.CANCELLING), T0 + 61, POLICY)
+    assert d.state.cancel_sent and d.next == engine.Next(Op.GET, T0 + 63)
+    d = engine.on_observation(d.state, Op.GET, obs(Status.CANCELLED), T0 + 63, POLICY)
+    fin = finished(engine.on_result_fetched(d.state, T0 + 63))
+    assert fin.status == "timed_out"
+    assert fin.api_status == "cancelled"
+    assert "deadline" in fin.reason and "not be confirmed" not in fin.reason
+
+
+def test_cancel_race_reports_real_outcome() -> None:
+    d = engine.on_observation(state(), Op.GET, obs(Status.IN_PROGRESS), T0 + 61, POLICY)
+    race = Failure("HTTP 400: Cannot cancel run with status 'completed'.", 400, race=True)
+    d = engine.on_failure(d.state, Op.CANCEL, race, T0 + 61, POLICY, 0.5)
+    assert d.next == engine.Next(Op.GET, T0 + 61)
+    d = engine.on_observation(d.state, Op.GET, obs(Status.COMPLETED), T0 + 61, POLICY)
+    fin = finished(engine.on_result_fetched(d.state, T0 + 61))
+    assert fin.status == "completed"
+    assert "before the cancel took effect" in fin.reason
+
+
+def test_slow_cancel_gives_up_after_grace_and_says_so() -> None:
+    d = engine.on_observation(state(), Op.GET, obs(Status.IN_PROGRESS), T0 + 60, POLICY)
+    d = engine.on_observation(d.state, Op.CANCEL, obs(Status.CANCELLING), T0 + 60, POLICY)
+    t = T0 + 60
+    while d.next is not None:
+        assert d.next.op is Op.GET and d.next.at <= T0 + 90
+        t = d.next.at
+        d = engine.on_observation(d.state, Op.GET, obs(Status.CANCELLING), t, POLICY)
+    fin = finished(d)
+    assert fin.status == "timed_out" and "could not be confirmed" in fin.reason
+    assert t == T0 + 90
+
+
+def test_cancel_is_resent_after_restart_if_not_confirmed() -> None:
+    s = state(phase=Phase.CANCELLING, cancel_reason=CancelReason.TIMEOUT, phase_since=T0 + 60)
+    assert engine.resume(s, T0 + 61) == engine.Next(Op.CANCEL, T0 + 61)
+    s2 = replace(s, cancel_sent=True)
+    assert engine.resume(s2, T0 + 61) == engine.Next(Op.GET, T0 + 61)
+
+
+def test_resume_past_deadline_reads_then_cancels() -> None:
+    s = state(last_status=Status.IN_PROGRESS, checked=True)
+    nxt = engine.resume(s, T0 + 500)
+    assert nxt == engine.Next(Op.GET, T0 + 500)
+    d = engine.on_observation(s, Op.GET, obs(Status.IN_PROGRESS), T0 + 500, POLICY)
+    assert d.next is not None and d.next.op is Op.CANCEL
+    assert d.state.deadline == T0 + 60  # never moved
+
+
+# ----------------------------------------------------------------- refusal
+
+
+@pytest.mark.parametrize(
+    ("policy", "assistant", "model", "refused"),
+    [
+        (Policy(supported_ids=frozenset({"asst_ok"})), "asst_ok", "gpt-4o", False),
+        (Policy(supported_ids=frozenset({"asst_ok"})), "asst_no", "gpt-4o", True),
+        (Policy(excluded_ids=frozenset({"asst_bad"})), "asst_bad", "gpt-4o", True),
+        (Policy(excluded_ids=frozenset({"asst_bad"})), "asst_ok", "gpt-4o", False),
+        (Policy(allowed_models=frozenset({"gpt-4o"})), "asst_ok", "gpt-4o", False),
+        (Policy(allowed_models=frozenset({"gpt-4o"})), "asst_ok", "gpt-3.5", True),
+        (Policy(), "asst_any", "any-model", False),
+    ],
+)
+def test_allow_lists(policy: Policy, assistant: str, model: str, refused: bool) -> None:
+    o = obs(Status.IN_PROGRESS, assistant_id=assistant, model=model)
+    d = engine.on_observation(state(), Op.GET, o, T0, policy)
+    assert (d.next is not None and d.next.op is Op.CANCEL) is refused
+    if refused:
+        d = engine.on_observation(d.state, Op.CANCEL, obs(Status.CANCELLED), T0, policy)
+        fin = finished(engine.on_result_fetched(d.state, T0))
+        assert fin.status == "refused"
+        assert (assistant in fin.reason) or (model in fin.reason)
+
+
+def test_refused_but_already_finished_is_reported_refused_without_cancel() -> None:
+    policy = Policy(supported_ids=frozenset({"asst_ok"}))
+    o = obs(Status.COMPLETED, assistant_id="asst_no")
+    fin = finished(engine.on_observation(state(), Op.GET, o, T0, policy))
+    assert fin.status == "refused"
+
+
+# ----------------------------------------------------------------- failures
+
+
+RETRYABLE = [
+    Failure("HTTP 500", 500, retryable=True),
+    Failure("HTTP 503", 503, retryable=True),
+    Failure("HTTP 429", 429, retryable=True),
+    Failure("connection error", None, retryable=True),
+]
+
+
+@pytest.mark.parametrize("failure", RETRYABLE)
+def test_retryable_backs_off_exponentially(failure: Failure) -> None:
+    s = state()
+    delays = []
+    t = T0
+    for _ in range(6):
+        d = engine.on_failure(s, Op.GET, failure, t, POLICY, 0.0)
+        assert d.next is not None and d.next.op is Op.GET
+        delays.append(d.next.at - t)
+        s = d.state
+    assert delays == [0.5, 1, 2, 4, 8, 8]
+
+
+def test_jitter_reduces_delay_by_up_to_a_quarter() -> None:
+    d = engine.on_failure(state(), Op.GET, RETRYABLE[0], T0, POLICY, 0.999)
+    assert d.next is not None and 0.375 <= d.next.at - T0 < 0.5
+
+
+def test_retry_after_is_honoured_and_capped() -> None:
+    f = Failure("HTTP 429", 429, retryable=True, retry_after_s=7)
+    d = engine.on_failure(state(), Op.GET, f, T0, POLICY, 0.3)
+    assert d.next is not None and d.next.at == T0 + 7
+    huge = Failure("HTTP 429", 429, retryable=True, retry_after_s=1000)
+    d = engine.on_failure(state(deadline=T0 + 10_000), Op.GET, huge, T0, POLICY, 0.3)
+    assert d.next is not None and d.next.at == T0 + 120
+
+
+def test_retry_never_pushes_past_deadline() -> None:
+    f = Failure("HTTP 429", 429, retryable=True, retry_after_s=100)
+    d = engine.on_failure(state(), Op.GET, f, T0 + 50, POLICY, 0)
+    assert d.next is not None and d.next.at == T0 + 60
+
+
+def test_api_down_at_deadline_switches_to_cancel_then_gives_up_after_grace() -> None:
+    f = RETRYABLE[1]
+    d = engine.on_failure(state(), Op.GET, f, T0 + 60, POLICY, 0)
+    assert d.next is not None and d.next.op is Op.CANCEL
+    t = T0 + 60
+    while d.next is not None:
+        assert d.next.op is Op.CANCEL and d.next.at <= T0 + 90
+        t = d.next.at
+        d = engine.on_failure(d.state, Op.CANCEL, f, t, POLICY, 0)
+    fin = finished(d)
+    assert fin.status == "timed_out"
+    assert "could not be confirmed" in fin.reason and "HTTP 503" in fin.reason
+
+
+def test_success_resets_failure_count() -> None:
+    d = engine.on_failure(state(), Op.GET, RETRYABLE[0], T0, POLICY, 0)
+    assert d.state.failures == 1
+    d = engine.on_observation(d.state, Op.GET, obs(Status.QUEUED), T0 + 1, POLICY)
+    assert d.state.failures == 0
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"), [(401, "unauthorized"), (403, "forbidden"), (404, "not_found")]
+)
+def test_fatal_errors_end_the_run_at_once(code: int, expected: str) -> None:
+    f = Failure(f"HTTP {code}: nope", code, retryable=False)
+    fin = finished(engine.on_failure(state(), Op.GET, f, T0, POLICY, 0))
+    assert fin.status == "error"
+    assert fin.error == (expected, f"HTTP {code}: nope")
+
+
+def test_fatal_on_fetch_still_reports_the_terminal_status() -> None:
+    d = engine.on_observation(state(), Op.GET, obs(Status.COMPLETED), T0, POLICY)
+    f = Failure("HTTP 404: gone", 404, retryable=False)
+    fin = finished(engine.on_failure(d.state, Op.FETCH_RESULT, f, T0, POLICY, 0))
+    assert fin.status == "completed" and "results unavailable" in fin.reason
+
+
+def test_fetch_retries_then_gives_up_after_grace() -> None:
+    d = engine.on_observation(state(), Op.GET, obs(Status.COMPLETED), T0, POLICY)
+    f = RETRYABLE[0]
+    t = T0
+    while d.next is not None:
+        assert d.next.op is Op.FETCH_RESULT
+        t = d.next.at
+        d = engine.on_failure(d.state, Op.FETCH_RESULT, f, t, POLICY, 0)
+    fin = finished(d)
+    assert fin.status == "completed" and "results unavailable" in fin.reason
+    assert t <= T0 + 30
+
+
+def test_fatal_cancel_error_reports_unconfirmed_timeout() -> None:
+    d = engine.on_observation(state(), Op.GET, obs(Status.IN_PROGRESS), T0 + 60, POLICY)
+    f = Failure("HTTP 404: no run", 404, retryable=False)
+    fin = finished(engine.on_failure(d.state, Op.CANCEL, f, T0 + 60, POLICY, 0))
+    assert fin.status == "timed_out" and "could not be confirmed" in fin.reason
+
+
+# ----------------------------------------------------------------- tool calls
+
+CALLS = (
+    ToolCallRequest("call_a", "get_weather", '{"city":"Paris"}'),
+    ToolCallRequest("call_b", "get_time", "{not json"),
+)
+
+
+def requires_action(expires_at: float | None = None) -> Observation:
+    return obs(Status.REQUIRES_ACTION, tool_calls=CALLS, action_expires_at=expires_at)
+
+
+def test_requires_action_asks_once_per_round() -> None:
+    d = engine.on_observation(state(), Op.GET, requires_action(T0 + 30), T0 + 1, POLICY)
+    actions = [e for e in d.effects if isinstance(e, ActionRequired)]
+    assert actions == [ActionRequired(1, "run_1", CALLS, T0 + 30)]
+    assert d.state.phase is Phase.AWAITING_OUTPUTS
+    assert d.next == engine.Next(Op.GET, T0 + 3, wake_on_reply=True)
+    again = engine.on_observation(d.state, Op.GET, requires_action(T0 + 30), T0 + 3, POLICY)
+    assert again.effects == ()
+    assert again.state.round == 1
+
+
+def test_outputs_deadline_is_the_earlier_of_run_and_api() -> None:
+    d = engine.on_observation(state(), Op.GET, requires_action(T0 + 600), T0, POLICY)
+    assert d.state.outputs_deadline == T0 + 60
+
+
+def test_valid_reply_submits_all_outputs_in_one_request() -> None:
+    d = engine.on_observation(state(), Op.GET, requires_action(), T0, POLICY)
+    r = engine.on_reply(d.state, 1, [("call_a", "sunny"), ("call_b", "noon")], T0 + 1)
+    assert r.next == engine.Next(
+        Op.SUBMIT, T0 + 1, outputs=(("call_a", "sunny"), ("call_b", "noon"))
+    )
+    after = engine.on_observation(d.state, Op.SUBMIT, obs(Status.QUEUED), T0 + 1, POLICY)
+    assert after.state.phase is Phase.POLLING and after.state.pending_calls == ()
+    assert after.state.round == 1
+
+
+@pytest.mark.parametrize(
+    ("outputs", "problem"),
+    [
+        ([("call_a", "x")], "missing outputs for tool_call_id call_b"),
+        ([("call_a", "x"), ("call_b", "y"), ("call_c", "z")], "unknown tool_call_id 'call_c'"),
+        ([("call_a", "x"), ("call_a", "y"), ("call_b", "z")], "answered more than once"),
+        ([("call_a", 5), ("call_b", "y")], "must be a string, got int"),
+    ],
+)
+def test_invalid_reply_is_rejected_and_keeps_waiting(
+    outputs: list[tuple[str, object]], problem: str
+) -> None:
+    d = engine.on_observation(state(), Op.GET, requires_action(), T0, POLICY)
+    r = engine.on_reply(d.state, 1, outputs, T0 + 1)
+    assert r.next is None and r.state == d.state
+    (rejected,) = r.effects
+    assert isinstance(rejected, ReplyRejected)
+    assert any(problem in p for p in rejected.problems), rejected.problems
+
+
+def test_reply_for_another_round_is_rejected() -> None:
+    d = engine.on_observation(state(), Op.GET, requires_action(), T0, POLICY)
+    r = engine.on_reply(d.state, 2, [("call_a", "x"), ("call_b", "y")], T0)
+    assert r.next is None and isinstance(r.effects[0], ReplyRejected)
+
+
+def test_no_reply_until_deadline_cancels_naming_pending_calls() -> None:
+    d = engine.on_observation(state(), Op.GET, requires_action(), T0, POLICY)
+    d = engine.on_observation(d.state, Op.GET, requires_action(), T0 + 60, POLICY)
+    assert d.next is not None and d.next.op is Op.CANCEL
+    assert d.state.cancel_reason is CancelReason.TOOL_TIMEOUT
+    d = engine.on_observation(d.state, Op.CANCEL, obs(Status.CANCELLED), T0 + 60, POLICY)
+    fin = finished(engine.on_result_fetched(d.state, T0 + 60))
+    assert fin.status == "timed_out"
+    assert "call_a" in fin.reason and "call_b" in fin.reason and "tool outputs" in fin.reason
+
+
+def test_submit_race_rereads_the_run() -> None:
+    d = engine.on_observation(state(), Op.GET, requires_action(), T0, POLICY)
+    race = Failure('Runs in status "expired" do not accept tool outputs.', 400, race=True)
+    r = engine.on_failure(d.state, Op.SUBMIT, race, T0 + 1, POLICY, 0)
+    assert r.next == engine.Next(Op.GET, T0 + 1)
+    r = engine.on_observation(r.state, Op.GET, obs(Status.EXPIRED), T0 + 1, POLICY)
+    fin = finished(engine.on_result_fetched(r.state, T0 + 1))
+    assert fin.status == "expired"
+
+
+def test_second_round_increments_round_and_keeps_deadline() -> None:
+    d = engine.on_observation(state(), Op.GET, requires_action(), T0, POLICY)
+    d = engine.on_observation(d.state, Op.SUBMIT, obs(Status.QUEUED), T0 + 1, POLICY)
+    second = obs(Status.REQUIRES_ACTION, tool_calls=(ToolCallRequest("call_c", "f", "{}"),))
+    d = engine.on_observation(d.state, Op.GET, second, T0 + 3, POLICY)
+    assert d.state.round == 2 and d.state.pending_calls == ("call_c",)
+    assert d.state.deadline == T0 + 60
+
+
+def test_new_object_id_is_followed_and_recorded() -> None:
+    s = engine.new_state("resp_1", now=T0, timeout_s=60, interval_s=2)
+    o = Observation(Status.QUEUED, "queued", "resp_2")
+    d = engine.on_observation(s, Op.SUBMIT, o, T0, POLICY)
+    assert d.state.object_id == "resp_2"
+    assert d.state.object_ids == ("resp_1", "resp_2")
+    assert d.effects == (StatusChanged(Status.QUEUED, "queued", "resp_2"),)

@@ -1,0 +1,30 @@
+"""docs/protocol.md is generated from the protocol models and must match them."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from worker import docgen
+from worker.protocol import FinalEvent, JobEnvelope
+
+
+def test_protocol_doc_matches_the_code() -> None:
+    committed = docgen.DOC_PATH.read_text(encoding="utf-8")
+    assert committed == docgen.render(), "run: python -m worker.docgen"
+
+
+def test_example_job_in_the_doc_is_valid() -> None:
+    text = docgen.render()
+    match = re.search(r"SET arq:job:run:run_abc '(.*?)' PX", text)
+    assert match is not None
+    body = json.loads(match.group(1))
+    assert set(body) == {"f", "a", "k", "t", "et"}
+    JobEnvelope.model_validate({"job": body["a"][0]})
+
+
+def test_doc_lists_every_final_status() -> None:
+    text = docgen.render()
+    statuses = FinalEvent.model_json_schema()["properties"]["status"]["enum"]
+    for status in statuses:
+        assert f"`{status}`" in text

@@ -1,0 +1,436 @@
+"""The worker process: arq intake jobs, the run driver and housekeeping.
+
+arq delivers each run once, as a short intake job (``runpoller.run``); the job validates it,
+claims the run record in Redis and hands it to the in-process :class:`~worker.runner.Runner`,
+then returns in milliseconds. Runs released by dead or stopping workers come back through
+arq as ``runpoller.resume`` jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import socket
+import time
+import uuid
+from typing import Any
+
+import httpx
+import structlog
+from arq import Retry
+from arq.connections import ArqRedis, RedisSettings
+from arq.worker import Function, Worker, func
+from pydantic import ValidationError
+
+from worker import engine
+from worker.api import ApiClient, make_http_client
+from worker.backends import Backend
+from worker.backends.assistants import AssistantsBackend
+from worker.config import Settings
+from worker.logs import configure_logging
+from worker.protocol import (
+    FN_DEAD_LETTER,
+    FN_RESUME,
+    FN_RUN,
+    RUN_ID_PATTERN,
+    ErrorInfo,
+    FinalEvent,
+    Keys,
+)
+from worker.runner import (
+    AnyJob,
+    Runner,
+    accepted_event,
+    describe_validation_error,
+    parse_job,
+    suppress_cancel,
+)
+from worker.serde import deserialize_job, serialize_job
+from worker.store import RunStore
+
+log = structlog.get_logger("runpoller.worker")
+
+_RUN_ID_CHARS = re.compile(RUN_ID_PATTERN)
+
+
+class RunRefused(Exception):
+    """A job that is well-formed but cannot be run (missing key, bounds exceeded)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def policy_from(settings: Settings) -> engine.Policy:
+    return engine.Policy(
+        cancel_grace_s=settings.cancel_grace_ms / 1000,
+        max_retry_after_s=settings.max_retry_after_s,
+        supported_ids=frozenset(settings.supported_ids) if settings.supported_ids else None,
+        excluded_ids=frozenset(settings.excluded_ids) if settings.excluded_ids else None,
+        allowed_models=frozenset(settings.assistants_models)
+        if settings.assistants_models
+        else None,
+    )
+
+
+class WorkerApp:
+    """Everything one worker process holds; created in arq's ``on_startup``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: ArqRedis,
+        *,
+        http: httpx.AsyncClient | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.keys = Keys(settings.key_prefix)
+        self.http = http or make_http_client(
+            settings.http_transport,
+            connect_timeout_s=settings.connect_timeout_s,
+            read_timeout_s=settings.read_timeout_s,
+            max_connections=settings.http_concurrency,
+        )
+        self.api = ApiClient(
+            self.http, settings.assistants_base_url, assistants_version=settings.assistants_version
+        )
+        backends: dict[str, Backend] = {"assistants_run": AssistantsBackend(self.api)}
+        self.store = RunStore(
+            redis,
+            self.keys,
+            worker_id=self.worker_id,
+            maxlen=settings.event_stream_maxlen,
+            ttl_s=settings.record_ttl_s,
+        )
+        self.runner = Runner(
+            self.store,
+            backends,
+            policy_from(settings),
+            http_concurrency=settings.http_concurrency,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._beats = 0
+        self.stopping = False
+        self.last_housekeeping = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self.store.heartbeat(self.settings.dead_worker_after_ms, 0)
+        self._tasks = [
+            asyncio.create_task(self._housekeeping(), name="housekeeping"),
+            asyncio.create_task(self._listen_replies(), name="replies"),
+        ]
+        log.info("worker.started", worker_id=self.worker_id, queue=self.settings.queue_name)
+
+    async def close(self, *, handoff: bool = True) -> None:
+        """Stop driving runs and hand them to the other workers (they resume at once)."""
+        self.stopping = True
+        for task in self._tasks:
+            await suppress_cancel(task)
+        in_flight = len(self.runner.runs)
+        await self.runner.stop_runs()
+        if handoff:
+            with contextlib.suppress(Exception):
+                released = await self.store.release(self.worker_id, force=True)
+                await self._enqueue_orphans()
+                log.info("worker.handed_off", runs=released, in_flight=in_flight)
+        await self.http.aclose()
+
+    # ------------------------------------------------------------------ intake
+
+    async def intake(self, raw: Any, enqueue_time: float) -> str:
+        """Validate a job, claim its run and start driving it. Never raises for bad input."""
+        try:
+            job = parse_job(raw)
+        except ValidationError as exc:
+            return await self._refuse_raw(raw, "invalid_job", describe_validation_error(exc))
+        run_id = job.run_key
+        try:
+            api_key, timeout_s, interval_s = self._job_parameters(job)
+        except RunRefused as exc:
+            return await self._refuse(run_id, job.kind, exc.code, str(exc))
+        if len(self.runner.runs) >= self.settings.max_runs_per_worker:
+            raise Retry(defer=1)
+        state = engine.new_state(
+            job.object_id, now=enqueue_time, timeout_s=timeout_s, interval_s=interval_s
+        )
+        stored = job.model_dump(mode="python", exclude_none=True)
+        if job.api_key is not None:
+            stored["api_key"] = job.api_key.get_secret_value()
+        claim = await self.store.claim(
+            run_id,
+            json.dumps(stored),
+            state.to_json(),
+            accepted_event(run_id, job, state, time.time),
+        )
+        if claim.outcome in ("owned", "done"):
+            log.info("run.duplicate", run_id=run_id, outcome=claim.outcome, owner=claim.owner)
+            return claim.outcome
+        if claim.outcome == "resumed" and claim.state_json:
+            state = engine.RunState.from_json(claim.state_json)
+        self.runner.adopt(run_id, job, state, api_key)
+        log.info("run.accepted", run_id=run_id, outcome=claim.outcome)
+        return claim.outcome
+
+    async def resume(self, run_id: str) -> str:
+        """Take over a run released by a dead or stopping worker."""
+        if not isinstance(run_id, str) or not _RUN_ID_CHARS.fullmatch(run_id):
+            await self.store.dead_letter("resume job with an invalid run id", repr(run_id))
+            return "invalid"
+        if run_id in self.runner.runs:
+            return "already_here"
+        if len(self.runner.runs) >= self.settings.max_runs_per_worker:
+            raise Retry(defer=1)
+        claim = await self.store.claim(run_id, "", "", "")
+        if claim.outcome == "new":
+            # The record expired before anyone resumed it: nothing left to drive.
+            await self.redis.delete(self.keys.run(run_id), self.keys.events(run_id))
+            await self.store.dead_letter("resume of a run whose record has expired", run_id)
+            return "expired"
+        if claim.outcome != "resumed" or not claim.job_json or not claim.state_json:
+            return claim.outcome
+        job = parse_job(json.loads(claim.job_json))
+        state = engine.RunState.from_json(claim.state_json)
+        try:
+            api_key, _, _ = self._job_parameters(job)
+        except RunRefused as exc:
+            return await self._refuse(run_id, job.kind, exc.code, str(exc))
+        self.runner.adopt(run_id, job, state, api_key)
+        log.info("run.resumed", run_id=run_id, phase=state.phase.value)
+        return "resumed"
+
+    def _job_parameters(self, job: AnyJob) -> tuple[str, float, float]:
+        s = self.settings
+        if job.api_key is not None:
+            api_key = job.api_key.get_secret_value()
+        elif s.assistants_api_key is None:
+            raise RunRefused(
+                "missing_api_key", "no API key: set ASSISTANTS_API_KEY or give api_key in the job"
+            )
+        elif s.user_provided_key:
+            raise RunRefused(
+                "missing_api_key",
+                "ASSISTANTS_API_KEY is user_provided: the job must carry its own api_key",
+            )
+        else:
+            api_key = s.assistants_api_key.get_secret_value()
+        interval_ms = job.poll_interval_ms or s.poll_interval_ms
+        timeout_ms = job.timeout_ms or s.timeout_ms
+        if interval_ms > s.max_poll_interval_ms:
+            raise RunRefused(
+                "invalid_job",
+                f"poll_interval_ms {interval_ms} exceeds the maximum {s.max_poll_interval_ms}",
+            )
+        if timeout_ms > s.max_timeout_ms:
+            raise RunRefused(
+                "invalid_job", f"timeout_ms {timeout_ms} exceeds the maximum {s.max_timeout_ms}"
+            )
+        if timeout_ms <= interval_ms:
+            raise RunRefused(
+                "invalid_job",
+                f"timeout_ms {timeout_ms} must be larger than poll_interval_ms {interval_ms}",
+            )
+        return api_key, timeout_ms / 1000, interval_ms / 1000
+
+    async def _refuse_raw(self, raw: Any, code: str, message: str) -> str:
+        run_id = _identifiable_run_id(raw)
+        if run_id is not None:
+            kind = raw.get("kind") if raw.get("kind") in ("assistants_run", "response") else None
+            return await self._refuse(run_id, kind, code, message)
+        await self.store.dead_letter(f"{code}: {message}", _safe_dump(raw))
+        log.warning("job.dead_letter", reason=message)
+        return "dead_letter"
+
+    async def _refuse(self, run_id: str, kind: str | None, code: str, message: str) -> str:
+        final = FinalEvent(
+            run_id=run_id,
+            ts=int(time.time() * 1000),
+            kind=kind,
+            status="error",
+            reason=f"the job was refused: {message}",
+            error=ErrorInfo(code=code, message=message),
+        ).model_dump_json()
+        if await self.store.reject(run_id, final):
+            log.warning("job.refused", run_id=run_id, code=code, reason=message)
+            return "refused"
+        await self.store.dead_letter(
+            f"{code}: {message} (run {run_id} already exists; left untouched)", run_id
+        )
+        return "dead_letter"
+
+    async def dead_letter(self, raw: str, reason: str) -> str:
+        await self.store.dead_letter(reason, raw)
+        log.warning("job.dead_letter", reason=reason)
+        return "dead_letter"
+
+    # ------------------------------------------------------------------ housekeeping
+
+    async def _housekeeping(self) -> None:
+        interval = self.settings.heartbeat_interval_ms / 1000
+        while True:
+            try:
+                await self._housekeep_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("housekeeping.failed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(interval)
+
+    async def _housekeep_once(self) -> None:
+        alive = await self.store.heartbeat(
+            self.settings.dead_worker_after_ms, len(self.runner.runs)
+        )
+        if not alive:
+            await self._drop_lost_runs()
+        for worker_id in await self.store.stale_workers(self.settings.dead_worker_after_ms):
+            if worker_id == self.worker_id:
+                continue
+            released = await self.store.release(worker_id)
+            if released >= 0:
+                log.warning("worker.dead", dead_worker=worker_id, runs_released=released)
+        await self._enqueue_orphans()
+        self.last_housekeeping = time.time()
+
+    async def _drop_lost_runs(self) -> None:
+        """Our heartbeat lapsed: stop driving every run another worker may have taken."""
+        run_ids = list(self.runner.runs)
+        owners = await self.store.owners(run_ids) if run_ids else []
+        for run_id, owner in zip(run_ids, owners, strict=True):
+            if owner != self.worker_id:
+                run = self.runner.runs.pop(run_id, None)
+                if run is not None:
+                    await suppress_cancel(run.task)
+        log.warning("worker.lease_lapsed", dropped=sum(o != self.worker_id for o in owners))
+
+    async def _enqueue_orphans(self) -> None:
+        orphans = await self.store.orphans()
+        for run_id in orphans:
+            await self.redis.enqueue_job(
+                FN_RESUME,
+                run_id,
+                _job_id=f"resume:{run_id}:{uuid.uuid4().hex[:8]}",
+                _queue_name=self.settings.queue_name,
+            )
+        if orphans:
+            await self.store.forget_orphans(orphans)
+            log.info("runs.requeued", count=len(orphans))
+
+    async def _listen_replies(self) -> None:
+        """Wake runs waiting for tool outputs the moment the app's reply lands."""
+        last_id = "$"
+        while True:
+            try:
+                reply = await self.redis.xread({self.keys.replies: last_id}, block=1000, count=500)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("replies.read_failed", error=type(exc).__name__)
+                await asyncio.sleep(1)
+                continue
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    last_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                    self._deliver(fields)
+
+    def _deliver(self, fields: dict[Any, Any]) -> None:
+        def get(name: str) -> str:
+            value = fields.get(name.encode(), fields.get(name))
+            return value.decode() if isinstance(value, bytes) else str(value or "")
+
+        run_id = get("run_id")
+        if run_id not in self.runner.runs:
+            return
+        try:
+            round_ = int(get("round"))
+            outputs_raw = json.loads(get("outputs"))
+            outputs = [(str(o["tool_call_id"]), o["output"]) for o in outputs_raw]
+        except (ValueError, KeyError, TypeError) as exc:
+            outputs, round_ = [("<malformed reply>", f"{type(exc).__name__}")], -1
+        self.runner.deliver_reply(run_id, round_, outputs)
+
+
+def _identifiable_run_id(raw: Any) -> str | None:
+    if not isinstance(raw, dict):
+        return None
+    for name in ("id", "run_id", "response_id"):
+        value = raw.get(name)
+        if isinstance(value, str) and _RUN_ID_CHARS.fullmatch(value):
+            return value
+    return None
+
+
+def _safe_dump(raw: Any) -> str:
+    """The raw job for a dead letter, with any api_key blanked."""
+    if isinstance(raw, dict) and "api_key" in raw:
+        raw = {**raw, "api_key": "**********"}
+    try:
+        return json.dumps(raw, default=str)[:4096]
+    except (TypeError, ValueError):
+        return repr(raw)[:4096]
+
+
+# ---------------------------------------------------------------------------- arq glue
+
+
+async def _run_job(ctx: dict[str, Any], job: Any) -> str:
+    app: WorkerApp = ctx["app"]
+    return await app.intake(job, ctx["enqueue_time"].timestamp())
+
+
+async def _resume_job(ctx: dict[str, Any], run_id: Any) -> str:
+    app: WorkerApp = ctx["app"]
+    return await app.resume(run_id)
+
+
+async def _dead_letter_job(ctx: dict[str, Any], raw: str, reason: str) -> str:
+    app: WorkerApp = ctx["app"]
+    return await app.dead_letter(raw, reason)
+
+
+FUNCTIONS: list[Function] = [
+    func(_run_job, name=FN_RUN, timeout=30, max_tries=100_000, keep_result=0),
+    func(_resume_job, name=FN_RESUME, timeout=30, max_tries=100_000, keep_result=0),
+    func(_dead_letter_job, name=FN_DEAD_LETTER, timeout=30, max_tries=3, keep_result=0),
+]
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for :class:`arq.worker.Worker` (also the WorkerSettings attributes)."""
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        configure_logging(settings)
+        app = WorkerApp(settings, ctx["redis"])
+        ctx["app"] = app
+        await app.start()
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        app: WorkerApp | None = ctx.get("app")
+        if app is not None:
+            await app.close()
+
+    return {
+        "functions": FUNCTIONS,
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "queue_name": settings.queue_name,
+        "poll_delay": settings.arq_poll_delay_s,
+        "max_jobs": 20,
+        "job_timeout": 30,
+        "keep_result": 0,
+        "max_tries": 100_000,
+        "job_serializer": serialize_job,
+        "job_deserializer": deserialize_job,
+        "on_startup": on_startup,
+        "on_shutdown": on_shutdown,
+        "health_check_interval": 60,
+    }
+
+
+def build_worker(settings: Settings, **overrides: Any) -> Worker:
+    return Worker(**{**worker_options(settings), **overrides})

@@ -1,0 +1,36 @@
+"""Backends map one API's objects onto the engine's neutral terms and perform its requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from worker.engine import Observation, RunState
+from worker.protocol import AssistantsRunJob, ResponseJob
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What a finished run produced, beyond its status."""
+
+    output_text: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """The I/O an engine decision may ask for, for one kind of job."""
+
+    async def get(self, job: Any, state: RunState, api_key: str) -> Observation: ...
+
+    async def cancel(self, job: Any, state: RunState, api_key: str) -> Observation: ...
+
+    async def submit(
+        self, job: Any, state: RunState, api_key: str, outputs: tuple[tuple[str, str], ...]
+    ) -> Observation: ...
+
+    async def fetch_result(
+        self, job: Any, state: RunState, api_key: str, last: Observation | None
+    ) -> RunResult: ...
+
+
+__all__ = ["AssistantsRunJob", "Backend", "ResponseJob", "RunResult"]

@@ -1,0 +1,54 @@
+"""Logging: structlog configured once, JSON in containers, console on a TTY, secrets redacted."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from worker.config import Settings
+
+_SECRET_RE = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+[A-Za-z0-9_\-.]+)")
+_SECRET_KEYS = frozenset({"api_key", "authorization", "password", "secret"})
+
+
+def redact_secrets(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Blank anything that looks like an API key or bearer token, in any field."""
+    for key, value in list(event_dict.items()):
+        if key.lower() in _SECRET_KEYS:
+            event_dict[key] = "**********"
+        elif isinstance(value, str) and _SECRET_RE.search(value):
+            event_dict[key] = _SECRET_RE.sub("**********", value)
+    return event_dict
+
+
+def configure_logging(settings: Settings) -> None:
+    fmt = settings.log_format
+    if fmt == "auto":
+        fmt = "console" if sys.stderr.isatty() else "json"
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
+    )
+    level = logging.getLevelName(settings.log_level.upper())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            level if isinstance(level, int) else 20
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    # arq logs every job start with its arguments; we log what matters ourselves.
+    logging.getLogger("arq").setLevel(logging.WARNING)

@@ -1,0 +1,322 @@
+"""The in-process driver: one lightweight task per in-flight run, plus worker housekeeping.
+
+arq hands us a run once (a short intake job); from then on the run lives here, in this
+process, until its final event: a task sleeps until the engine's next deadline, performs one
+request through the backend, feeds the answer to the engine and writes the resulting events
+to Redis. A steady poll (no status change) touches Redis not at all, so one process can hold
+thousands of runs, and arq's lease and head-of-line limits never apply to long runs.
+
+Housekeeping (one task): renew this worker's heartbeat, release the runs of workers whose
+heartbeat lapsed, and re-enqueue orphaned runs so any live worker picks them up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from worker import engine
+from worker.api import ApiFailure
+from worker.backends import Backend, RunResult
+from worker.engine import Failure, Observation, Op, RunState
+from worker.protocol import (
+    AcceptedEvent,
+    AssistantsRunJob,
+    ErrorInfo,
+    FinalEvent,
+    JobEnvelope,
+    ReplyRejectedEvent,
+    RequiresActionEvent,
+    ResponseJob,
+    StatusEvent,
+    ToolCall,
+)
+from worker.store import RunStore
+
+log = structlog.get_logger("runpoller.runner")
+
+AnyJob = AssistantsRunJob | ResponseJob
+Clock = Callable[[], float]
+
+
+def now_ms(clock: Clock) -> int:
+    return int(clock() * 1000)
+
+
+@dataclass
+class ActiveRun:
+    run_id: str
+    job: AnyJob
+    state: RunState
+    api_key: str
+    backend: Backend
+    inbox: asyncio.Queue[tuple[int, list[tuple[str, Any]]]] = field(default_factory=asyncio.Queue)
+    last_obs: Observation | None = None
+    result: RunResult | None = None
+    task: asyncio.Task[None] | None = None
+
+
+class Lost(Exception):
+    """This worker no longer owns the run (it was presumed dead and the run moved on)."""
+
+
+class Runner:
+    def __init__(
+        self,
+        store: RunStore,
+        backends: dict[str, Backend],
+        policy: engine.Policy,
+        *,
+        http_concurrency: int,
+        clock: Clock = time.time,
+    ) -> None:
+        self.store = store
+        self.backends = backends
+        self.policy = policy
+        self.clock = clock
+        self.runs: dict[str, ActiveRun] = {}
+        self.http_slots = asyncio.Semaphore(http_concurrency)
+        self._redis_down_since: float | None = None
+
+    # ------------------------------------------------------------------ adoption
+
+    def adopt(self, run_id: str, job: AnyJob, state: RunState, api_key: str) -> None:
+        run = ActiveRun(run_id, job, state, api_key, self.backends[job.kind])
+        self.runs[run_id] = run
+        run.task = asyncio.create_task(self._drive(run), name=f"run:{run_id}")
+
+    async def stop_runs(self) -> None:
+        tasks = [run.task for run in self.runs.values() if run.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.runs.clear()
+
+    def deliver_reply(self, run_id: str, round_: int, outputs: list[tuple[str, Any]]) -> bool:
+        run = self.runs.get(run_id)
+        if run is None:
+            return False
+        run.inbox.put_nowait((round_, outputs))
+        return True
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _drive(self, run: ActiveRun) -> None:
+        bound = log.bind(run_id=run.run_id, object_id=run.state.object_id, kind=run.job.kind)
+        nxt = engine.resume(run.state, self.clock())
+        try:
+            while nxt is not None:
+                decision = await self._wait(run, nxt)
+                if decision is None:
+                    decision = await self._perform(run, nxt)
+                await self._apply(run, decision, bound)
+                nxt = decision.next
+        except Lost:
+            bound.warning("run.lost", reason="another worker owns it now")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            bound.exception("run.crashed")
+        finally:
+            self.runs.pop(run.run_id, None)
+
+    async def _wait(self, run: ActiveRun, nxt: engine.Next) -> engine.Decision | None:
+        """Sleep until ``nxt.at``; a reply from the app cuts the wait short."""
+        delay = nxt.at - self.clock()
+        if not nxt.wake_on_reply:
+            if delay > 0:
+                await asyncio.sleep(delay)
+            return None
+        while True:
+            try:
+                round_, outputs = await asyncio.wait_for(run.inbox.get(), max(delay, 0))
+            except TimeoutError:
+                return None
+            decision = engine.on_reply(run.state, round_, outputs, self.clock())
+            if decision.next is not None:
+                return decision
+            await self._apply(run, decision, log)
+            delay = nxt.at - self.clock()
+
+    async def _perform(self, run: ActiveRun, nxt: engine.Next) -> engine.Decision:
+        backend, job, state, key = run.backend, run.job, run.state, run.api_key
+        async with self.http_slots:
+            try:
+                if nxt.op is Op.FETCH_RESULT:
+                    run.result = await backend.fetch_result(job, state, key, run.last_obs)
+                    return engine.on_result_fetched(state, self.clock())
+                if nxt.op is Op.GET:
+                    obs = await backend.get(job, state, key)
+                elif nxt.op is Op.CANCEL:
+                    obs = await backend.cancel(job, state, key)
+                else:
+                    obs = await backend.submit(job, state, key, nxt.outputs)
+            except ApiFailure as exc:
+                return engine.on_failure(
+                    state, nxt.op, exc.failure, self.clock(), self.policy, random.random()
+                )
+            except ValueError as exc:
+                failure = Failure(f"unexpected API response: {exc}", retryable=False)
+                return engine.on_failure(
+                    state, nxt.op, failure, self.clock(), self.policy, random.random()
+                )
+        run.last_obs = obs
+        return engine.on_observation(state, nxt.op, obs, self.clock(), self.policy)
+
+    # ------------------------------------------------------------------ effects
+
+    async def _apply(self, run: ActiveRun, decision: engine.Decision, bound: Any) -> None:
+        old, new = run.state, decision.state
+        run.state = new
+        events: list[tuple[str, str]] = []
+        ts = now_ms(self.clock)
+        for effect in decision.effects:
+            if isinstance(effect, engine.Finished):
+                final = self._final_event(run, effect, ts)
+                state_json = new.to_json()
+                written = await self._redis(self.store.finalize, run.run_id, state_json, final)
+                bound.info("run.final", status=effect.status, reason=effect.reason)
+                if written == -1:
+                    raise Lost
+                return
+            if isinstance(effect, engine.StatusChanged):
+                event = StatusEvent(
+                    run_id=run.run_id,
+                    ts=ts,
+                    status=effect.api_status,
+                    object_id=effect.object_id,
+                )
+                bound.info("run.status", status=effect.api_status)
+                events.append(("status", event.model_dump_json()))
+            elif isinstance(effect, engine.ActionRequired):
+                action = RequiresActionEvent(
+                    run_id=run.run_id,
+                    ts=ts,
+                    round=effect.round,
+                    object_id=effect.object_id,
+                    tool_calls=[_tool_call(call) for call in effect.calls],
+                    deadline=int(effect.deadline * 1000),
+                )
+                events.append(("requires_action", action.model_dump_json()))
+            elif isinstance(effect, engine.ReplyRejected):
+                rejected = ReplyRejectedEvent(
+                    run_id=run.run_id, ts=ts, round=effect.round, problems=list(effect.problems)
+                )
+                events.append(("reply_rejected", rejected.model_dump_json()))
+        if events or _durable(old) != _durable(new):
+            state_json = new.to_json()
+            ok = await self._redis(self.store.publish, run.run_id, state_json, events)
+            if not ok:
+                raise Lost
+
+    def _final_event(self, run: ActiveRun, fin: engine.Finished, ts: int) -> str:
+        obs = run.last_obs
+        result = run.result or RunResult()
+        error = None
+        if fin.error is not None:
+            error = ErrorInfo(code=fin.error[0], message=fin.error[1])
+        elif obs is not None and obs.error is not None and fin.status == "failed":
+            error = ErrorInfo(code=obs.error[0], message=obs.error[1])
+        detail = dict(result.detail)
+        if len(run.state.object_ids) > 1:
+            detail.setdefault("object_ids", list(run.state.object_ids))
+        event = FinalEvent(
+            run_id=run.run_id,
+            ts=ts,
+            kind=run.job.kind,
+            status=fin.status,
+            api_status=fin.api_status,
+            reason=fin.reason,
+            error=error,
+            incomplete_details=dict(obs.incomplete_details)
+            if obs and obs.incomplete_details
+            else None,
+            output_text=result.output_text,
+            usage=dict(obs.usage) if obs and obs.usage else None,
+            model=obs.model if obs else None,
+            metadata=run.job.metadata,
+            detail=detail,
+        )
+        return event.model_dump_json()
+
+    async def _redis(self, call: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """Run a Redis call, waiting out an outage with backoff (logged once per outage)."""
+        delay = 0.1
+        while True:
+            try:
+                result = await call(*args)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                if self._redis_down_since is None:
+                    self._redis_down_since = self.clock()
+                    log.warning("redis.unavailable", error=type(exc).__name__)
+                await asyncio.sleep(delay * (0.75 + random.random() / 2))
+                delay = min(delay * 2, 5.0)
+                continue
+            if self._redis_down_since is not None:
+                log.info("redis.back", down_s=round(self.clock() - self._redis_down_since, 1))
+                self._redis_down_since = None
+            return result
+
+
+def _durable(state: RunState) -> RunState:
+    """The state without its transient failure counter: changes here are worth persisting."""
+    return replace(state, failures=0)
+
+
+def _tool_call(call: engine.ToolCallRequest) -> ToolCall:
+    try:
+        parsed = json.loads(call.arguments)
+        valid = True
+    except (json.JSONDecodeError, TypeError):
+        parsed, valid = None, False
+    return ToolCall(
+        id=call.id,
+        name=call.name,
+        arguments=call.arguments,
+        parsed_arguments=parsed,
+        arguments_valid=valid,
+    )
+
+
+def parse_job(raw: Any) -> AnyJob:
+    """Validate a job payload (raises pydantic.ValidationError)."""
+    return JobEnvelope.model_validate({"job": raw}).job
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, naming the field: ``thread_id: String should match pattern…``."""
+    lines = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"] if p != "job")
+        lines.append(f"{loc or 'job'}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def accepted_event(run_id: str, job: AnyJob, state: RunState, clock: Clock) -> str:
+    return AcceptedEvent(
+        run_id=run_id,
+        ts=now_ms(clock),
+        kind=job.kind,
+        deadline=int(state.deadline * 1000),
+        poll_interval_ms=int(state.interval * 1000),
+        metadata=job.metadata,
+    ).model_dump_json()
+
+
+async def suppress_cancel(task: asyncio.Task[Any] | None) -> None:
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
