@@ -50,7 +50,13 @@ def render() -> str:
         "timeout_ms": 120000,
         "metadata": {"conversation": "c-42"},
     }
-    arq_body: dict[str, Any] = {"f": FN_RUN, "a": [job_example], "k": {}, "t": None, "et": 1764115200000}
+    arq_body: dict[str, Any] = {
+        "f": FN_RUN,
+        "a": [job_example],
+        "k": {},
+        "t": None,
+        "et": 1764115200000,
+    }
     reply_outputs = json.dumps([{"tool_call_id": "call_1", "output": '{"temp_c": 21}'}])
     sections = [
         f"""# runpoller protocol, version {PROTOCOL_VERSION}
