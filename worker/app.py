@@ -29,6 +29,7 @@ from worker import engine
 from worker.api import ApiClient, make_http_client
 from worker.backends import Backend
 from worker.backends.assistants import AssistantsBackend
+from worker.backends.responses import ResponsesBackend
 from worker.config import Settings
 from worker.logs import configure_logging
 from worker.protocol import (
@@ -100,7 +101,10 @@ class WorkerApp:
         self.api = ApiClient(
             self.http, settings.assistants_base_url, assistants_version=settings.assistants_version
         )
-        backends: dict[str, Backend] = {"assistants_run": AssistantsBackend(self.api)}
+        backends: dict[str, Backend] = {
+            "assistants_run": AssistantsBackend(self.api),
+            "response": ResponsesBackend(self.api),
+        }
         self.store = RunStore(
             redis,
             self.keys,

@@ -38,6 +38,7 @@ class DemoRun:
     expect: str
     script: dict[str, Any] | str
     assistant_id: str = ALLOWED_ASSISTANT
+    kind: str = "assistants_run"
     job_extra: dict[str, Any] = field(default_factory=dict)
     run_id: str = ""
     line: str = "enqueued"
@@ -111,6 +112,28 @@ def demo_runs(fast: bool) -> list[DemoRun]:
                 ]
             },
         ),
+        DemoRun(
+            "background response (Responses API)",
+            "completed",
+            {
+                "steps": [
+                    {"status": "queued", "ms": 200},
+                    {"status": "in_progress", "ms": work},
+                    {
+                        "status": "completed",
+                        "messages": ["Background mode is how OpenAI runs long jobs today."],
+                    },
+                ]
+            },
+            kind="response",
+        ),
+        DemoRun(
+            "background response calls a function",
+            "completed",
+            "requires_action",
+            kind="response",
+            job_extra={"continuation": {"model": "gpt-4o"}},
+        ),
     ]
 
 
@@ -142,21 +165,32 @@ async def demo_redis() -> AsyncIterator[str]:
         server.server_close()
 
 
-async def create_fake_run(http: httpx.AsyncClient, run: DemoRun) -> tuple[str, str]:
+async def create_fake_job(http: httpx.AsyncClient, run: DemoRun) -> dict[str, Any]:
+    """Create the run (or response) on the fake server, as the calling app would."""
+    if run.kind == "response":
+        response = await http.post("/_fake/responses", json={"script": run.script})
+        response.raise_for_status()
+        return {"kind": "response", "response_id": response.json()["id"], **run.job_extra}
     response = await http.post(
         "/_fake/runs",
         json={"script": run.script, "assistant_id": run.assistant_id, "model": "gpt-4o"},
     )
     response.raise_for_status()
     body = response.json()
-    return str(body["thread_id"]), str(body["id"])
+    return {
+        "kind": "assistants_run",
+        "thread_id": body["thread_id"],
+        "run_id": body["id"],
+        **run.job_extra,
+    }
 
 
 async def answer_tool_calls(client: RunpollerClient, event: RequiresActionEvent) -> None:
     """The calling app's side of a function call: compute outputs, reply through Redis."""
     outputs = {}
     for call in event.tool_calls:
-        city = (call.parsed_arguments or {}).get("city", "?")
+        args = call.parsed_arguments if isinstance(call.parsed_arguments, dict) else {}
+        city = args.get("city", "?")
         outputs[call.id] = f'{{"city": "{city}", "temperature_c": 21, "sky": "sunny"}}'
     await client.submit_tool_outputs(event.run_id, event.round, outputs)
 
@@ -220,15 +254,7 @@ async def run_demo(*, fast: bool = False) -> int:
         root = fake.base_url.removesuffix("/v1")
         async with httpx.AsyncClient(base_url=root, timeout=10) as http:
             for run in runs:
-                thread_id, api_run_id = await create_fake_run(http, run)
-                run.run_id = await client.enqueue(
-                    {
-                        "kind": "assistants_run",
-                        "thread_id": thread_id,
-                        "run_id": api_run_id,
-                        **run.job_extra,
-                    }
-                )
+                run.run_id = await client.enqueue(await create_fake_job(http, run))
         redraw = asyncio.Event()
         followers = [asyncio.create_task(follow(client, run, redraw)) for run in runs]
         lines_drawn = 0

@@ -82,6 +82,8 @@ class Observation:
     incomplete_details: Mapping[str, Any] | None = None
     usage: Mapping[str, Any] | None = None
     poll_after_s: float | None = None
+    payload: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    """The backend's own object, handed back to it when results are collected."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +172,7 @@ def new_state(object_id: str, *, now: float, timeout_s: float, interval_s: float
         interval=interval_s,
         object_id=object_id,
         phase_since=now,
-        object_ids=(object_id,),
+        object_ids=(object_id,) if object_id else (),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, model_validator
 
 PROTOCOL_VERSION = 1
 
@@ -80,18 +80,49 @@ class AssistantsRunJob(_Job):
 
 
 class ResponseJob(_Job):
-    """Poll a Responses-API background response the producer has created."""
+    """Poll a Responses-API background response (created by the producer, or by the worker)."""
 
     kind: Literal["response"]
-    response_id: ApiId
+    response_id: ApiId | None = Field(
+        None, description="The background response to follow. Give this or `request`."
+    )
+    request: dict[str, Any] | None = Field(
+        None,
+        description="A CreateResponse body: the worker creates the response itself (adding "
+        "`background: true` and `store: true`), so apps with user-provided keys never call the "
+        "API. Requires `id`.",
+    )
+    continuation: dict[str, Any] | None = Field(
+        None,
+        description="CreateResponse fields every continuation after a function-call round "
+        "needs (e.g. `model`, `tools`, `instructions`). `previous_response_id`, `input`, "
+        "`background` and `store` are set by the worker.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ResponseJob:
+        if (self.response_id is None) == (self.request is None):
+            raise ValueError("give exactly one of response_id and request")
+        if self.request is not None and self.id is None:
+            raise ValueError("a job with request needs an id (the response id is not known yet)")
+        for name, body in (("request", self.request), ("continuation", self.continuation)):
+            reserved = sorted(set(body or {}) & _RESERVED_CREATE_FIELDS)
+            if reserved and not (name == "request" and reserved == ["input"]):
+                raise ValueError(f"{name} must not set {', '.join(reserved)}")
+        return self
 
     @property
     def run_key(self) -> str:
-        return self.id or self.response_id
+        return self.id or self.response_id or ""
 
     @property
     def object_id(self) -> str:
-        return self.response_id
+        return self.response_id or ""
+
+
+_RESERVED_CREATE_FIELDS = frozenset(
+    {"previous_response_id", "background", "store", "stream", "input", "conversation"}
+)
 
 
 Job = Annotated[AssistantsRunJob | ResponseJob, Field(discriminator="kind")]

@@ -1,0 +1,147 @@
+"""Responses background mode end to end: real Redis, the fake server over HTTP, a worker."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import FAKE_KEY, WorkerHandle
+from worker.client import RunpollerClient
+from worker.protocol import FinalEvent, RequiresActionEvent, StatusEvent
+
+pytestmark = pytest.mark.integration
+
+StartWorker = Callable[..., Awaitable[WorkerHandle]]
+
+
+async def fake_response(http: httpx.AsyncClient, script: Any) -> str:
+    response = await http.post("/_fake/responses", json={"script": script, "model": "gpt-4o"})
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
+
+
+def job(response_id: str, namespace: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "kind": "response",
+        "response_id": response_id,
+        "id": f"{namespace}-{response_id}",
+    } | extra
+
+
+@pytest.mark.parametrize(
+    ("scenario", "status", "check"),
+    [
+        ("complete", "completed", lambda f: f.output_text == "Hello from the fake OpenAI server."),
+        ("fail", "failed", lambda f: f.error is not None and f.error.code == "server_error"),
+        (
+            "incomplete",
+            "incomplete",
+            lambda f: f.incomplete_details == {"reason": "max_output_tokens"},
+        ),
+    ],
+)
+async def test_final_statuses(
+    start_worker: StartWorker,
+    client: RunpollerClient,
+    fake_http: httpx.AsyncClient,
+    namespace: str,
+    scenario: str,
+    status: str,
+    check: Callable[[FinalEvent], bool],
+) -> None:
+    await start_worker()
+    response_id = await fake_response(fake_http, scenario)
+    final = await client.wait(await client.enqueue(job(response_id, namespace)), 15)
+    assert final.status == status
+    assert final.kind == "response"
+    assert final.detail["response_ids"] == [response_id]
+    assert check(final), final
+
+
+async def test_timeout_cancels_the_response(
+    start_worker: StartWorker, client: RunpollerClient, fake_http: httpx.AsyncClient, namespace: str
+) -> None:
+    await start_worker()
+    response_id = await fake_response(fake_http, "never_ends")
+    final = await client.wait(await client.enqueue(job(response_id, namespace, timeout_ms=600)), 15)
+    assert final.status == "timed_out" and final.api_status == "cancelled"
+    log = (await fake_http.get(f"/_fake/runs/{response_id}/log")).json()
+    assert [e["endpoint"] for e in log].count("cancel_response") == 1
+
+
+async def test_two_round_function_call_continuation(
+    start_worker: StartWorker, client: RunpollerClient, fake_http: httpx.AsyncClient, namespace: str
+) -> None:
+    await start_worker()
+    first_id = await fake_response(fake_http, "two_rounds")
+    rid = await client.enqueue(
+        job(first_id, namespace, continuation={"model": "gpt-4o", "instructions": "Be brief."})
+    )
+    rounds: list[int] = []
+    seen_ids: list[str] = []
+    final = None
+    async for item in client.events(rid):
+        event = item.event
+        if isinstance(event, StatusEvent):
+            seen_ids.append(event.object_id)
+        if isinstance(event, RequiresActionEvent):
+            rounds.append(event.round)
+            await client.submit_tool_outputs(
+                rid, event.round, {c.id: f"answer {event.round}" for c in event.tool_calls}
+            )
+        if isinstance(event, FinalEvent):
+            final = event
+    assert rounds == [1, 2]
+    assert final is not None and final.status == "completed"
+    ids = final.detail["response_ids"]
+    assert len(ids) == 3 and ids[0] == first_id and len(set(ids)) == 3
+    assert set(seen_ids) == set(ids)
+    # The continuation carried the job's instructions and pointed at the previous response.
+    headers = {"Authorization": f"Bearer {FAKE_KEY}"}
+    second = (await fake_http.get(f"/v1/responses/{ids[1]}", headers=headers)).json()
+    assert second["previous_response_id"] == ids[0]
+    assert second["instructions"] == "Be brief."
+
+
+async def test_worker_creates_the_response_from_the_job(
+    start_worker: StartWorker, client: RunpollerClient, namespace: str
+) -> None:
+    await start_worker()
+    rid = f"{namespace}-created"
+    final = await client.wait(
+        await client.enqueue(
+            {
+                "kind": "response",
+                "id": rid,
+                "request": {"model": "gpt-4o", "input": "Say hello"},
+            }
+        ),
+        15,
+    )
+    assert final.status == "completed"
+    assert len(final.detail["response_ids"]) == 1
+    assert final.detail["response_ids"][0].startswith("resp_")
+
+
+async def test_response_job_validation() -> None:
+    from pydantic import ValidationError
+
+    from worker.protocol import JobEnvelope
+
+    with pytest.raises(ValidationError, match="exactly one of response_id and request"):
+        JobEnvelope.model_validate({"job": {"kind": "response"}})
+    with pytest.raises(ValidationError, match="needs an id"):
+        JobEnvelope.model_validate({"job": {"kind": "response", "request": {"model": "m"}}})
+    with pytest.raises(ValidationError, match="must not set previous_response_id"):
+        JobEnvelope.model_validate(
+            {
+                "job": {
+                    "kind": "response",
+                    "response_id": "resp_1",
+                    "continuation": {"previous_response_id": "x"},
+                }
+            }
+        )
