@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 WITH_REDIS := $(BIN)/python -m worker.devredis
 
-.PHONY: install lint test unit demo bench clean
+.PHONY: install lint test unit chaos demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ unit: install
 
 test: lint
 	$(WITH_REDIS) -- $(BIN)/pytest -q
+
+chaos: install
+	RUNPOLLER_CHAOS_RUNS=500 $(WITH_REDIS) -- $(BIN)/pytest -q -s tests/chaos
 
 demo: install
 	$(WITH_REDIS) --allow-embedded -- $(BIN)/runpoller demo

@@ -1,0 +1,228 @@
+"""Real worker processes killed and stopped mid-flight: no run lost, none finished twice.
+
+Sizes are small in ``make test``; ``RUNPOLLER_CHAOS_RUNS`` raises them (``make chaos``).
+The figures (runs, lost, duplicate finals, kill-to-resume) are printed, not asserted as
+wall-clock thresholds: shared machines are noisy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from tests.conftest import test_redis_url
+from worker.client import RunpollerClient
+from worker.fake_openai import FakeServer, FakeState, start_fake_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+
+KEY = "sk-chaos-key-0123456789"
+RUNS = int(os.environ.get("RUNPOLLER_CHAOS_RUNS", "60"))
+
+
+class Cluster:
+    def __init__(self, fake: FakeServer, namespace: str) -> None:
+        self.fake = fake
+        self.namespace = namespace
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    def env(self) -> dict[str, str]:
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("RUNPOLLER_", "ASSISTANTS_"))
+        }
+        env.update(
+            {
+                "REDIS_URL": test_redis_url(),
+                "ASSISTANTS_BASE_URL": self.fake.base_url,
+                "ASSISTANTS_API_KEY": KEY,
+                "RUNPOLLER_KEY_PREFIX": self.namespace,
+                "RUNPOLLER_QUEUE_NAME": f"{self.namespace}:queue",
+                "RUNPOLLER_POLL_INTERVAL_MS": "200",
+                "RUNPOLLER_TIMEOUT_MS": "60000",
+                "RUNPOLLER_HEARTBEAT_INTERVAL_MS": "250",
+                "RUNPOLLER_DEAD_WORKER_AFTER_MS": "1500",
+                "RUNPOLLER_ARQ_POLL_DELAY_S": "0.05",
+                "RUNPOLLER_LOG_LEVEL": "WARNING",
+                "RUNPOLLER_LOG_FORMAT": "json",
+            }
+        )
+        return env
+
+    async def start_worker(self) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "worker", "worker", env=self.env()
+        )
+        self.procs.append(proc)
+        return proc
+
+    async def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+@pytest.fixture
+async def cluster(namespace: str, redis: Redis) -> AsyncIterator[Cluster]:
+    fake = await start_fake_server(port=0, state=FakeState(api_keys={KEY}))
+    c = Cluster(fake, namespace)
+    yield c
+    await c.stop_all()
+    await fake.close()
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def create_runs(fake: FakeServer, n: int, work_ms: int) -> list[tuple[str, str]]:
+    script = {
+        "steps": [
+            {"status": "queued", "ms": 100},
+            {"status": "in_progress", "ms": work_ms},
+            {"status": "completed", "messages": ["done"]},
+        ]
+    }
+    root = fake.base_url.removesuffix("/v1")
+    async with httpx.AsyncClient(base_url=root) as http:
+        out = []
+        for _ in range(n):
+            body = (await http.post("/_fake/runs", json={"script": script})).json()
+            out.append((body["thread_id"], body["id"]))
+        return out
+
+
+async def owners(redis: Redis, namespace: str) -> dict[str, set[str]]:
+    result: dict[str, set[str]] = {}
+    async for key in redis.scan_iter(match=f"{namespace}:owned:*"):
+        worker_id = key.decode().rsplit(":", 1)[1]
+        result[worker_id] = {m.decode() for m in await redis.smembers(key)}
+    return result
+
+
+async def finals(redis: Redis, namespace: str, run_ids: list[str]) -> dict[str, int]:
+    counts = {}
+    for rid in run_ids:
+        entries = await redis.xrange(f"{namespace}:events:{rid}")
+        counts[rid] = sum(1 for _, fields in entries if fields[b"type"] == b"final")
+    return counts
+
+
+async def live_workers(redis: Redis, namespace: str) -> int:
+    return int(await redis.zcard(f"{namespace}:workers"))
+
+
+async def test_kill_9_loses_no_run(cluster: Cluster, redis: Redis, namespace: str) -> None:
+    client = RunpollerClient(redis, queue_name=f"{namespace}:queue", key_prefix=namespace)
+    await cluster.start_worker()
+    await cluster.start_worker()
+
+    async def both_up() -> bool:
+        return await live_workers(redis, namespace) == 2
+
+    await wait_for(both_up, 20, "two workers to start")
+    runs = await create_runs(cluster.fake, RUNS, work_ms=5000)
+    run_ids = [
+        await client.enqueue({"kind": "assistants_run", "thread_id": t, "run_id": r})
+        for t, r in runs
+    ]
+
+    async def all_claimed() -> bool:
+        held = await owners(redis, namespace)
+        return sum(len(v) for v in held.values()) == RUNS and len(held) == 2
+
+    await wait_for(all_claimed, 20, "both workers to claim all runs")
+    held = await owners(redis, namespace)
+    victim_id, victim_runs = max(held.items(), key=lambda kv: len(kv[1]))
+    deadlines_before = {
+        rid: json.loads((await redis.hget(f"{namespace}:run:{rid}", "state")) or b"{}")["deadline"]
+        for rid in victim_runs
+    }
+    victim = next(p for p in cluster.procs if victim_id.split("-")[-2] == str(p.pid))
+    killed_at = time.time()
+    victim.send_signal(signal.SIGKILL)
+    await victim.wait()
+
+    async def all_final() -> bool:
+        return all(v >= 1 for v in (await finals(redis, namespace, run_ids)).values())
+
+    await wait_for(all_final, 45, "every run to reach its final event")
+    counts = await finals(redis, namespace, run_ids)
+    results = [await client.result(rid) for rid in run_ids]
+    statuses = {r.status for r in results if r is not None}
+
+    # How long after the kill did someone poll the victim's runs again?
+    resumed_after = []
+    for rid in victim_runs:
+        api_run_id = rid  # the logical id defaults to the API run id
+        obj = cluster.fake.state.lookup(api_run_id)
+        assert obj is not None
+        after = [e["time"] for e in obj.log if e["time"] > killed_at]
+        resumed_after.append(min(after) - killed_at)
+    deadlines_after = {
+        rid: json.loads((await redis.hget(f"{namespace}:run:{rid}", "state")) or b"{}")["deadline"]
+        for rid in victim_runs
+    }
+    print(
+        f"\nchaos kill -9: runs={RUNS} victim_held={len(victim_runs)} "
+        f"lost={sum(1 for v in counts.values() if v == 0)} "
+        f"duplicate_finals={sum(1 for v in counts.values() if v > 1)} "
+        f"kill_to_resume_max={max(resumed_after):.2f}s"
+    )
+    assert statuses == {"completed"}
+    assert all(v == 1 for v in counts.values()), "exactly one final event per run"
+    assert deadlines_after == deadlines_before, "the deadline never moves"
+    assert cluster.fake.state.stats.overlapping_polls == 0
+
+
+async def test_sigterm_hands_runs_over(cluster: Cluster, redis: Redis, namespace: str) -> None:
+    client = RunpollerClient(redis, queue_name=f"{namespace}:queue", key_prefix=namespace)
+    first = await cluster.start_worker()
+    runs = await create_runs(cluster.fake, RUNS // 2, work_ms=4000)
+    run_ids = [
+        await client.enqueue({"kind": "assistants_run", "thread_id": t, "run_id": r})
+        for t, r in runs
+    ]
+
+    async def all_claimed() -> bool:
+        held = await owners(redis, namespace)
+        return sum(len(v) for v in held.values()) == len(run_ids)
+
+    await wait_for(all_claimed, 20, "the first worker to claim all runs")
+    await cluster.start_worker()
+    stopped_at = time.monotonic()
+    first.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(first.wait(), 15)
+    exit_s = time.monotonic() - stopped_at
+
+    async def handed_over() -> bool:
+        held = await owners(redis, namespace)
+        return sum(len(v) for v in held.values()) == len(run_ids) and len(held) == 1
+
+    await wait_for(handed_over, 15, "the second worker to take every run")
+    handover_s = time.monotonic() - stopped_at
+
+    async def all_final() -> bool:
+        return all(v >= 1 for v in (await finals(redis, namespace, run_ids)).values())
+
+    await wait_for(all_final, 30, "every run to reach its final event")
+    counts = await finals(redis, namespace, run_ids)
+    print(f"\nchaos SIGTERM: runs={len(run_ids)} exit={exit_s:.2f}s handover={handover_s:.2f}s")
+    assert first.returncode == 0
+    assert all(v == 1 for v in counts.values())
+    assert {(await client.result(rid)).status for rid in run_ids} == {"completed"}  # type: ignore[union-attr]
