@@ -40,6 +40,7 @@ from worker.protocol import (
     ErrorInfo,
     FinalEvent,
     Keys,
+    parse_reply,
 )
 from worker.runner import (
     AnyJob,
@@ -74,6 +75,7 @@ def policy_from(settings: Settings) -> engine.Policy:
         allowed_models=frozenset(settings.assistants_models)
         if settings.assistants_models
         else None,
+        max_reply_bytes=settings.max_reply_bytes,
     )
 
 
@@ -180,6 +182,7 @@ class WorkerApp:
         if claim.outcome == "resumed" and claim.state_json:
             state = engine.RunState.from_json(claim.state_json)
         self.runner.adopt(run_id, job, state, api_key)
+        await self._replay_replies(run_id, state)
         log.info("run.accepted", run_id=run_id, outcome=claim.outcome)
         return claim.outcome
 
@@ -207,6 +210,7 @@ class WorkerApp:
         except RunRefused as exc:
             return await self._refuse(run_id, job.kind, exc.code, str(exc))
         self.runner.adopt(run_id, job, state, api_key)
+        await self._replay_replies(run_id, state)
         log.info("run.resumed", run_id=run_id, phase=state.phase.value)
         return "resumed"
 
@@ -344,20 +348,20 @@ class WorkerApp:
                     self._deliver(fields)
 
     def _deliver(self, fields: dict[Any, Any]) -> None:
-        def get(name: str) -> str:
-            value = fields.get(name.encode(), fields.get(name))
-            return value.decode() if isinstance(value, bytes) else str(value or "")
+        reply = parse_reply(fields)
+        if reply is not None:
+            self.runner.deliver_reply(reply)
 
-        run_id = get("run_id")
-        if run_id not in self.runner.runs:
+    async def _replay_replies(self, run_id: str, state: engine.RunState) -> None:
+        """After a takeover mid-round, deliver replies that arrived since the round was asked."""
+        if state.phase is not engine.Phase.AWAITING_OUTPUTS:
             return
-        try:
-            round_ = int(get("round"))
-            outputs_raw = json.loads(get("outputs"))
-            outputs = [(str(o["tool_call_id"]), o["output"]) for o in outputs_raw]
-        except (ValueError, KeyError, TypeError) as exc:
-            outputs, round_ = [("<malformed reply>", f"{type(exc).__name__}")], -1
-        self.runner.deliver_reply(run_id, round_, outputs)
+        since = f"{int(state.phase_since * 1000)}-0"
+        entries = await self.redis.xrange(self.keys.replies, min=since, max="+", count=10_000)
+        for _entry_id, fields in entries:
+            reply = parse_reply(fields)
+            if reply is not None and reply.run_id == run_id and reply.round == state.round:
+                self.runner.deliver_reply(reply)
 
 
 def _identifiable_run_id(raw: Any) -> str | None:

@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     max_poll_interval_ms: int = 60_000
     max_timeout_ms: int = 24 * 3600 * 1000
 
+    # Total size of one round of tool outputs an app may send.
+    max_reply_bytes: int = 1024 * 1024
+
     # After a cancel, how long to keep polling for a terminal status before giving up.
     cancel_grace_ms: int = 30_000
 

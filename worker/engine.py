@@ -109,6 +109,7 @@ class Policy:
     supported_ids: frozenset[str] | None = None
     excluded_ids: frozenset[str] | None = None
     allowed_models: frozenset[str] | None = None
+    max_reply_bytes: int = 1024 * 1024
 
 
 # ---------------------------------------------------------------------------- state
@@ -218,6 +219,12 @@ class ReplyRejected:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyIgnored:
+    round: int
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     """The run is over. ``status`` is the protocol's final status."""
 
@@ -227,7 +234,7 @@ class Finished:
     error: tuple[str, str] | None = None
 
 
-Effect = StatusChanged | ActionRequired | ReplyRejected | Finished
+Effect = StatusChanged | ActionRequired | ReplyRejected | ReplyIgnored | Finished
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,13 +406,31 @@ def on_failure(
 
 
 def on_reply(
-    state: RunState, round_: int, outputs: Sequence[tuple[str, Any]], now: float
+    state: RunState,
+    round_: int,
+    outputs: Sequence[tuple[str, Any]] | None,
+    now: float,
+    policy: Policy,
+    problem: str = "",
 ) -> Decision:
-    """The app answered a round of tool calls: submit if the answer is complete and exact."""
-    if state.phase is not Phase.AWAITING_OUTPUTS or round_ != state.round:
-        stale = f"round {round_} is not awaiting outputs (current round {state.round})"
+    """The app answered a round of tool calls: submit if the answer is complete and exact.
+
+    ``outputs`` is None when the reply could not even be parsed (``problem`` says why). A
+    reply for a round already answered is ignored (a duplicate or redelivery), not an error.
+    """
+    if round_ < state.round or (
+        round_ == state.round and state.phase is not Phase.AWAITING_OUTPUTS
+    ):
+        return Decision(state, (ReplyIgnored(round_, "this round was already answered"),), None)
+    if round_ > state.round or state.phase is not Phase.AWAITING_OUTPUTS:
+        stale = f"round {round_} has not been asked (current round {state.round})"
         return Decision(state, (ReplyRejected(round_, (stale,)),), None)
+    if outputs is None:
+        return Decision(state, (ReplyRejected(round_, (problem,)),), None)
     problems = _check_outputs(state.pending_calls, outputs)
+    size = sum(len(str(output).encode()) for _, output in outputs)
+    if size > policy.max_reply_bytes:
+        problems.append(f"outputs total {size} bytes; the limit is {policy.max_reply_bytes} bytes")
     if problems:
         return Decision(state, (ReplyRejected(round_, tuple(problems)),), None)
     pairs = tuple((str(call_id), str(output)) for call_id, output in outputs)

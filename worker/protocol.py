@@ -8,6 +8,9 @@ ordinary Redis commands.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, model_validator
@@ -235,6 +238,50 @@ class ToolOutputsReply(BaseModel):
     run_id: str
     round: int = Field(description="The `round` of the requires_action event answered.")
     outputs: str = Field(description="JSON array of {tool_call_id, output} objects.")
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedReply:
+    """A replies-stream entry as the worker understood it."""
+
+    run_id: str
+    round: int
+    outputs: list[tuple[str, Any]] | None
+    problem: str = ""
+
+
+def parse_reply(fields: Mapping[Any, Any]) -> ParsedReply | None:
+    """Decode one entry of the replies stream; None when it names no run or round at all."""
+
+    def get(name: str) -> str | None:
+        value = fields.get(name.encode(), fields.get(name))
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+    run_id, round_text, raw = get("run_id"), get("round"), get("outputs")
+    if not run_id or round_text is None:
+        return None
+    try:
+        round_ = int(round_text)
+    except ValueError:
+        return None
+    if raw is None:
+        return ParsedReply(run_id, round_, None, "the reply has no outputs field")
+    try:
+        items = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return ParsedReply(run_id, round_, None, f"outputs is not valid JSON: {exc}")
+    if not isinstance(items, list):
+        return ParsedReply(run_id, round_, None, "outputs must be a JSON array")
+    outputs: list[tuple[str, Any]] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("tool_call_id"), str):
+            return ParsedReply(
+                run_id, round_, None, f"outputs[{index}] needs a string tool_call_id"
+            )
+        if "output" not in item:
+            return ParsedReply(run_id, round_, None, f"outputs[{index}] has no output")
+        outputs.append((item["tool_call_id"], item["output"]))
+    return ParsedReply(run_id, round_, outputs)
 
 
 class ReplyRejectedEvent(_Event):

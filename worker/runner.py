@@ -36,6 +36,7 @@ from worker.protocol import (
     ErrorInfo,
     FinalEvent,
     JobEnvelope,
+    ParsedReply,
     ReplyRejectedEvent,
     RequiresActionEvent,
     ResponseJob,
@@ -61,7 +62,7 @@ class ActiveRun:
     state: RunState
     api_key: str
     backend: Backend
-    inbox: asyncio.Queue[tuple[int, list[tuple[str, Any]]]] = field(default_factory=asyncio.Queue)
+    inbox: asyncio.Queue[ParsedReply] = field(default_factory=asyncio.Queue)
     last_obs: Observation | None = None
     result: RunResult | None = None
     task: asyncio.Task[None] | None = None
@@ -103,11 +104,11 @@ class Runner:
         await asyncio.gather(*tasks, return_exceptions=True)
         self.runs.clear()
 
-    def deliver_reply(self, run_id: str, round_: int, outputs: list[tuple[str, Any]]) -> bool:
-        run = self.runs.get(run_id)
+    def deliver_reply(self, reply: ParsedReply) -> bool:
+        run = self.runs.get(reply.run_id)
         if run is None:
             return False
-        run.inbox.put_nowait((round_, outputs))
+        run.inbox.put_nowait(reply)
         return True
 
     # ------------------------------------------------------------------ the loop
@@ -140,13 +141,15 @@ class Runner:
             return None
         while True:
             try:
-                round_, outputs = await asyncio.wait_for(run.inbox.get(), max(delay, 0))
+                reply = await asyncio.wait_for(run.inbox.get(), max(delay, 0))
             except TimeoutError:
                 return None
-            decision = engine.on_reply(run.state, round_, outputs, self.clock())
+            decision = engine.on_reply(
+                run.state, reply.round, reply.outputs, self.clock(), self.policy, reply.problem
+            )
             if decision.next is not None:
                 return decision
-            await self._apply(run, decision, log)
+            await self._apply(run, decision, log.bind(run_id=run.run_id))
             delay = nxt.at - self.clock()
 
     async def _perform(self, run: ActiveRun, nxt: engine.Next) -> engine.Decision:
@@ -209,7 +212,10 @@ class Runner:
                     deadline=int(effect.deadline * 1000),
                 )
                 events.append(("requires_action", action.model_dump_json()))
+            elif isinstance(effect, engine.ReplyIgnored):
+                bound.info("reply.ignored", round=effect.round, why=effect.why)
             elif isinstance(effect, engine.ReplyRejected):
+                bound.warning("reply.rejected", round=effect.round, problems=effect.problems)
                 rejected = ReplyRejectedEvent(
                     run_id=run.run_id, ts=ts, round=effect.round, problems=list(effect.problems)
                 )

@@ -16,6 +16,7 @@ from worker.engine import (
     Op,
     Phase,
     Policy,
+    ReplyIgnored,
     ReplyRejected,
     RunState,
     Status,
@@ -324,7 +325,7 @@ def test_outputs_deadline_is_the_earlier_of_run_and_api() -> None:
 
 def test_valid_reply_submits_all_outputs_in_one_request() -> None:
     d = engine.on_observation(state(), Op.GET, requires_action(), T0, POLICY)
-    r = engine.on_reply(d.state, 1, [("call_a", "sunny"), ("call_b", "noon")], T0 + 1)
+    r = engine.on_reply(d.state, 1, [("call_a", "sunny"), ("call_b", "noon")], T0 + 1, POLICY)
     assert r.next == engine.Next(
         Op.SUBMIT, T0 + 1, outputs=(("call_a", "sunny"), ("call_b", "noon"))
     )
@@ -346,17 +347,40 @@ def test_invalid_reply_is_rejected_and_keeps_waiting(
     outputs: list[tuple[str, object]], problem: str
 ) -> None:
     d = engine.on_observation(state(), Op.GET, requires_action(), T0, POLICY)
-    r = engine.on_reply(d.state, 1, outputs, T0 + 1)
+    r = engine.on_reply(d.state, 1, outputs, T0 + 1, POLICY)
     assert r.next is None and r.state == d.state
     (rejected,) = r.effects
     assert isinstance(rejected, ReplyRejected)
     assert any(problem in p for p in rejected.problems), rejected.problems
 
 
-def test_reply_for_another_round_is_rejected() -> None:
+def test_reply_for_a_round_not_yet_asked_is_rejected() -> None:
     d = engine.on_observation(state(), Op.GET, requires_action(), T0, POLICY)
-    r = engine.on_reply(d.state, 2, [("call_a", "x"), ("call_b", "y")], T0)
+    r = engine.on_reply(d.state, 2, [("call_a", "x"), ("call_b", "y")], T0, POLICY)
     assert r.next is None and isinstance(r.effects[0], ReplyRejected)
+    assert "round 2 has not been asked" in r.effects[0].problems[0]
+
+
+def test_duplicate_reply_after_submission_is_ignored() -> None:
+    d = engine.on_observation(state(), Op.GET, requires_action(), T0, POLICY)
+    d = engine.on_observation(d.state, Op.SUBMIT, obs(Status.QUEUED), T0 + 1, POLICY)
+    r = engine.on_reply(d.state, 1, [("call_a", "x"), ("call_b", "y")], T0 + 2, POLICY)
+    assert r.next is None and r.state == d.state
+    assert [type(e) for e in r.effects] == [ReplyIgnored]
+
+
+def test_oversized_reply_is_rejected_with_sizes() -> None:
+    small = replace(POLICY, max_reply_bytes=10)
+    d = engine.on_observation(state(), Op.GET, requires_action(), T0, small)
+    r = engine.on_reply(d.state, 1, [("call_a", "x" * 8), ("call_b", "y" * 8)], T0, small)
+    assert isinstance(r.effects[0], ReplyRejected)
+    assert "16 bytes; the limit is 10 bytes" in r.effects[0].problems[0]
+
+
+def test_unparseable_reply_is_rejected_with_its_problem() -> None:
+    d = engine.on_observation(state(), Op.GET, requires_action(), T0, POLICY)
+    r = engine.on_reply(d.state, 1, None, T0, POLICY, problem="outputs is not valid JSON")
+    assert r.effects == (ReplyRejected(1, ("outputs is not valid JSON",)),)
 
 
 def test_no_reply_until_deadline_cancels_naming_pending_calls() -> None:
