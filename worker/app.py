@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import structlog
+from aiohttp import web
 from arq import Retry
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Function, Worker, func
@@ -32,6 +33,7 @@ from worker.backends.assistants import AssistantsBackend
 from worker.backends.responses import ResponsesBackend
 from worker.config import Settings
 from worker.logs import configure_logging
+from worker.metrics import Metrics, start_http
 from worker.protocol import (
     FN_DEAD_LETTER,
     FN_RESUME,
@@ -114,12 +116,17 @@ class WorkerApp:
             maxlen=settings.event_stream_maxlen,
             ttl_s=settings.record_ttl_s,
         )
+        self.metrics = Metrics()
+        self.metrics.runs_in_flight.set_function(lambda: len(self.runner.runs))
         self.runner = Runner(
             self.store,
             backends,
             policy_from(settings),
             http_concurrency=settings.http_concurrency,
+            metrics=self.metrics,
         )
+        self._http_runner: web.AppRunner | None = None
+        self.http_port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._beats = 0
         self.stopping = False
@@ -133,7 +140,20 @@ class WorkerApp:
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
             asyncio.create_task(self._listen_replies(), name="replies"),
         ]
-        log.info("worker.started", worker_id=self.worker_id, queue=self.settings.queue_name)
+        if self.settings.metrics_port >= 0:
+            self._http_runner, self.http_port = await start_http(
+                self.metrics,
+                self.settings.metrics_host,
+                self.settings.metrics_port,
+                self.healthz,
+                self.readyz,
+            )
+        log.info(
+            "worker.started",
+            worker_id=self.worker_id,
+            queue=self.settings.queue_name,
+            metrics_port=self.http_port,
+        )
 
     async def close(self, *, handoff: bool = True) -> None:
         """Stop driving runs and hand them to the other workers (they resume at once)."""
@@ -148,6 +168,29 @@ class WorkerApp:
                 await self._enqueue_orphans()
                 log.info("worker.handed_off", runs=released, in_flight=in_flight)
         await self.http.aclose()
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+
+    async def healthz(self) -> tuple[bool, str]:
+        """Alive: the event loop answers (this runs) and housekeeping ran recently."""
+        limit = 3 * self.settings.heartbeat_interval_ms / 1000 + 1
+        age = time.time() - self.last_housekeeping
+        if age > limit:
+            return False, f"no housekeeping for {age:.1f}s (limit {limit:.1f}s)"
+        return True, f"housekeeping {age:.1f}s ago"
+
+    async def readyz(self) -> tuple[bool, str]:
+        """Ready for new runs: Redis answers, not shutting down, under capacity."""
+        if self.stopping:
+            return False, "shutting down"
+        try:
+            await asyncio.wait_for(self.redis.ping(), 1)
+        except Exception as exc:
+            return False, f"redis unreachable ({type(exc).__name__})"
+        in_flight, cap = len(self.runner.runs), self.settings.max_runs_per_worker
+        if in_flight >= cap:
+            return False, f"at capacity ({in_flight}/{cap} runs)"
+        return True, f"{in_flight}/{cap} runs"
 
     # ------------------------------------------------------------------ intake
 
@@ -181,6 +224,7 @@ class WorkerApp:
             return claim.outcome
         if claim.outcome == "resumed" and claim.state_json:
             state = engine.RunState.from_json(claim.state_json)
+        self.metrics.runs_accepted.labels(job.kind, claim.outcome).inc()
         self.runner.adopt(run_id, job, state, api_key)
         await self._replay_replies(run_id, state)
         log.info("run.accepted", run_id=run_id, outcome=claim.outcome)
@@ -209,6 +253,8 @@ class WorkerApp:
             api_key, _, _ = self._job_parameters(job)
         except RunRefused as exc:
             return await self._refuse(run_id, job.kind, exc.code, str(exc))
+        self.metrics.runs_accepted.labels(job.kind, "resumed").inc()
+        self.metrics.runs_recovered.inc()
         self.runner.adopt(run_id, job, state, api_key)
         await self._replay_replies(run_id, state)
         log.info("run.resumed", run_id=run_id, phase=state.phase.value)
@@ -253,6 +299,7 @@ class WorkerApp:
             kind = raw.get("kind") if raw.get("kind") in ("assistants_run", "response") else None
             return await self._refuse(run_id, kind, code, message)
         await self.store.dead_letter(f"{code}: {message}", _safe_dump(raw))
+        self.metrics.dead_letters.inc()
         log.warning("job.dead_letter", reason=message)
         return "dead_letter"
 
@@ -275,6 +322,7 @@ class WorkerApp:
 
     async def dead_letter(self, raw: str, reason: str) -> str:
         await self.store.dead_letter(reason, raw)
+        self.metrics.dead_letters.inc()
         log.warning("job.dead_letter", reason=reason)
         return "dead_letter"
 
@@ -302,9 +350,25 @@ class WorkerApp:
                 continue
             released = await self.store.release(worker_id)
             if released >= 0:
+                self.metrics.workers_reaped.inc()
                 log.warning("worker.dead", dead_worker=worker_id, runs_released=released)
         await self._enqueue_orphans()
+        await self._sample_queue()
         self.last_housekeeping = time.time()
+        self.metrics.last_activity.set(self.last_housekeeping)
+
+    async def _sample_queue(self) -> None:
+        now_ms = time.time() * 1000
+        queue = self.settings.queue_name
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcount(queue, "-inf", now_ms)
+            pipe.zcount(queue, f"({now_ms}", "+inf")
+            pipe.zrange(queue, 0, 0, withscores=True)
+            ready, deferred, head = await pipe.execute()
+        self.metrics.queue_depth.labels("ready").set(ready)
+        self.metrics.queue_depth.labels("deferred").set(deferred)
+        age = (now_ms - head[0][1]) / 1000 if head and head[0][1] <= now_ms else 0.0
+        self.metrics.oldest_ready_age.set(age)
 
     async def _drop_lost_runs(self) -> None:
         """Our heartbeat lapsed: stop driving every run another worker may have taken."""

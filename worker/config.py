@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     read_timeout_s: float = 30.0
     max_retry_after_s: float = 120.0
 
+    # Prometheus /metrics and the /healthz, /readyz probes (-1: no HTTP server; 0: any port).
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - probes must be reachable in a container
+    metrics_port: int = 9464
+
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 

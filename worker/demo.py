@@ -225,6 +225,7 @@ async def run_demo(*, fast: bool = False) -> int:
         stack.push_async_callback(fake.close)
         print(f"api:    {fake.base_url} (bundled fake OpenAI server)")
         namespace = f"runpoller-demo-{uuid.uuid4().hex[:8]}"
+        metrics_port = free_port()
         env = {
             **os.environ,
             "REDIS_URL": redis_url,
@@ -238,13 +239,19 @@ async def run_demo(*, fast: bool = False) -> int:
             "RUNPOLLER_SUPPORTED_IDS": ALLOWED_ASSISTANT,
             "RUNPOLLER_LOG_LEVEL": "WARNING",
             "RUNPOLLER_LOG_FORMAT": "console",
+            "RUNPOLLER_METRICS_HOST": "127.0.0.1",
+            "RUNPOLLER_METRICS_PORT": str(metrics_port),
         }
         env.pop("RUNPOLLER_LIBRECHAT_CONFIG", None)
         worker = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "worker", "worker", env=env
         )
         stack.push_async_callback(_stop, worker)
-        print(f"worker: pid {worker.pid} (runpoller worker, supportedIds={ALLOWED_ASSISTANT})\n")
+        print(f"worker: pid {worker.pid} (runpoller worker, supportedIds={ALLOWED_ASSISTANT})")
+        print(
+            f"ops:    http://127.0.0.1:{metrics_port}/metrics  "
+            f"/healthz  /readyz  (Prometheus metrics and probes)\n"
+        )
 
         redis: Redis = Redis.from_url(redis_url)
         stack.push_async_callback(redis.aclose)

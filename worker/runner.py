@@ -30,6 +30,7 @@ from worker import engine
 from worker.api import ApiFailure
 from worker.backends import Backend, RunResult
 from worker.engine import Failure, Observation, Op, RunState
+from worker.metrics import Metrics
 from worker.protocol import (
     AcceptedEvent,
     AssistantsRunJob,
@@ -65,6 +66,8 @@ class ActiveRun:
     inbox: asyncio.Queue[ParsedReply] = field(default_factory=asyncio.Queue)
     last_obs: Observation | None = None
     result: RunResult | None = None
+    terminal_seen: float | None = None
+    asked_at: float | None = None
     task: asyncio.Task[None] | None = None
 
 
@@ -80,8 +83,10 @@ class Runner:
         policy: engine.Policy,
         *,
         http_concurrency: int,
+        metrics: Metrics | None = None,
         clock: Clock = time.time,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.store = store
         self.backends = backends
         self.policy = policy
@@ -148,16 +153,29 @@ class Runner:
                 run.state, reply.round, reply.outputs, self.clock(), self.policy, reply.problem
             )
             if decision.next is not None:
+                if run.asked_at is not None:
+                    self.metrics.tool_wait.observe(max(self.clock() - run.asked_at, 0))
                 return decision
             await self._apply(run, decision, log.bind(run_id=run.run_id))
             delay = nxt.at - self.clock()
 
     async def _perform(self, run: ActiveRun, nxt: engine.Next) -> engine.Decision:
+        m, kind, op = self.metrics, run.job.kind, nxt.op.value
+        started = self.clock()
+        if nxt.op is Op.GET:
+            m.poll_lateness.observe(max(started - nxt.at, 0.0))
+        decision = await self._request(run, nxt)
+        m.api_latency.labels(kind, op).observe(max(self.clock() - started, 0.0))
+        return decision
+
+    async def _request(self, run: ActiveRun, nxt: engine.Next) -> engine.Decision:
         backend, job, state, key = run.backend, run.job, run.state, run.api_key
+        m, kind, op = self.metrics, job.kind, nxt.op.value
         async with self.http_slots:
             try:
                 if nxt.op is Op.FETCH_RESULT:
                     run.result = await backend.fetch_result(job, state, key, run.last_obs)
+                    m.api_requests.labels(kind, op, "200").inc()
                     return engine.on_result_fetched(state, self.clock())
                 if nxt.op is Op.GET:
                     obs = await backend.get(job, state, key)
@@ -166,15 +184,24 @@ class Runner:
                 else:
                     obs = await backend.submit(job, state, key, nxt.outputs)
             except ApiFailure as exc:
+                failure = exc.failure
+                m.api_requests.labels(kind, op, str(failure.status_code or "error")).inc()
+                if failure.status_code == 429:
+                    m.rate_limited.labels(kind).inc()
+                if failure.retryable:
+                    m.retries.labels(kind, op).inc()
                 return engine.on_failure(
-                    state, nxt.op, exc.failure, self.clock(), self.policy, random.random()
+                    state, nxt.op, failure, self.clock(), self.policy, random.random()
                 )
             except ValueError as exc:
                 failure = Failure(f"unexpected API response: {exc}", retryable=False)
                 return engine.on_failure(
                     state, nxt.op, failure, self.clock(), self.policy, random.random()
                 )
+        m.api_requests.labels(kind, op, "200").inc()
         run.last_obs = obs
+        if obs.status.terminal and run.terminal_seen is None:
+            run.terminal_seen = self.clock()
         return engine.on_observation(state, nxt.op, obs, self.clock(), self.policy)
 
     # ------------------------------------------------------------------ effects
@@ -192,6 +219,9 @@ class Runner:
                 bound.info("run.final", status=effect.status, reason=effect.reason)
                 if written == -1:
                     raise Lost
+                self.metrics.runs_finished.labels(run.job.kind, effect.status).inc()
+                if run.terminal_seen is not None:
+                    self.metrics.final_latency.observe(max(self.clock() - run.terminal_seen, 0))
                 return
             if isinstance(effect, engine.StatusChanged):
                 event = StatusEvent(
@@ -203,6 +233,7 @@ class Runner:
                 bound.info("run.status", status=effect.api_status)
                 events.append(("status", event.model_dump_json()))
             elif isinstance(effect, engine.ActionRequired):
+                run.asked_at = self.clock()
                 action = RequiresActionEvent(
                     run_id=run.run_id,
                     ts=ts,
@@ -216,10 +247,15 @@ class Runner:
                 bound.info("reply.ignored", round=effect.round, why=effect.why)
             elif isinstance(effect, engine.ReplyRejected):
                 bound.warning("reply.rejected", round=effect.round, problems=effect.problems)
+                self.metrics.replies_rejected.inc()
                 rejected = ReplyRejectedEvent(
                     run_id=run.run_id, ts=ts, round=effect.round, problems=list(effect.problems)
                 )
                 events.append(("reply_rejected", rejected.model_dump_json()))
+        if new.phase is engine.Phase.CANCELLING and old.phase is not engine.Phase.CANCELLING:
+            reason = new.cancel_reason.value if new.cancel_reason else "unknown"
+            self.metrics.cancels.labels(reason).inc()
+            bound.info("run.cancelling", reason=reason, detail=new.cancel_detail)
         if events or _durable(old) != _durable(new):
             state_json = new.to_json()
             ok = await self._redis(self.store.publish, run.run_id, state_json, events)
@@ -265,6 +301,7 @@ class Runner:
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 if self._redis_down_since is None:
                     self._redis_down_since = self.clock()
+                    self.metrics.redis_outages.inc()
                     log.warning("redis.unavailable", error=type(exc).__name__)
                 await asyncio.sleep(delay * (0.75 + random.random() / 2))
                 delay = min(delay * 2, 5.0)

@@ -54,6 +54,7 @@ class Cluster:
                 "RUNPOLLER_ARQ_POLL_DELAY_S": "0.05",
                 "RUNPOLLER_LOG_LEVEL": "WARNING",
                 "RUNPOLLER_LOG_FORMAT": "json",
+                "RUNPOLLER_METRICS_PORT": "0",
             }
         )
         return env

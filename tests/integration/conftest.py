@@ -51,6 +51,8 @@ def make_settings(
             "dead_worker_after_ms": 1000,
             "arq_poll_delay_s": 0.05,
             "log_format": "json",
+            "metrics_port": 0,
+            "metrics_host": "127.0.0.1",
         }
         values.update(overrides)
         settings, _ = load_settings(**values)
