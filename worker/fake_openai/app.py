@@ -94,6 +94,8 @@ def _object_id(request: web.Request, endpoint: str) -> str | None:
 
 async def _inject_faults(state: FakeState, endpoint: str, obj: Lifecycle | None) -> Fault | None:
     """Apply matching latency faults; return the fault that ends the request, if any."""
+    if not state.faults and (obj is None or not obj.faults):
+        return None
     counters = state.faults + obj.faults if obj is not None else state.faults
     latency = 0.0
     ending: Fault | None = None
@@ -349,7 +351,8 @@ async def cancel_response(state: FakeState, request: web.Request) -> dict[str, A
 
 async def _unknown_url(request: web.Request) -> web.Response:
     body = error_body(f"Invalid URL ({request.method} {request.path})")
-    return _json_response(404, body, dict(_STATIC_HEADERS))
+    headers = {**_STATIC_HEADERS, "x-request-id": "req_" + secrets.token_hex(16)}
+    return _json_response(404, body, headers)
 
 
 def make_app(state: FakeState | None = None) -> web.Application:

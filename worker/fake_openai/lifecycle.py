@@ -20,7 +20,8 @@ from worker.fake_openai.script import (
     DEFAULT_EXPIRES_IN_S,
     DEFAULT_MESSAGE,
     TERMINAL,
-    Fault,
+    ErrorSpec,
+    FaultCounter,
     Kind,
     Script,
     Step,
@@ -28,6 +29,8 @@ from worker.fake_openai.script import (
     UsageSpec,
 )
 
+# Sums of float seconds must not miss a step boundary by a rounding error.
+_TOLERANCE = 1e-9
 # Synthetic steps, built without validation: scripts may not use them, the lifecycle does.
 _COMPLETED = Step.model_construct(status="completed")
 _EXPIRED = Step.model_construct(status="expired")
@@ -36,25 +39,6 @@ _CANCELLED = Step.model_construct(status="cancelled")
 
 def new_id(prefix: str, nbytes: int = 12) -> str:
     return prefix + secrets.token_hex(nbytes)
-
-
-@dataclass(slots=True)
-class FaultCounter:
-    """A fault plus how often it has matched and fired, for ``skip`` and ``times``."""
-
-    fault: Fault
-    seen: int = 0
-    fired: int = 0
-
-    def fires(self) -> bool:
-        """Count one matching request; whether the fault applies to it."""
-        self.seen += 1
-        if self.seen <= self.fault.skip:
-            return False
-        if self.fault.times is not None and self.fired >= self.fault.times:
-            return False
-        self.fired += 1
-        return True
 
 
 @dataclass(slots=True)
@@ -161,9 +145,13 @@ class Lifecycle:
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
+    def unix(self, t: float) -> float:
+        """Unix time of monotonic instant ``t``."""
+        return self._wall0 + (t - self._mono0)
+
     def wall(self, t: float) -> int:
-        """Unix seconds for monotonic instant ``t``."""
-        return int(self._wall0 + (t - self._mono0))
+        """Unix seconds of monotonic instant ``t``, as the API's timestamps are."""
+        return int(self.unix(t))
 
     def advance(self, now: float) -> None:
         """Enter every step whose predecessor's time is up, each at the instant it began."""
@@ -172,7 +160,7 @@ class Lifecycle:
             if duration is None:
                 return
             end = self.phase_start + duration
-            if now < end:
+            if now + _TOLERANCE < end:
                 return
             self._enter(self._following(), end)
 
@@ -263,11 +251,7 @@ class Run(Lifecycle):
             self._write_messages(step, at, incomplete_reason="max_tokens")
         elif status == "failed":
             self.failed_at = at
-            error = step.last_error
-            self.last_error = {
-                "code": error.code if error else "server_error",
-                "message": error.message if error else "Sorry, something went wrong.",
-            }
+            self.last_error = (step.last_error or ErrorSpec()).model_dump()
         elif status == "cancelled":
             self.cancelled_at = at
         if status in TERMINAL:
@@ -286,7 +270,7 @@ class Run(Lifecycle):
         calls = [ToolCall.from_spec(spec) for spec in step.tool_calls or ()]
         self.pending_calls = calls
         expires_in = step.expires_in_s or DEFAULT_EXPIRES_IN_S
-        self.action_expires_at = int(self._wall0 + (t - self._mono0) + expires_in)
+        self.action_expires_at = int(self.unix(t) + expires_in)
         self._tool_step = RunStep(new_id("step_"), "tool_calls", at, tool_calls=calls)
         self.steps.append(self._tool_step)
 
@@ -406,11 +390,7 @@ class Response(Lifecycle):
             self.incomplete_reason = step.reason or "max_output_tokens"
             self._write_messages(step, "incomplete")
         elif status == "failed":
-            error = step.last_error
-            self.error = {
-                "code": error.code if error else "server_error",
-                "message": error.message if error else "Sorry, something went wrong.",
-            }
+            self.error = (step.last_error or ErrorSpec()).model_dump()
         if status in ("completed", "incomplete"):
             usage = step.usage or UsageSpec()
             self.usage = {

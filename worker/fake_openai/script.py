@@ -1,17 +1,48 @@
-"""Scripts: the lifecycle a fake run or response plays, chosen when it is created.
+r"""Scripts: the lifecycle a fake run or response plays, chosen when it is created.
 
-A script is a list of steps (a status and how long it lasts), optional faults injected into the
-requests that address the object, and a few knobs (cancel delay, poll-after header). Scripts
-come from ``metadata.fake_scenario`` (a scenario name or a JSON script), from
-``POST /_fake/scenarios`` (named), or from the ``/_fake/runs`` and ``/_fake/responses``
-control endpoints. Everything is validated here so a bad script fails at creation with a 400
-that names the field, never halfway through a test.
+Where a script comes from: ``metadata.fake_scenario`` on create (a scenario name, registered
+with ``POST /_fake/scenarios`` or built in, or a JSON script), or the ``script`` field of
+``POST /_fake/runs`` / ``POST /_fake/responses``. No script means ``complete``. Everything is
+validated here, so a bad script fails at creation with a 400 naming the field.
+
+Format (every field but ``steps`` optional)::
+
+    {"steps": [
+        {"status": "queued", "ms": 100},
+        {"status": "in_progress", "ms": 400},
+        {"status": "requires_action", "expires_in_s": 600,
+         "tool_calls": [{"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}]},
+        {"status": "in_progress", "ms": 300},
+        {"status": "completed", "messages": ["It is sunny."],
+         "usage": {"prompt_tokens": 10, "completion_tokens": 5}}],
+     "cancel_ms": 200, "cancel_outcome": "cancelled", "requeue_ms": 0, "poll_after_ms": 500,
+     "faults": [{"on": "get_run", "status": 429, "retry_after_ms": 200, "times": 2},
+                {"on": "any", "drop": true, "skip": 3, "times": 1},
+                {"on": "get_run", "latency_ms": 50}]}
+
+- A step lasts ``ms``; without ``ms`` a non-terminal step lasts forever (a run that never
+  ends). When the steps run out, the object completes with a default message.
+- Terminal steps: ``completed`` (``messages``, ``usage``), ``failed`` (``last_error`` or
+  ``error``: ``{code, message}``), ``incomplete`` (``reason``, ``messages``), ``expired``,
+  ``cancelled``.
+- Runs: ``requires_action`` waits for tool outputs until ``expires_in_s`` (fractions allowed),
+  then the run is ``expired``. Accepted outputs put the run back to ``queued`` for
+  ``requeue_ms``, then the next step plays. Tool call ``arguments`` are kept verbatim (a dict
+  is JSON-encoded), so malformed JSON can be scripted; ``id`` fixes the call id.
+- Responses: ``{"status": "completed", "function_calls": [...]}`` ends a response with
+  function calls; a continuation (``previous_response_id``) plays the steps after it.
+- Cancel: a run goes ``cancelling`` for ``cancel_ms``, then ``cancelled`` (or ``completed``
+  with ``cancel_outcome: "completed"``: the cancel lost the race). Responses cancel at once.
+- ``poll_after_ms`` sends ``openai-poll-after-ms`` on GET while non-terminal.
+- Faults (see ``Fault``) apply to the requests addressed to the object, per object: each run
+  or response (continuations too) starts with fresh ``times``/``skip`` counters.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import (
@@ -143,8 +174,12 @@ class Step(_Model):
 class Fault(_Model):
     """A fault injected into matching requests: latency, an HTTP error, or a dropped connection.
 
-    ``skip`` lets the first N matching requests through; ``times`` caps how many are affected
-    (default: all).
+    ``on`` names the endpoint (or ``any``). ``skip`` lets the first N matching requests
+    through; ``times`` caps how many are affected (default: all). An error ``status`` comes in
+    OpenAI's envelope (``message``/``type``/``code`` override the defaults) with the optional
+    ``retry-after`` (seconds), ``retry-after-ms`` and ``x-should-retry`` headers. Server-wide
+    faults are checked before the object's; latencies add up, and the first status or drop
+    fault that applies ends the request (later ones are not counted).
     """
 
     on: FaultTarget = "any"
@@ -176,6 +211,25 @@ class Fault(_Model):
     @property
     def ends_request(self) -> bool:
         return self.status is not None or self.drop
+
+
+@dataclass(slots=True)
+class FaultCounter:
+    """A fault plus how often it has matched and fired, for ``skip`` and ``times``."""
+
+    fault: Fault
+    seen: int = 0
+    fired: int = 0
+
+    def fires(self) -> bool:
+        """Count one matching request; whether the fault applies to it."""
+        self.seen += 1
+        if self.seen <= self.fault.skip:
+            return False
+        if self.fault.times is not None and self.fired >= self.fault.times:
+            return False
+        self.fired += 1
+        return True
 
 
 class Script(_Model):

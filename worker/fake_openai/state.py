@@ -14,7 +14,6 @@ from typing import Any
 
 from worker.fake_openai.errors import ApiError
 from worker.fake_openai.lifecycle import (
-    FaultCounter,
     Lifecycle,
     Message,
     Response,
@@ -22,7 +21,7 @@ from worker.fake_openai.lifecycle import (
     Thread,
     new_id,
 )
-from worker.fake_openai.script import Fault, Script
+from worker.fake_openai.script import Fault, FaultCounter, Script
 
 POLL_ENDPOINTS = frozenset({"get_run", "get_response"})
 
