@@ -166,6 +166,7 @@ class WorkerApp:
             with contextlib.suppress(Exception):
                 released = await self.store.release(self.worker_id, force=True)
                 await self._enqueue_orphans()
+                await self.store.worker_event("handed_off", worker_id=self.worker_id, runs=released)
                 log.info("worker.handed_off", runs=released, in_flight=in_flight)
         await self.http.aclose()
         if self._http_runner is not None:
@@ -352,6 +353,9 @@ class WorkerApp:
             if released >= 0:
                 self.metrics.workers_reaped.inc()
                 log.warning("worker.dead", dead_worker=worker_id, runs_released=released)
+                await self.store.worker_event(
+                    "dead_worker", worker_id=worker_id, runs=released, by=self.worker_id
+                )
         await self._enqueue_orphans()
         await self._sample_queue()
         self.last_housekeeping = time.time()

@@ -89,8 +89,11 @@ job's `id`, or else its `run_id` / `response_id`.
 | `{K.replies}` | stream | app | tool outputs answering `requires_action` events |
 | `{K.run("<id>")}` | hash | worker | the run's durable state (internal; do not write) |
 | `{K.dead_letters}` | stream | worker | jobs that could not be tied to any run, with the reason |
+| `{K.worker_events}` | stream | worker | dead workers detected, hand-offs (for operators) |
+| `{K.outcomes(0).rsplit(":", 1)[0]}:<minute>` | hash | worker | final statuses per minute \
+(minute = epoch s // 60; kept 2 h) |
 | `{K.workers}`, `{K.heartbeat("<worker>")}`, `{K.owned("<worker>")}`, `{K.orphans}` \
-| internal | worker | liveness and ownership; crash recovery |
+| internal | worker | liveness (heartbeat value: JSON `ts`, `in_flight`), ownership, recovery |
 
 Streams and results expire (setting `RUNPOLLER_RECORD_TTL_S`, default 7 days); streams are
 capped at `RUNPOLLER_EVENT_STREAM_MAXLEN` entries (default 1000).

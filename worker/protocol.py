@@ -349,3 +349,11 @@ class Keys:
     @property
     def replies(self) -> str:
         return f"{self.prefix}:replies"
+
+    @property
+    def worker_events(self) -> str:
+        return f"{self.prefix}:worker-events"
+
+    def outcomes(self, minute: int) -> str:
+        """Per-minute counts of final statuses (hash status -> count; minute = epoch // 60)."""
+        return f"{self.prefix}:outcomes:{minute}"

@@ -215,7 +215,9 @@ class Runner:
             if isinstance(effect, engine.Finished):
                 final = self._final_event(run, effect, ts)
                 state_json = new.to_json()
-                written = await self._redis(self.store.finalize, run.run_id, state_json, final)
+                written = await self._redis(
+                    self.store.finalize, run.run_id, state_json, final, effect.status
+                )
                 bound.info("run.final", status=effect.status, reason=effect.reason)
                 if written == -1:
                     raise Lost

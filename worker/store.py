@@ -60,9 +60,12 @@ return 1
 """
 
 _FINALIZE = """
--- KEYS: run, events, result, owned(me) ; ARGV: me, state json, maxlen, final data, ttl, run id
+-- KEYS: run, events, result, owned(me), outcomes(this minute)
+-- ARGV: me, state json, maxlen, final data, ttl, run id, final status
 if redis.call('HEXISTS', KEYS[1], 'final') == 1 then return 0 end
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return -1 end
+redis.call('HINCRBY', KEYS[5], ARGV[7], 1)
+redis.call('EXPIRE', KEYS[5], 7200)
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'final', '1', 'owner', '')
 redis.call('HDEL', KEYS[1], 'job')
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'final', 'data', ARGV[4])
@@ -186,16 +189,21 @@ class RunStore:
         ok = await self._publish(keys=[self.keys.run(run_id), self.keys.events(run_id)], args=args)
         return bool(ok)
 
-    async def finalize(self, run_id: str, state_json: str, final: str) -> int:
-        """Write the final event and result once: 1 written, 0 already final, -1 not owner."""
+    async def finalize(self, run_id: str, state_json: str, final: str, status: str) -> int:
+        """Write the final event and result once: 1 written, 0 already final, -1 not owner.
+
+        Also counts the outcome in a per-minute hash, for ``runpoller stats``.
+        """
+        minute = int(time.time() // 60)
         result = await self._finalize(
             keys=[
                 self.keys.run(run_id),
                 self.keys.events(run_id),
                 self.keys.result(run_id),
                 self.keys.owned(self.worker_id),
+                self.keys.outcomes(minute),
             ],
-            args=[self.worker_id, state_json, self.maxlen, final, self.ttl_s, run_id],
+            args=[self.worker_id, state_json, self.maxlen, final, self.ttl_s, run_id, status],
         )
         return int(result)
 
@@ -239,6 +247,13 @@ class RunStore:
             ],
         )
         return int(result)
+
+    async def worker_event(self, kind: str, **fields: Any) -> None:
+        """Note a cluster event (a dead worker detected, a worker handing off) for operators."""
+        data = json.dumps({"type": kind, "ts": int(time.time() * 1000), **fields})
+        await self.redis.xadd(
+            self.keys.worker_events, {"data": data}, maxlen=1000, approximate=True
+        )
 
     async def stale_workers(self, older_than_ms: int) -> list[str]:
         cutoff = int(time.time() * 1000) - older_than_ms
