@@ -52,6 +52,7 @@ from worker.runner import (
     parse_job,
     suppress_cancel,
 )
+from worker.secrets import SecretError, decrypt, is_encrypted
 from worker.serde import deserialize_job, serialize_job
 from worker.store import RunStore
 
@@ -127,6 +128,7 @@ class WorkerApp:
         )
         self._http_runner: web.AppRunner | None = None
         self.http_port: int | None = None
+        self._key_ring = settings.key_ring
         self._tasks: list[asyncio.Task[None]] = []
         self._beats = 0
         self.stopping = False
@@ -264,7 +266,7 @@ class WorkerApp:
     def _job_parameters(self, job: AnyJob) -> tuple[str, float, float]:
         s = self.settings
         if job.api_key is not None:
-            api_key = job.api_key.get_secret_value()
+            api_key = self._job_key(job.api_key.get_secret_value())
         elif s.assistants_api_key is None:
             raise RunRefused(
                 "missing_api_key", "no API key: set ASSISTANTS_API_KEY or give api_key in the job"
@@ -293,6 +295,21 @@ class WorkerApp:
                 f"timeout_ms {timeout_ms} must be larger than poll_interval_ms {interval_ms}",
             )
         return api_key, timeout_ms / 1000, interval_ms / 1000
+
+    def _job_key(self, value: str) -> str:
+        if is_encrypted(value):
+            try:
+                return decrypt(value, self._key_ring)
+            except SecretError as exc:
+                raise RunRefused("undecryptable_api_key", f"api_key: {exc}") from None
+        if not self.settings.allow_plaintext_keys:
+            raise RunRefused(
+                "plaintext_api_key",
+                "api_key must be encrypted (enc:v1:...): give workers and clients "
+                "RUNPOLLER_SECRET_KEYS (RUNPOLLER_ALLOW_PLAINTEXT_KEYS=true allows plaintext "
+                "for development only)",
+            )
+        return value
 
     async def _refuse_raw(self, raw: Any, code: str, message: str) -> str:
         run_id = _identifiable_run_id(raw)

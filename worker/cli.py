@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from worker.actions.cli import register as register_actions
 from worker.config import ConfigError, Settings, load_settings
 
 
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="fake server + worker + sample runs, with live progress")
     p.add_argument("--fast", action="store_true", help="shorter timeouts (used by the tests)")
     p.set_defaults(func=_cmd_demo)
+
+    register_actions(sub)
     return parser
 
 

@@ -17,6 +17,7 @@ from pydantic import TypeAdapter
 from redis.asyncio import Redis
 
 from worker.protocol import FN_RUN, Event, FinalEvent, JobEnvelope, Keys
+from worker.secrets import encrypt, is_encrypted, parse_key_ring
 from worker.serde import serialize_job
 
 _EVENT = TypeAdapter(Event)
@@ -39,10 +40,14 @@ class RunpollerClient:
         *,
         queue_name: str = "runpoller:queue",
         key_prefix: str = "runpoller",
+        secret_keys: str | None = None,
     ) -> None:
+        """``secret_keys`` is ``RUNPOLLER_SECRET_KEYS``: job API keys are encrypted with the
+        first key before they reach Redis."""
         self.redis = redis
         self.queue_name = queue_name
         self.keys = Keys(key_prefix)
+        self._ring = parse_key_ring(secret_keys) if secret_keys else {}
 
     async def enqueue(self, job: Mapping[str, Any]) -> str:
         """Validate and enqueue a job; returns the logical run id. Idempotent per run id.
@@ -54,6 +59,15 @@ class RunpollerClient:
         run_id = parsed.run_key
         now_ms = int(time.time() * 1000)
         payload = dict(job)
+        key = payload.get("api_key")
+        if isinstance(key, str) and not is_encrypted(key):
+            if not self._ring:
+                raise ValueError(
+                    "api_key would be stored in plaintext: pass secret_keys "
+                    "(RUNPOLLER_SECRET_KEYS) to encrypt it"
+                )
+            kid, secret = next(iter(self._ring.items()))
+            payload["api_key"] = encrypt(key, kid, secret)
         body = serialize_job({"f": FN_RUN, "a": [payload], "k": {}, "t": None, "et": now_ms})
         job_key = ARQ_JOB_PREFIX + f"run:{run_id}"
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     max_poll_interval_ms: int = 60_000
     max_timeout_ms: int = 24 * 3600 * 1000
 
+    # Per-job API keys travel encrypted (worker/secrets.py): "kid:base64key,..." (first = current).
+    secret_keys: SecretStr | None = None
+    allow_plaintext_keys: bool = False
+
     # Total size of one round of tool outputs an app may send.
     max_reply_bytes: int = 1024 * 1024
 
@@ -157,6 +161,12 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # First wins: explicit arguments, then the environment, then librechat.yaml.
         return (init_settings, env_settings, _LibreChatSource(settings_cls))
+
+    @property
+    def key_ring(self) -> dict[str, bytes]:
+        from worker.secrets import parse_key_ring
+
+        return parse_key_ring(self.secret_keys.get_secret_value()) if self.secret_keys else {}
 
     @property
     def user_provided_key(self) -> bool:
@@ -318,6 +328,13 @@ def _check(s: Settings, sources: Mapping[str, str]) -> None:
         raise ConfigError(
             f"{where('assistants_base_url')}: {s.assistants_base_url!r} is not an http(s) URL"
         )
+    if s.secret_keys is not None:
+        from worker.secrets import SecretError
+
+        try:
+            s.key_ring  # noqa: B018 - parse to validate
+        except SecretError as exc:
+            raise ConfigError(f"{where('secret_keys')}: {exc}") from None
     for field in ("supported_ids", "excluded_ids"):
         value = getattr(s, field)
         if value is not None and not value:

@@ -73,7 +73,10 @@ async def enqueue_and_follow(
     redis: Redis = Redis.from_url(settings.redis_url)
     try:
         client = RunpollerClient(
-            redis, queue_name=settings.queue_name, key_prefix=settings.key_prefix
+            redis,
+            queue_name=settings.queue_name,
+            key_prefix=settings.key_prefix,
+            secret_keys=settings.secret_keys.get_secret_value() if settings.secret_keys else None,
         )
         run_id = await client.enqueue(job)
         if not wait:

@@ -17,10 +17,12 @@ from worker.app import WorkerApp, build_worker
 from worker.client import RunpollerClient
 from worker.config import Settings, load_settings
 from worker.fake_openai import FakeServer, FakeState, start_fake_server
+from worker.secrets import new_key
 
 pytestmark = pytest.mark.integration
 
 FAKE_KEY = "sk-fake-integration-key-123456"
+SECRET_KEYS = f"it1:{new_key()}"
 
 
 @pytest.fixture
@@ -52,6 +54,7 @@ def make_settings(
             "arq_poll_delay_s": 0.05,
             "log_format": "json",
             "metrics_port": 0,
+            "secret_keys": SECRET_KEYS,
             "metrics_host": "127.0.0.1",
         }
         values.update(overrides)
@@ -105,7 +108,9 @@ async def start_worker(
 
 @pytest.fixture
 def client(redis: Redis, namespace: str) -> RunpollerClient:
-    return RunpollerClient(redis, queue_name=f"{namespace}:queue", key_prefix=namespace)
+    return RunpollerClient(
+        redis, queue_name=f"{namespace}:queue", key_prefix=namespace, secret_keys=SECRET_KEYS
+    )
 
 
 @pytest.fixture

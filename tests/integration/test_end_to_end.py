@@ -243,6 +243,48 @@ async def test_user_provided_key_is_required_per_job(
     assert final.status == "completed"
 
 
+async def test_plaintext_or_undecryptable_job_keys_are_refused(
+    start_worker: StartWorker, redis: Redis, client: RunpollerClient, namespace: str
+) -> None:
+    await start_worker()
+    for suffix, key, code in [
+        ("plain", "sk-plain-canary-123456789", "plaintext_api_key"),
+        (
+            "forged",
+            "enc:v1:it1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "undecryptable_api_key",
+        ),
+        (
+            "unknown",
+            "enc:v1:zz:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "undecryptable_api_key",
+        ),
+    ]:
+        rid = f"{namespace}-{suffix}"
+        bad = {
+            "kind": "assistants_run",
+            "id": rid,
+            "thread_id": "t1",
+            "run_id": "r1",
+            "api_key": key,
+        }
+        body = {"f": FN_RUN, "a": [bad], "k": {}, "t": None, "et": int(time.time() * 1000)}
+        await redis.set(f"arq:job:{rid}", json.dumps(body))
+        await redis.zadd(f"{namespace}:queue", {rid: time.time() * 1000})
+        final = await client.wait(rid, 10)
+        assert final.status == "error"
+        assert final.error is not None and final.error.code == code, final.error
+        assert "sk-plain-canary" not in final.model_dump_json()
+
+
+async def test_client_refuses_to_store_a_plaintext_key(redis: Redis, namespace: str) -> None:
+    bare = RunpollerClient(redis, queue_name=f"{namespace}:queue", key_prefix=namespace)
+    with pytest.raises(ValueError, match="plaintext"):
+        await bare.enqueue(
+            {"kind": "assistants_run", "thread_id": "t", "run_id": "r", "api_key": "sk-x"}
+        )
+
+
 async def test_wrong_key_ends_with_clear_error_and_no_secret(
     start_worker: StartWorker, client: RunpollerClient, fake_http: httpx.AsyncClient, namespace: str
 ) -> None:
