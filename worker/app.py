@@ -25,6 +25,10 @@ from arq import Retry
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Function, Worker, func
 from pydantic import ValidationError
+from redis.asyncio.retry import Retry as RedisRetry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker import engine
 from worker.api import ApiClient, make_http_client
@@ -510,7 +514,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
 
     return {
         "functions": FUNCTIONS,
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_settings": redis_settings(settings.redis_url),
         "queue_name": settings.queue_name,
         "poll_delay": settings.arq_poll_delay_s,
         "max_jobs": 20,
@@ -523,6 +527,29 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "on_shutdown": on_shutdown,
         "health_check_interval": 60,
     }
+
+
+class _OutageBackoff(ExponentialBackoff):
+    """redis-py backoff that also says, once per outage, that Redis is unreachable."""
+
+    _last_warning = 0.0
+
+    def compute(self, failures: int) -> float:
+        now = time.monotonic()
+        if failures == 1 and now - _OutageBackoff._last_warning > 30:
+            _OutageBackoff._last_warning = now
+            log.warning("redis.unavailable", retrying="with backoff until it answers")
+        return float(super().compute(failures))
+
+
+def redis_settings(url: str) -> RedisSettings:
+    """Redis settings that ride out an outage: every command retries with capped backoff."""
+    settings = RedisSettings.from_dsn(url)
+    settings.retry = RedisRetry(_OutageBackoff(cap=5.0, base=0.05), retries=-1)
+    settings.retry_on_error = [RedisConnectionError, RedisTimeoutError, ConnectionError, OSError]
+    settings.retry_on_timeout = True
+    settings.conn_retries = 1_000_000
+    return settings
 
 
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
