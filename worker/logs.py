@@ -28,6 +28,20 @@ def redact_secrets(
     return event_dict
 
 
+class _StderrLogger:
+    """Writes each line to whatever ``sys.stderr`` is now (not the stream at configure time)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+class _StderrLoggerFactory:
+    def __call__(self, *args: Any) -> _StderrLogger:
+        return _StderrLogger()
+
+
 def configure_logging(settings: Settings) -> None:
     fmt = settings.log_format
     if fmt == "auto":
@@ -36,18 +50,20 @@ def configure_logging(settings: Settings) -> None:
         structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
     )
     level = logging.getLevelName(settings.log_level.upper())
+    # Tracebacks are formatted before redaction so that the redactor sees their text too.
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
             redact_secrets,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             level if isinstance(level, int) else 20
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_StderrLoggerFactory(),
         cache_logger_on_first_use=True,
     )
     # arq logs every job start with its arguments; we log what matters ourselves.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from collections.abc import Mapping
 
 from cryptography.exceptions import InvalidTag
@@ -22,6 +23,20 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 PREFIX = "enc:v1:"
 AAD = b"runpoller-api-key-v1"
 NONCE_BYTES = 12
+
+
+_SCRUB = (
+    (re.compile(r'("api_key"\s*:\s*)"(?:[^"\\]|\\.)*"'), r'\1"**********"'),
+    (re.compile(r"sk-[A-Za-z0-9_\-]{6,}"), "**********"),
+    (re.compile(r"Bearer\s+[A-Za-z0-9_\-.]+"), "Bearer **********"),
+)
+
+
+def scrub(text: str) -> str:
+    """Blank API keys in free text we are about to store (dead letters, error messages)."""
+    for pattern, replacement in _SCRUB:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 class SecretError(ValueError):

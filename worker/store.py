@@ -26,6 +26,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 
 from worker.protocol import DeadLetter, Keys
+from worker.secrets import scrub
 
 _CLAIM = """
 -- KEYS: run, owned(me), events
@@ -216,7 +217,9 @@ class RunStore:
         return bool(result)
 
     async def dead_letter(self, reason: str, raw: str) -> None:
-        letter = DeadLetter(reason=reason, raw=raw[:4096], ts=int(time.time() * 1000))
+        letter = DeadLetter(
+            reason=scrub(reason), raw=scrub(raw[:8192])[:4096], ts=int(time.time() * 1000)
+        )
         await self.redis.xadd(
             self.keys.dead_letters,
             {"data": letter.model_dump_json()},

@@ -64,3 +64,21 @@ def test_config_rejects_a_bad_ring(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RUNPOLLER_SECRET_KEYS", "k1:tooshort")
     with pytest.raises(ConfigError, match=r"RUNPOLLER_SECRET_KEYS.*32 bytes"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"f":"runpoller.run","a":[{"api_key":"sk-abcdef123456","kind":"x"}]}',
+        '{"api_key": "anything \\" quoted"}',
+        "Authorization: Bearer sk-proj-abcdefgh",
+        "broken json {'api_key': sk-live-0123456789",
+    ],
+)
+def test_scrub_blanks_keys_in_free_text(text: str) -> None:
+    from worker.secrets import scrub
+
+    out = scrub(text)
+    assert "sk-abcdef" not in out and "sk-proj" not in out and "sk-live" not in out
+    assert "anything" not in out
+    assert "**********" in out
