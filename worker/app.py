@@ -246,12 +246,12 @@ class WorkerApp:
             return "already_here"
         if len(self.runner.runs) >= self.settings.max_runs_per_worker:
             raise Retry(defer=1)
-        claim = await self.store.claim(run_id, "", "", "")
-        if claim.outcome == "new":
-            # The record expired before anyone resumed it: nothing left to drive.
-            await self.redis.delete(self.keys.run(run_id), self.keys.events(run_id))
-            await self.store.dead_letter("resume of a run whose record has expired", run_id)
+        if not await self.redis.exists(self.keys.run(run_id)):
+            # The record expired (or never existed) before anyone resumed it.
+            await self.store.dead_letter("resume of a run that has no record", run_id)
+            self.metrics.dead_letters.inc()
             return "expired"
+        claim = await self.store.claim(run_id, "", "", "")
         if claim.outcome != "resumed" or not claim.job_json or not claim.state_json:
             return claim.outcome
         job = parse_job(json.loads(claim.job_json))

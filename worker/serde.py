@@ -59,7 +59,7 @@ def deserialize_job(raw: bytes) -> dict[str, Any]:
     missing = [name for name in _ARQ_FIELDS if name not in body]
     if missing:
         return _dead(raw, f"job body lacks the arq fields {', '.join(missing)}")
-    if body["f"] not in KNOWN_FUNCTIONS:
+    if not isinstance(body["f"], str) or body["f"] not in KNOWN_FUNCTIONS:
         return _dead(raw, f"unknown job function {body['f']!r}")
     if not isinstance(body["a"], list) or not isinstance(body["k"], dict):
         return _dead(raw, "job body fields a (array) and k (object) have the wrong types")
