@@ -48,6 +48,7 @@ from worker.protocol import (
     Keys,
     parse_reply,
 )
+from worker.ratelimit import RateLimiter
 from worker.runner import (
     AnyJob,
     Runner,
@@ -123,12 +124,19 @@ class WorkerApp:
         )
         self.metrics = Metrics()
         self.metrics.runs_in_flight.set_function(lambda: len(self.runner.runs))
+        self.limiter = RateLimiter(
+            redis,
+            self.keys,
+            requests=settings.rate_limit_requests,
+            window_s=settings.rate_limit_window_s,
+        )
         self.runner = Runner(
             self.store,
             backends,
             policy_from(settings),
             http_concurrency=settings.http_concurrency,
             metrics=self.metrics,
+            limiter=self.limiter,
         )
         self._http_runner: web.AppRunner | None = None
         self.http_port: int | None = None
@@ -421,20 +429,28 @@ class WorkerApp:
 
     async def _listen_replies(self) -> None:
         """Wake runs waiting for tool outputs the moment the app's reply lands."""
-        last_id = "$"
+        cursors: dict[Any, Any] = {self.keys.replies: "$", self.keys.control: "$"}
         while True:
             try:
-                reply = await self.redis.xread({self.keys.replies: last_id}, block=1000, count=500)
+                reply = await self.redis.xread(dict(cursors), block=1000, count=500)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("replies.read_failed", error=type(exc).__name__)
                 await asyncio.sleep(1)
                 continue
-            for _stream, entries in reply or []:
+            for stream, entries in reply or []:
+                name = stream.decode() if isinstance(stream, bytes) else stream
                 for entry_id, fields in entries:
-                    last_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                    self._deliver(fields)
+                    cursors[name] = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                    if name == self.keys.control:
+                        data = fields.get(b"data", fields.get("data"))
+                        if data is not None:
+                            self.limiter.on_control(
+                                data.decode() if isinstance(data, bytes) else data
+                            )
+                    else:
+                        self._deliver(fields)
 
     def _deliver(self, fields: dict[Any, Any]) -> None:
         reply = parse_reply(fields)

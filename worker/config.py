@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     secret_keys: SecretStr | None = None
     allow_plaintext_keys: bool = False
 
+    # Shared request budget per API key across all workers (0: no budget).
+    rate_limit_requests: int = 0
+    rate_limit_window_s: float = 60.0
+
     # Total size of one round of tool outputs an app may send.
     max_reply_bytes: int = 1024 * 1024
 

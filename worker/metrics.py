@@ -90,6 +90,12 @@ class Metrics:
         self.rate_limited = Counter(
             "runpoller_rate_limited_total", "429 responses from the API.", ["backend"], registry=r
         )
+        self.rate_limit_wait = Histogram(
+            "runpoller_rate_limit_wait_seconds",
+            "Time requests waited for the shared per-key budget or a 429 pause.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.cancels = Counter(
             "runpoller_cancels_total", "Cancels decided, by reason.", ["reason"], registry=r
         )

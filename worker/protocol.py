@@ -351,6 +351,11 @@ class Keys:
         return f"{self.prefix}:replies"
 
     @property
+    def control(self) -> str:
+        """Worker-to-worker messages (a 429 pause for a key, ...)."""
+        return f"{self.prefix}:control"
+
+    @property
     def worker_events(self) -> str:
         return f"{self.prefix}:worker-events"
 

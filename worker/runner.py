@@ -44,6 +44,7 @@ from worker.protocol import (
     StatusEvent,
     ToolCall,
 )
+from worker.ratelimit import RateLimiter
 from worker.store import RunStore
 
 log = structlog.get_logger("runpoller.runner")
@@ -71,6 +72,10 @@ class ActiveRun:
     task: asyncio.Task[None] | None = None
 
 
+# How long a request may wait for the shared budget before the engine decides instead.
+RATE_LIMIT_MAX_WAIT_S = 1.0
+
+
 class Lost(Exception):
     """This worker no longer owns the run (it was presumed dead and the run moved on)."""
 
@@ -84,9 +89,11 @@ class Runner:
         *,
         http_concurrency: int,
         metrics: Metrics | None = None,
+        limiter: RateLimiter | None = None,
         clock: Clock = time.time,
     ) -> None:
         self.metrics = metrics or Metrics()
+        self.limiter = limiter
         self.store = store
         self.backends = backends
         self.policy = policy
@@ -171,6 +178,20 @@ class Runner:
     async def _request(self, run: ActiveRun, nxt: engine.Next) -> engine.Decision:
         backend, job, state, key = run.backend, run.job, run.state, run.api_key
         m, kind, op = self.metrics, job.kind, nxt.op.value
+        if self.limiter is not None:
+            slot = await self.limiter.acquire(key, max_wait=RATE_LIMIT_MAX_WAIT_S)
+            if slot.waited > 0:
+                m.rate_limit_wait.observe(slot.waited)
+            if not slot.granted:
+                failure = Failure(
+                    f"rate limited before sending: {slot.why}",
+                    code="rate_limited",
+                    retryable=True,
+                    retry_after_s=slot.retry_after,
+                )
+                return engine.on_failure(
+                    state, nxt.op, failure, self.clock(), self.policy, random.random()
+                )
         async with self.http_slots:
             try:
                 if nxt.op is Op.FETCH_RESULT:
@@ -188,6 +209,8 @@ class Runner:
                 m.api_requests.labels(kind, op, str(failure.status_code or "error")).inc()
                 if failure.status_code == 429:
                     m.rate_limited.labels(kind).inc()
+                    if self.limiter is not None and failure.retry_after_s:
+                        await self.limiter.pause(key, failure.retry_after_s)
                 if failure.retryable:
                     m.retries.labels(kind, op).inc()
                 return engine.on_failure(
