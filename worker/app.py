@@ -137,6 +137,7 @@ class WorkerApp:
             http_concurrency=settings.http_concurrency,
             metrics=self.metrics,
             limiter=self.limiter,
+            max_result_bytes=settings.max_result_bytes,
         )
         self._http_runner: web.AppRunner | None = None
         self.http_port: int | None = None

@@ -118,8 +118,9 @@ class Settings(BaseSettings):
     rate_limit_requests: int = 0
     rate_limit_window_s: float = 60.0
 
-    # Total size of one round of tool outputs an app may send.
+    # Total size of one round of tool outputs an app may send; of one final event.
     max_reply_bytes: int = 1024 * 1024
+    max_result_bytes: int = 1024 * 1024
 
     # After a cancel, how long to keep polling for a terminal status before giving up.
     cancel_grace_ms: int = 30_000

@@ -90,6 +90,8 @@ job's `id`, or else its `run_id` / `response_id`.
 | `{K.run("<id>")}` | hash | worker | the run's durable state (internal; do not write) |
 | `{K.dead_letters}` | stream | worker | jobs that could not be tied to any run, with the reason |
 | `{K.worker_events}` | stream | worker | dead workers detected, hand-offs (for operators) |
+| `{K.control}`, `{K.prefix}:ratelimit:<key hash>:<window>` | internal | worker | 429 pauses \
+shared between workers; the per-key request budget |
 | `{K.outcomes(0).rsplit(":", 1)[0]}:<minute>` | hash | worker | final statuses per minute \
 (minute = epoch s // 60; kept 2 h) |
 | `{K.workers}`, `{K.heartbeat("<worker>")}`, `{K.owned("<worker>")}`, `{K.orphans}` \
@@ -120,6 +122,22 @@ if it names a run id, that run gets a `final` event with `status: "error"` and
 ### Job object
 
 {_schema(Job)}
+
+### Per-job API keys
+
+`api_key` is never sent in plaintext: workers refuse it (`error.code: "plaintext_api_key"`)
+unless `RUNPOLLER_ALLOW_PLAINTEXT_KEYS=true`. Encrypt it with a key the workers hold in
+`RUNPOLLER_SECRET_KEYS` (`<key id>:<base64 32-byte key>,...`; the first is current, the others
+still decrypt, for rotation):
+
+```
+api_key = "enc:v1:" + key_id + ":" + base64url_nopad(nonce || ciphertext || tag)
+```
+
+AES-256-GCM, a fresh random 12-byte `nonce` per value, the 16-byte `tag` appended (as Node's
+`cipher.getAuthTag()` gives it), associated data = the ASCII bytes `runpoller-api-key-v1`.
+The Python client (`RunpollerClient(secret_keys=...)`) does this for you. A key that does not
+decrypt ends the run with `error.code: "undecryptable_api_key"`.
 
 ## 2. Read events
 

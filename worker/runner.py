@@ -90,8 +90,10 @@ class Runner:
         http_concurrency: int,
         metrics: Metrics | None = None,
         limiter: RateLimiter | None = None,
+        max_result_bytes: int = 1024 * 1024,
         clock: Clock = time.time,
     ) -> None:
+        self.max_result_bytes = max_result_bytes
         self.metrics = metrics or Metrics()
         self.limiter = limiter
         self.store = store
@@ -314,6 +316,16 @@ class Runner:
             model=obs.model if obs else None,
             metadata=run.job.metadata,
             detail=detail,
+        )
+        text = event.model_dump_json()
+        if len(text) <= self.max_result_bytes:
+            return text
+        # Too large to store as one event: keep ids and status, cut the bulk, say so.
+        kept = {k: v for k, v in detail.items() if k not in ("messages", "output")}
+        budget = max(self.max_result_bytes // 2, 1)
+        output = (result.output_text or "")[:budget]
+        event = event.model_copy(
+            update={"detail": {**kept, "truncated": True}, "output_text": output or None}
         )
         return event.model_dump_json()
 

@@ -297,3 +297,19 @@ async def test_wrong_key_ends_with_clear_error_and_no_secret(
     assert final.status == "error"
     assert final.error is not None and final.error.code == "invalid_api_key"
     assert secret not in final.model_dump_json()
+
+
+async def test_oversized_results_are_cut_and_flagged(
+    start_worker: StartWorker, client: RunpollerClient, fake_http: httpx.AsyncClient
+) -> None:
+    await start_worker(max_result_bytes=4000)
+    big = {"steps": [{"status": "completed", "messages": ["x" * 3000, "y" * 3000]}]}
+    thread_id, run_id = await fake_run(fake_http, big)
+    final = await client.wait(
+        await client.enqueue({"kind": "assistants_run", "thread_id": thread_id, "run_id": run_id}),
+        15,
+    )
+    assert final.status == "completed"
+    assert final.detail["truncated"] is True and "messages" not in final.detail
+    assert final.output_text is not None and len(final.output_text) <= 2000
+    assert len(final.model_dump_json()) <= 4000
