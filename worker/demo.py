@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -297,10 +298,47 @@ async def run_demo(*, fast: bool = False) -> int:
                     print(f"       output: {final.output_text}")
                 if final.error:
                     print(f"       error: {final.error.code}: {final.error.message}")
-        print(
-            f"\ndone in {time.monotonic() - started:.1f}s; stopping the worker and the fake server"
-        )
-        return 0 if ok else 1
+        example_ok = await run_example_app(env)
+        await print_stats(redis_url, namespace)
+        elapsed = time.monotonic() - started
+        print(f"\ndone in {elapsed:.1f}s; stopping the worker and the fake server")
+        return 0 if ok and example_ok else 1
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "weather_app.py"
+
+
+async def run_example_app(env: dict[str, str]) -> bool:
+    """Run examples/weather_app.py: a separate app process doing the function-call round trip."""
+    if not EXAMPLE.exists():
+        print("\n(examples/weather_app.py is not here: installed without the source tree)")
+        return True
+    print("\nexample app (examples/weather_app.py), a separate process:")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(EXAMPLE), "What's the weather in Paris?", env=env
+    )
+    try:
+        code = await asyncio.wait_for(proc.wait(), 30)
+    except TimeoutError:
+        proc.kill()
+        code = -1
+    return code == 0
+
+
+async def print_stats(redis_url: str, namespace: str) -> None:
+    """End with the cluster view an operator gets from ``runpoller stats``."""
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "RUNPOLLER_KEY_PREFIX": namespace,
+        "RUNPOLLER_QUEUE_NAME": f"{namespace}:queue",
+    }
+    print("\n$ runpoller stats")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "worker", "stats", env=env)
+    try:
+        await asyncio.wait_for(proc.wait(), 15)
+    except TimeoutError:
+        proc.kill()
 
 
 async def _delete_namespace(redis: Redis, namespace: str) -> None:
