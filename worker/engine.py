@@ -269,9 +269,7 @@ def on_observation(
     if op is Op.CANCEL:
         state = replace(state, cancel_sent=True)
     if op is Op.SUBMIT:
-        state = replace(
-            state, phase=Phase.POLLING, phase_since=now, pending_calls=(), outputs_deadline=None
-        )
+        state = _back_to_polling(state, now)
     if obs.status != state.last_status:
         effects.append(StatusChanged(obs.status, obs.api_status, obs.object_id))
         state = replace(state, last_status=obs.status)
@@ -315,18 +313,10 @@ def on_observation(
             effects.append(ActionRequired(state.round, obs.object_id, obs.tool_calls, until))
     elif state.phase is Phase.AWAITING_OUTPUTS:
         # Outputs were submitted elsewhere (or by a previous owner): back to plain polling.
-        state = replace(
-            state, phase=Phase.POLLING, phase_since=now, pending_calls=(), outputs_deadline=None
-        )
+        state = _back_to_polling(state, now)
 
     if now >= state.deadline:
-        if state.phase is Phase.AWAITING_OUTPUTS:
-            pending = ", ".join(state.pending_calls)
-            detail = f"timed out waiting for tool outputs (unanswered call ids: {pending})"
-            state = _start_cancel(state, CancelReason.TOOL_TIMEOUT, detail, now)
-        else:
-            state = _start_cancel(state, CancelReason.TIMEOUT, "", now)
-        return Decision(state, tuple(effects), Next(Op.CANCEL, now))
+        return Decision(_cancel_at_deadline(state, now), tuple(effects), Next(Op.CANCEL, now))
 
     at = min(now + _interval(state, obs), state.deadline)
     awaiting = state.phase is Phase.AWAITING_OUTPUTS
@@ -361,7 +351,7 @@ def on_failure(
         if op is Op.CANCEL:
             state = replace(state, cancel_sent=True)
         if op is Op.SUBMIT:
-            state = replace(state, phase=Phase.POLLING, pending_calls=(), outputs_deadline=None)
+            state = _back_to_polling(state, now)
         return Decision(replace(state, failures=0), (), Next(Op.GET, now))
 
     if not failure.retryable:
@@ -392,13 +382,7 @@ def on_failure(
             return _finish(state, status, reason, api_status, [])
         return Decision(state, (), Next(op, min(at, limit)))
     if now >= state.deadline:
-        if state.phase is Phase.AWAITING_OUTPUTS:
-            pending = ", ".join(state.pending_calls)
-            detail = f"timed out waiting for tool outputs (unanswered call ids: {pending})"
-            state = _start_cancel(state, CancelReason.TOOL_TIMEOUT, detail, now)
-        else:
-            state = _start_cancel(state, CancelReason.TIMEOUT, "", now)
-        return Decision(state, (), Next(Op.CANCEL, now))
+        return Decision(_cancel_at_deadline(state, now), (), Next(Op.CANCEL, now))
     awaiting = state.phase is Phase.AWAITING_OUTPUTS
     if op is Op.SUBMIT:
         return Decision(state, (), Next(Op.SUBMIT, min(at, state.deadline)))
@@ -467,6 +451,22 @@ def _refusal(obs: Observation, policy: Policy) -> str | None:
     if models is not None and obs.model is not None and obs.model not in models:
         return f"model {obs.model} is not in ASSISTANTS_MODELS"
     return None
+
+
+def _back_to_polling(state: RunState, now: float) -> RunState:
+    """Leave a tool round (answered here, elsewhere, or overtaken by the run's own end)."""
+    return replace(
+        state, phase=Phase.POLLING, phase_since=now, pending_calls=(), outputs_deadline=None
+    )
+
+
+def _cancel_at_deadline(state: RunState, now: float) -> RunState:
+    """The deadline passed: cancel, naming the unanswered tool calls if we were waiting."""
+    if state.phase is Phase.AWAITING_OUTPUTS:
+        pending = ", ".join(state.pending_calls)
+        detail = f"timed out waiting for tool outputs (unanswered call ids: {pending})"
+        return _start_cancel(state, CancelReason.TOOL_TIMEOUT, detail, now)
+    return _start_cancel(state, CancelReason.TIMEOUT, "", now)
 
 
 def _start_cancel(state: RunState, reason: CancelReason, detail: str, now: float) -> RunState:
