@@ -21,6 +21,7 @@ lint: install
 	$(BIN)/ruff check worker tests
 	$(BIN)/ruff format --check worker tests
 	$(BIN)/mypy
+	scripts/validate-deploy.sh
 
 unit: install
 	$(BIN)/pytest -q tests/unit

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import re
 import socket
 import time
@@ -142,6 +143,7 @@ class WorkerApp:
         self._http_runner: web.AppRunner | None = None
         self.http_port: int | None = None
         self._key_ring = settings.key_ring
+        self.cluster_loads: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._beats = 0
         self.stopping = False
@@ -188,12 +190,23 @@ class WorkerApp:
             await self._http_runner.cleanup()
 
     async def healthz(self) -> tuple[bool, str]:
-        """Alive: the event loop answers (this runs) and housekeeping ran recently."""
-        limit = 3 * self.settings.heartbeat_interval_ms / 1000 + 1
+        """Alive: the event loop answers (this handler runs) and housekeeping is still going.
+
+        A Redis outage is not a liveness failure (restarting would not help; readiness says
+        it): housekeeping then waits on Redis, and its age is reported, not judged.
+        """
+        task = self._tasks[0] if self._tasks else None
+        if task is None or task.done():
+            return False, "housekeeping has stopped"
         age = time.time() - self.last_housekeeping
-        if age > limit:
+        limit = 3 * self.settings.heartbeat_interval_ms / 1000 + 1
+        if age > limit and self.runner.redis_down_since is None and not self._redis_waiting():
             return False, f"no housekeeping for {age:.1f}s (limit {limit:.1f}s)"
         return True, f"housekeeping {age:.1f}s ago"
+
+    def _redis_waiting(self) -> bool:
+        """Whether redis-py is retrying a command right now (an outage in progress)."""
+        return time.monotonic() - _OutageBackoff.last_failure < 10
 
     async def readyz(self) -> tuple[bool, str]:
         """Ready for new runs: Redis answers, not shutting down, under capacity."""
@@ -221,8 +234,7 @@ class WorkerApp:
             api_key, timeout_s, interval_s = self._job_parameters(job)
         except RunRefused as exc:
             return await self._refuse(run_id, job.kind, exc.code, str(exc))
-        if len(self.runner.runs) >= self.settings.max_runs_per_worker:
-            raise Retry(defer=1)
+        self._check_capacity()
         state = engine.new_state(
             job.object_id, now=enqueue_time, timeout_s=timeout_s, interval_s=interval_s
         )
@@ -240,8 +252,9 @@ class WorkerApp:
             return claim.outcome
         if claim.outcome == "resumed" and claim.state_json:
             state = engine.RunState.from_json(claim.state_json)
+        if not self.runner.adopt(run_id, job, state, api_key):
+            return "already_here"
         self.metrics.runs_accepted.labels(job.kind, claim.outcome).inc()
-        self.runner.adopt(run_id, job, state, api_key)
         await self._replay_replies(run_id, state)
         log.info("run.accepted", run_id=run_id, outcome=claim.outcome)
         return claim.outcome
@@ -253,8 +266,7 @@ class WorkerApp:
             return "invalid"
         if run_id in self.runner.runs:
             return "already_here"
-        if len(self.runner.runs) >= self.settings.max_runs_per_worker:
-            raise Retry(defer=1)
+        self._check_capacity()
         if not await self.redis.exists(self.keys.run(run_id)):
             # The record expired (or never existed) before anyone resumed it.
             await self.store.dead_letter("resume of a run that has no record", run_id)
@@ -263,18 +275,36 @@ class WorkerApp:
         claim = await self.store.claim(run_id, "", "", "")
         if claim.outcome != "resumed" or not claim.job_json or not claim.state_json:
             return claim.outcome
+        if run_id in self.runner.runs:
+            return "already_here"  # a second resume job for the same orphan
         job = parse_job(json.loads(claim.job_json))
         state = engine.RunState.from_json(claim.state_json)
         try:
             api_key, _, _ = self._job_parameters(job)
         except RunRefused as exc:
             return await self._refuse(run_id, job.kind, exc.code, str(exc))
+        if not self.runner.adopt(run_id, job, state, api_key):
+            return "already_here"
         self.metrics.runs_accepted.labels(job.kind, "resumed").inc()
         self.metrics.runs_recovered.inc()
-        self.runner.adopt(run_id, job, state, api_key)
         await self._replay_replies(run_id, state)
         log.info("run.resumed", run_id=run_id, phase=state.phase.value)
         return "resumed"
+
+    def _check_capacity(self) -> None:
+        """Leave the job to another worker when this one is full, or well above the average.
+
+        arq hands a job to whichever worker polls first; without this, bursts pile onto one
+        worker. Loads of the others come from their heartbeats (refreshed every beat).
+        """
+        mine = len(self.runner.runs)
+        if mine >= self.settings.max_runs_per_worker:
+            raise Retry(defer=1)
+        others = [n for wid, n in self.cluster_loads.items() if wid != self.worker_id]
+        if others:
+            average = (sum(others) + mine) / (len(others) + 1)
+            if mine > average * 1.15 + 2:
+                raise Retry(defer=0.05 + random.random() * 0.05)
 
     def _job_parameters(self, job: AnyJob) -> tuple[str, float, float]:
         s = self.settings
@@ -388,6 +418,7 @@ class WorkerApp:
                 )
         await self._enqueue_orphans()
         await self._sample_queue()
+        self.cluster_loads = await self.store.worker_loads()
         self.last_housekeeping = time.time()
         self.metrics.last_activity.set(self.last_housekeeping)
 
@@ -416,6 +447,16 @@ class WorkerApp:
         log.warning("worker.lease_lapsed", dropped=sum(o != self.worker_id for o in owners))
 
     async def _enqueue_orphans(self) -> None:
+        """Re-enqueue released runs; one worker at a time, so each gets one resume job."""
+        lock = f"{self.keys.orphans}:lock"
+        if not await self.redis.set(lock, self.worker_id, nx=True, px=10_000):
+            return
+        try:
+            await self._enqueue_orphans_locked()
+        finally:
+            await self.redis.delete(lock)
+
+    async def _enqueue_orphans_locked(self) -> None:
         orphans = await self.store.orphans()
         for run_id in orphans:
             await self.redis.enqueue_job(
@@ -550,9 +591,11 @@ class _OutageBackoff(ExponentialBackoff):
     """redis-py backoff that also says, once per outage, that Redis is unreachable."""
 
     _last_warning = 0.0
+    last_failure = 0.0
 
     def compute(self, failures: int) -> float:
         now = time.monotonic()
+        _OutageBackoff.last_failure = now
         if failures == 1 and now - _OutageBackoff._last_warning > 30:
             _OutageBackoff._last_warning = now
             log.warning("redis.unavailable", retrying="with backoff until it answers")

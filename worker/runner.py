@@ -102,14 +102,18 @@ class Runner:
         self.clock = clock
         self.runs: dict[str, ActiveRun] = {}
         self.http_slots = asyncio.Semaphore(http_concurrency)
-        self._redis_down_since: float | None = None
+        self.redis_down_since: float | None = None
 
     # ------------------------------------------------------------------ adoption
 
-    def adopt(self, run_id: str, job: AnyJob, state: RunState, api_key: str) -> None:
+    def adopt(self, run_id: str, job: AnyJob, state: RunState, api_key: str) -> bool:
+        """Start driving a run; False (and nothing done) if this worker drives it already."""
+        if run_id in self.runs:
+            return False
         run = ActiveRun(run_id, job, state, api_key, self.backends[job.kind])
         self.runs[run_id] = run
         run.task = asyncio.create_task(self._drive(run), name=f"run:{run_id}")
+        return True
 
     async def stop_runs(self) -> None:
         tasks = [run.task for run in self.runs.values() if run.task is not None]
@@ -336,16 +340,16 @@ class Runner:
             try:
                 result = await call(*args)
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                if self._redis_down_since is None:
-                    self._redis_down_since = self.clock()
+                if self.redis_down_since is None:
+                    self.redis_down_since = self.clock()
                     self.metrics.redis_outages.inc()
                     log.warning("redis.unavailable", error=type(exc).__name__)
                 await asyncio.sleep(delay * (0.75 + random.random() / 2))
                 delay = min(delay * 2, 5.0)
                 continue
-            if self._redis_down_since is not None:
-                log.info("redis.back", down_s=round(self.clock() - self._redis_down_since, 1))
-                self._redis_down_since = None
+            if self.redis_down_since is not None:
+                log.info("redis.back", down_s=round(self.clock() - self.redis_down_since, 1))
+                self.redis_down_since = None
             return result
 
 

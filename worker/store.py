@@ -258,6 +258,22 @@ class RunStore:
             self.keys.worker_events, {"data": data}, maxlen=1000, approximate=True
         )
 
+    async def worker_loads(self) -> dict[str, int]:
+        """In-flight runs of every live worker, from their heartbeats."""
+        raw = await self.redis.zrange(self.keys.workers, 0, -1)
+        ids = [w for w in (_s(x) for x in raw) if w]
+        if not ids:
+            return {}
+        values = await self.redis.mget([self.keys.heartbeat(w) for w in ids])
+        loads = {}
+        for worker_id, value in zip(ids, values, strict=True):
+            if value is not None:
+                try:
+                    loads[worker_id] = int(json.loads(value)["in_flight"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return loads
+
     async def stale_workers(self, older_than_ms: int) -> list[str]:
         cutoff = int(time.time() * 1000) - older_than_ms
         raw = await self.redis.zrangebyscore(self.keys.workers, "-inf", cutoff)
