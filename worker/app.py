@@ -152,6 +152,7 @@ class WorkerApp:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        structlog.contextvars.bind_contextvars(worker_id=self.worker_id)
         await self.store.heartbeat(self.settings.dead_worker_after_ms, 0)
         self._tasks = [
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
@@ -223,7 +224,7 @@ class WorkerApp:
 
     # ------------------------------------------------------------------ intake
 
-    async def intake(self, raw: Any, enqueue_time: float) -> str:
+    async def intake(self, raw: Any, enqueue_time: float, job_try: int = 1) -> str:
         """Validate a job, claim its run and start driving it. Never raises for bad input."""
         try:
             job = parse_job(raw)
@@ -256,10 +257,10 @@ class WorkerApp:
             return "already_here"
         self.metrics.runs_accepted.labels(job.kind, claim.outcome).inc()
         await self._replay_replies(run_id, state)
-        log.info("run.accepted", run_id=run_id, outcome=claim.outcome)
+        log.info("run.accepted", run_id=run_id, outcome=claim.outcome, job_try=job_try)
         return claim.outcome
 
-    async def resume(self, run_id: str) -> str:
+    async def resume(self, run_id: str, job_try: int = 1) -> str:
         """Take over a run released by a dead or stopping worker."""
         if not isinstance(run_id, str) or not _RUN_ID_CHARS.fullmatch(run_id):
             await self.store.dead_letter("resume job with an invalid run id", repr(run_id))
@@ -288,7 +289,7 @@ class WorkerApp:
         self.metrics.runs_accepted.labels(job.kind, "resumed").inc()
         self.metrics.runs_recovered.inc()
         await self._replay_replies(run_id, state)
-        log.info("run.resumed", run_id=run_id, phase=state.phase.value)
+        log.info("run.resumed", run_id=run_id, phase=state.phase.value, job_try=job_try)
         return "resumed"
 
     def _check_capacity(self) -> None:
@@ -536,12 +537,12 @@ def _safe_dump(raw: Any) -> str:
 
 async def _run_job(ctx: dict[str, Any], job: Any) -> str:
     app: WorkerApp = ctx["app"]
-    return await app.intake(job, ctx["enqueue_time"].timestamp())
+    return await app.intake(job, ctx["enqueue_time"].timestamp(), ctx.get("job_try", 1))
 
 
 async def _resume_job(ctx: dict[str, Any], run_id: Any) -> str:
     app: WorkerApp = ctx["app"]
-    return await app.resume(run_id)
+    return await app.resume(run_id, ctx.get("job_try", 1))
 
 
 async def _dead_letter_job(ctx: dict[str, Any], raw: str, reason: str) -> str:

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from worker.actions.cli import register as register_actions
 from worker.config import ConfigError, Settings, load_settings
+from worker.opscli import register as register_ops
 
 
 def _settings() -> Settings:
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     register_actions(sub)
+    register_ops(sub)
     return parser
 
 

@@ -24,10 +24,12 @@ import httpx
 from redis.asyncio import Redis
 
 from worker.client import RunpollerClient
+from worker.config import load_settings
 from worker.devredis import _ping, free_port
 from worker.fake_openai import FakeServer, FakeState, start_fake_server
 from worker.follow import describe
 from worker.protocol import FinalEvent, RequiresActionEvent
+from worker.stats import collect, render_table
 
 DEMO_KEY = "sk-demo-not-a-real-key"
 ALLOWED_ASSISTANT = "asst_demo"
@@ -299,7 +301,7 @@ async def run_demo(*, fast: bool = False) -> int:
                 if final.error:
                     print(f"       error: {final.error.code}: {final.error.message}")
         example_ok = await run_example_app(env)
-        await print_stats(redis_url, namespace)
+        await print_stats(redis, redis_url, namespace)
         elapsed = time.monotonic() - started
         print(f"\ndone in {elapsed:.1f}s; stopping the worker and the fake server")
         return 0 if ok and example_ok else 1
@@ -325,20 +327,12 @@ async def run_example_app(env: dict[str, str]) -> bool:
     return code == 0
 
 
-async def print_stats(redis_url: str, namespace: str) -> None:
+async def print_stats(redis: Redis, redis_url: str, namespace: str) -> None:
     """End with the cluster view an operator gets from ``runpoller stats``."""
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_url,
-        "RUNPOLLER_KEY_PREFIX": namespace,
-        "RUNPOLLER_QUEUE_NAME": f"{namespace}:queue",
-    }
-    print("\n$ runpoller stats")
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "worker", "stats", env=env)
-    try:
-        await asyncio.wait_for(proc.wait(), 15)
-    except TimeoutError:
-        proc.kill()
+    settings, _ = load_settings(
+        redis_url=redis_url, key_prefix=namespace, queue_name=f"{namespace}:queue"
+    )
+    print("\n$ runpoller stats\n" + render_table(await collect(redis, settings)))
 
 
 async def _delete_namespace(redis: Redis, namespace: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -11,20 +10,15 @@ from typing import Any
 import structlog
 
 from worker.config import Settings
-
-_SECRET_RE = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+[A-Za-z0-9_\-.]+)")
-_SECRET_KEYS = frozenset({"api_key", "authorization", "password", "secret"})
+from worker.secrets import MASK, is_secret_name, scrub_value
 
 
 def redact_secrets(
     _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """Blank anything that looks like an API key or bearer token, in any field."""
+    """Blank secrets in any field: secret-named fields whole, keys and tokens inside values."""
     for key, value in list(event_dict.items()):
-        if key.lower() in _SECRET_KEYS:
-            event_dict[key] = "**********"
-        elif isinstance(value, str) and _SECRET_RE.search(value):
-            event_dict[key] = _SECRET_RE.sub("**********", value)
+        event_dict[key] = MASK if is_secret_name(key) else scrub_value(value)
     return event_dict
 
 

@@ -132,7 +132,13 @@ class Runner:
     # ------------------------------------------------------------------ the loop
 
     async def _drive(self, run: ActiveRun) -> None:
-        bound = log.bind(run_id=run.run_id, object_id=run.state.object_id, kind=run.job.kind)
+        bound = log.bind(
+            run_id=run.run_id,
+            object_id=run.state.object_id,
+            thread_id=getattr(run.job, "thread_id", None),
+            kind=run.job.kind,
+            worker_id=self.store.worker_id,
+        )
         nxt = engine.resume(run.state, self.clock())
         try:
             while nxt is not None:

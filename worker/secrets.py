@@ -16,6 +16,7 @@ import binascii
 import os
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -25,18 +26,48 @@ AAD = b"runpoller-api-key-v1"
 NONCE_BYTES = 12
 
 
-_SCRUB = (
-    (re.compile(r'("api_key"\s*:\s*)"(?:[^"\\]|\\.)*"'), r'\1"**********"'),
-    (re.compile(r"sk-[A-Za-z0-9_\-]{6,}"), "**********"),
-    (re.compile(r"Bearer\s+[A-Za-z0-9_\-.]+"), "Bearer **********"),
+MASK = "**********"
+_SECRET_NAME = re.compile(
+    r"(?:^|_)(?:api_?key|authorization|password|passwd|secret|secret_keys?|token|credentials?)$"
+)
+_SECRET_TEXT = (
+    (
+        re.compile(r'(?i)(\b(?:api[_-]?key|password|secret|token)\b"?\s*[:=]\s*"?)[^\s"&,;}]+'),
+        r"\1" + MASK,
+    ),
+    (re.compile(r"sk-[A-Za-z0-9_\-]{6,}"), MASK),
+    (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/\-]+=*"), MASK),
+    (re.compile(r"(://[^:/@\s]*:)[^@\s/]+@"), r"\1" + MASK + "@"),
 )
 
 
+def is_secret_name(key: object) -> bool:
+    """Whether a field name says its value is a secret (``api_key``, ``x-api-key``, ...)."""
+    return isinstance(key, str) and bool(_SECRET_NAME.search(key.lower().replace("-", "_")))
+
+
 def scrub(text: str) -> str:
-    """Blank API keys in free text we are about to store (dead letters, error messages)."""
-    for pattern, replacement in _SCRUB:
+    """Blank API keys, bearer tokens and URL passwords in free text we are about to store."""
+    for pattern, replacement in _SECRET_TEXT:
         text = pattern.sub(replacement, text)
     return text
+
+
+def scrub_value(value: Any, depth: int = 0) -> Any:
+    """:func:`scrub` through strings, bytes and (a few levels of) nested containers."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, bytes):
+        return scrub(value.decode("utf-8", "replace"))
+    if depth >= 5:
+        return value
+    if isinstance(value, dict):
+        return {
+            k: MASK if is_secret_name(k) else scrub_value(v, depth + 1) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return type(value)(scrub_value(v, depth + 1) for v in value)
+    return value
 
 
 class SecretError(ValueError):

@@ -101,6 +101,8 @@ _RELEASE = """
 -- Hand a worker's runs to the orphan set. Refuses (-1) while its heartbeat lives, unless forced.
 -- KEYS: workers, orphans ; ARGV: wid, heartbeat key, owned key, run key prefix, force
 if ARGV[5] ~= '1' and redis.call('EXISTS', ARGV[2]) == 1 then return -1 end
+-- Already released by another worker's housekeeping: nothing to do, nothing to report.
+if ARGV[5] ~= '1' and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return -1 end
 local ids = redis.call('SMEMBERS', ARGV[3])
 local n = 0
 for _, id in ipairs(ids) do

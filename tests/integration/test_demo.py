@@ -1,0 +1,33 @@
+"""`make demo` runs `runpoller demo`: it must show every outcome and exit 0."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import test_redis_url
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_shows_every_outcome() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOLLER_", "ASSISTANTS_"))}
+    env["REDIS_URL"] = test_redis_url()
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "demo", "--fast"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    for outcome in ("→ completed", "→ failed", "→ timed_out", "→ refused"):
+        assert outcome in out
+    assert out.count("  ok ") == 7 and "!!" not in out
+    assert "app: completed: It is sunny in Paris." in out, "the example app's round trip"
+    assert "$ runpoller stats" in out and "/metrics" in out
