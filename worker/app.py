@@ -30,6 +30,7 @@ from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 from worker import engine
 from worker.api import ApiClient, make_http_client
@@ -595,12 +596,17 @@ class _OutageBackoff(ExponentialBackoff):
     last_failure = 0.0
 
     def compute(self, failures: int) -> float:
+        if failures == 1:
+            _OutageBackoff.note_failure("")
+        return float(super().compute(failures))
+
+    @staticmethod
+    def note_failure(error: str) -> None:
         now = time.monotonic()
         _OutageBackoff.last_failure = now
-        if failures == 1 and now - _OutageBackoff._last_warning > 30:
+        if now - _OutageBackoff._last_warning > 30:
             _OutageBackoff._last_warning = now
-            log.warning("redis.unavailable", retrying="with backoff until it answers")
-        return float(super().compute(failures))
+            log.warning("redis.unavailable", retrying="with backoff until it answers", error=error)
 
 
 def redis_settings(url: str) -> RedisSettings:
@@ -613,5 +619,38 @@ def redis_settings(url: str) -> RedisSettings:
     return settings
 
 
+_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, WatchError, ConnectionError, OSError)
+
+
+class ResilientWorker(Worker):
+    """arq's worker, made to survive a Redis outage instead of exiting.
+
+    arq lets a connection error escape from its claim (WATCH → WatchError), from a job's
+    start and from its health record, and the worker process dies. Here a failed poll
+    iteration is logged (once per outage) and retried after a pause, and a claim that fails
+    half-way gives back the slot it took.
+    """
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        for job_id in job_ids:
+            if self.job_counter >= self.max_jobs:
+                return
+            before = self.job_counter
+            try:
+                await super().start_jobs([job_id])
+            except _REDIS_ERRORS:
+                if self.job_counter > before and job_id.decode() not in self.tasks:
+                    self.job_counter -= 1
+                    self.sem.release()
+                raise
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except _REDIS_ERRORS as exc:
+            _OutageBackoff.note_failure(type(exc).__name__)
+            await asyncio.sleep(0.5)
+
+
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
-    return Worker(**{**worker_options(settings), **overrides})
+    return ResilientWorker(**{**worker_options(settings), **overrides})
