@@ -145,3 +145,17 @@ async def test_response_job_validation() -> None:
                 }
             }
         )
+
+
+async def test_response_cancelled_by_someone_else(
+    start_worker: StartWorker, client: RunpollerClient, fake_http: httpx.AsyncClient, namespace: str
+) -> None:
+    await start_worker()
+    response_id = await fake_response(fake_http, "never_ends")
+    rid = await client.enqueue(job(response_id, namespace))
+    headers = {"Authorization": f"Bearer {FAKE_KEY}"}
+    cancelled = await fake_http.post(f"/v1/responses/{response_id}/cancel", headers=headers)
+    assert cancelled.status_code == 200
+    final = await client.wait(rid, 15)
+    assert final.status == "cancelled"
+    assert "outside runpoller" in final.reason

@@ -1,0 +1,34 @@
+"""`arq worker.main.WorkerSettings` loads the same worker `runpoller worker` runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from worker.protocol import FN_DEAD_LETTER, FN_RESUME, FN_RUN
+from worker.serde import deserialize_job, serialize_job
+
+
+def test_worker_settings_is_an_arq_settings_class() -> None:
+    from worker.main import WorkerSettings
+
+    names = {f.name for f in WorkerSettings.functions}
+    assert names == {FN_RUN, FN_RESUME, FN_DEAD_LETTER}
+    assert WorkerSettings.job_serializer is serialize_job
+    assert WorkerSettings.job_deserializer is deserialize_job
+    assert WorkerSettings.queue_name == "runpoller:queue"
+    assert WorkerSettings.keep_result == 0
+    # Every function has its own short timeout, so arq's lease stays short (arq.md §4).
+    assert all(f.timeout_s is not None and f.timeout_s <= 30 for f in WorkerSettings.functions)
+
+
+def test_bad_config_exits_with_one_line_not_a_traceback() -> None:
+    env = {**os.environ, "RUNPOLLER_TIMEOUT_MS": "50", "RUNPOLLER_POLL_INTERVAL_MS": "100"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import worker.main"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith("runpoller: configuration error: RUNPOLLER_TIMEOUT_MS")
+    assert "Traceback" not in done.stderr
