@@ -151,10 +151,23 @@ class Runner:
             bound.warning("run.lost", reason="another worker owns it now")
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             bound.exception("run.crashed")
+            await self._finish_after_crash(run, exc)
         finally:
             self.runs.pop(run.run_id, None)
+
+    async def _finish_after_crash(self, run: ActiveRun, exc: Exception) -> None:
+        """A bug must not strand a run: end it with an error event (never retried blindly)."""
+        message = f"internal error while driving the run ({type(exc).__name__})"
+        last = run.state.last_status.value if run.state.last_status else None
+        fin = engine.Finished("error", message, last, ("internal_error", message))
+        final = self._final_event(run, fin, now_ms(self.clock))
+        done = replace(run.state, phase=engine.Phase.DONE)
+        try:
+            await self.store.finalize(run.run_id, done.to_json(), final, "error")
+        except Exception:
+            log.exception("run.finalize_failed", run_id=run.run_id)
 
     async def _wait(self, run: ActiveRun, nxt: engine.Next) -> engine.Decision | None:
         """Sleep until ``nxt.at``; a reply from the app cuts the wait short."""
