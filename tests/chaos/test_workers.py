@@ -28,6 +28,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 KEY = "sk-chaos-key-0123456789"
 RUNS = int(os.environ.get("RUNPOLLER_CHAOS_RUNS", "60"))
+# Runs must outlive their own creation and claim, which take longer with more of them.
+WORK_MS = 5000 + RUNS * 20
+SLACK_S = 20 + RUNS / 20
 
 
 class Cluster:
@@ -137,7 +140,7 @@ async def test_kill_9_loses_no_run(cluster: Cluster, redis: Redis, namespace: st
         return await live_workers(redis, namespace) == 2
 
     await wait_for(both_up, 20, "two workers to start")
-    runs = await create_runs(cluster.fake, RUNS, work_ms=5000)
+    runs = await create_runs(cluster.fake, RUNS, work_ms=WORK_MS)
     run_ids = [
         await client.enqueue({"kind": "assistants_run", "thread_id": t, "run_id": r})
         for t, r in runs
@@ -147,7 +150,7 @@ async def test_kill_9_loses_no_run(cluster: Cluster, redis: Redis, namespace: st
         held = await owners(redis, namespace)
         return sum(len(v) for v in held.values()) == RUNS and len(held) == 2
 
-    await wait_for(all_claimed, 20, "both workers to claim all runs")
+    await wait_for(all_claimed, SLACK_S, "both workers to claim all runs")
     held = await owners(redis, namespace)
     victim_id, victim_runs = max(held.items(), key=lambda kv: len(kv[1]))
     deadlines_before = {
@@ -162,7 +165,7 @@ async def test_kill_9_loses_no_run(cluster: Cluster, redis: Redis, namespace: st
     async def all_final() -> bool:
         return all(v >= 1 for v in (await finals(redis, namespace, run_ids)).values())
 
-    await wait_for(all_final, 45, "every run to reach its final event")
+    await wait_for(all_final, SLACK_S + WORK_MS / 1000 + 20, "every run to reach its final event")
     counts = await finals(redis, namespace, run_ids)
     results = [await client.result(rid) for rid in run_ids]
     statuses = {r.status for r in results if r is not None}
@@ -194,7 +197,7 @@ async def test_kill_9_loses_no_run(cluster: Cluster, redis: Redis, namespace: st
 async def test_sigterm_hands_runs_over(cluster: Cluster, redis: Redis, namespace: str) -> None:
     client = RunpollerClient(redis, queue_name=f"{namespace}:queue", key_prefix=namespace)
     first = await cluster.start_worker()
-    runs = await create_runs(cluster.fake, RUNS // 2, work_ms=4000)
+    runs = await create_runs(cluster.fake, RUNS // 2, work_ms=WORK_MS)
     run_ids = [
         await client.enqueue({"kind": "assistants_run", "thread_id": t, "run_id": r})
         for t, r in runs
@@ -204,7 +207,7 @@ async def test_sigterm_hands_runs_over(cluster: Cluster, redis: Redis, namespace
         held = await owners(redis, namespace)
         return sum(len(v) for v in held.values()) == len(run_ids)
 
-    await wait_for(all_claimed, 20, "the first worker to claim all runs")
+    await wait_for(all_claimed, SLACK_S, "the first worker to claim all runs")
     await cluster.start_worker()
     stopped_at = time.monotonic()
     first.send_signal(signal.SIGTERM)
@@ -221,7 +224,7 @@ async def test_sigterm_hands_runs_over(cluster: Cluster, redis: Redis, namespace
     async def all_final() -> bool:
         return all(v >= 1 for v in (await finals(redis, namespace, run_ids)).values())
 
-    await wait_for(all_final, 30, "every run to reach its final event")
+    await wait_for(all_final, SLACK_S + WORK_MS / 1000 + 20, "every run to reach its final event")
     counts = await finals(redis, namespace, run_ids)
     print(f"\nchaos SIGTERM: runs={len(run_ids)} exit={exit_s:.2f}s handover={handover_s:.2f}s")
     assert first.returncode == 0
