@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -42,7 +43,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings()
     configure_logging(settings)
-    build_worker(settings).run()
+    # SIGTERM cancels arq's tasks; a cancellation that reaches us here is that stop, not a
+    # failure (the hand-off already ran in on_shutdown).
+    with contextlib.suppress(asyncio.CancelledError):
+        build_worker(settings).run()
     return 0
 
 
