@@ -1,0 +1,100 @@
+"""The benchmark harness, end to end at smoke size: it runs, and its numbers are sane.
+
+Never a wall-clock threshold here: the figures depend on the machine and on whatever else
+runs on it. What must hold anywhere: every phase measured something, every number is
+finite and of the right sign, every run of ours reached exactly one final event, no run was
+polled twice at once, and the harness left no keys behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.conftest import test_redis_url
+from worker.bench.config import parse_args, smoke_config
+from worker.bench.harness import run_bench
+from worker.bench.report import write_results
+
+pytestmark = pytest.mark.integration
+
+
+def finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+async def test_smoke_bench_runs_and_reports_sane_numbers(tmp_path: Path) -> None:
+    config = smoke_config(redis_url=test_redis_url(), verbose=False)
+    results = await run_bench(config)
+
+    designs = results["designs"]
+    assert set(designs) == {"floor", "naive", "ours"}
+    for name, figures in designs.items():
+        assert figures["polls"] > 0, name
+        assert finite(figures["polls_per_s"]) and figures["polls_per_s"] > 0, name
+        assert finite(figures["cpu_ms_per_poll"]) and figures["cpu_ms_per_poll"] > 0, name
+        assert finite(figures["redis_commands_per_poll"]), name
+        assert figures["redis_commands_per_poll"] >= 0, name
+        lateness = figures["poll_lateness_ms"]
+        assert lateness["n"] > 0, name
+        assert finite(lateness["p50"]) and finite(lateness["p99"]), name
+        assert lateness["p50"] <= lateness["p99"], name
+        assert figures["overlapping_polls"] == 0, name
+
+    # The floor never touches Redis; both queue-driven designs do.
+    assert designs["floor"]["redis_commands_per_poll"] == pytest.approx(0, abs=0.05)
+    assert designs["naive"]["redis_commands_per_poll"] > 0
+    assert designs["ours"]["redis_commands_per_poll"] > 0
+
+    ours = designs["ours"]
+    assert ours["finals_missing"] == 0
+    assert ours["finals"] == ours["runs_created"]
+    assert ours["finals_by_status"] == {"completed": ours["runs_created"]}
+    assert ours["tool_calls_answered"] >= 1
+    assert finite(ours["api_requests_per_run"]) and ours["api_requests_per_run"] >= 2
+    assert ours["polls_per_run"] <= ours["api_requests_per_run"]
+    final = ours["final_event_ms"]
+    assert final["n"] > 0
+    assert finite(final["p50"]) and final["p50"] > -1  # ms-resolution stream ids
+    if ours["rss_kb_per_run"] is not None:
+        assert finite(ours["rss_kb_per_run"])
+    assert len(ours["in_flight_per_worker"]) == 2
+
+    # Every target is evaluated, and the table shows all three designs side by side.
+    assert {t["status"] for t in results["targets"]} <= {"pass", "FAIL", "n/a"}
+    header = results["table"].splitlines()[0]
+    for column in ("ours", "floor", "naive", "target", "result"):
+        assert column in header
+
+    path = write_results(results, tmp_path / "smoke.json")
+    assert json.loads(path.read_text())["config"]["smoke"] is True
+
+    redis = Redis.from_url(test_redis_url())
+    try:
+        prefix = results["config"]["key_prefix"]
+        left = [key async for key in redis.scan_iter(match=f"*{prefix}*", count=1000)]
+    finally:
+        await redis.aclose()
+    assert left == []
+
+
+def test_command_line_help_and_smoke_sizes() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.bench", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert "--function-call-share" in done.stdout
+    config = parse_args(["--smoke", "--workers", "3"])
+    assert config.smoke and config.runs == 20 and config.workers == 3
+    with pytest.raises(SystemExit):
+        parse_args(["--interval-ms", "10"])
