@@ -644,6 +644,16 @@ class ResilientWorker(Worker):
                     self.sem.release()
                 raise
 
+    async def close(self) -> None:
+        # arq awaits its job tasks without return_exceptions: after SIGTERM cancelled an
+        # intake job, that gather raises and on_shutdown (our hand-off) never runs. Settle
+        # the tasks here first, so the hand-off always happens.
+        tasks = list(self.tasks.values())
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.tasks.clear()
+        await super().close()
+
     async def _poll_iteration(self) -> None:
         try:
             await super()._poll_iteration()

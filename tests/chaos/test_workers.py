@@ -230,3 +230,31 @@ async def test_sigterm_hands_runs_over(cluster: Cluster, redis: Redis, namespace
     assert first.returncode == 0
     assert all(v == 1 for v in counts.values())
     assert {(await client.result(rid)).status for rid in run_ids} == {"completed"}  # type: ignore[union-attr]
+
+
+async def test_sigterm_during_intake_still_hands_off(
+    cluster: Cluster, redis: Redis, namespace: str
+) -> None:
+    """arq's close() used to raise on the cancelled intake jobs and skip the hand-off."""
+    client = RunpollerClient(redis, queue_name=f"{namespace}:queue", key_prefix=namespace)
+    worker = await cluster.start_worker()
+
+    async def up() -> bool:
+        return await live_workers(redis, namespace) == 1
+
+    await wait_for(up, 20, "the worker to start")
+    runs = await create_runs(cluster.fake, 300, work_ms=60_000)
+    for t, r in runs:
+        await client.enqueue({"kind": "assistants_run", "thread_id": t, "run_id": r})
+
+    async def some_claimed() -> bool:
+        return sum(len(v) for v in (await owners(redis, namespace)).values()) >= 20
+
+    await wait_for(some_claimed, 20, "intake to be under way")
+    worker.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(worker.wait(), 15)
+    assert worker.returncode == 0
+    held = await owners(redis, namespace)
+    assert sum(len(v) for v in held.values()) == 0, "every claimed run was handed off"
+    events = [json.loads(f[b"data"]) for _, f in await redis.xrange(f"{namespace}:worker-events")]
+    assert [e["type"] for e in events] == ["handed_off"]
