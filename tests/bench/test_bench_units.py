@@ -174,7 +174,7 @@ def test_targets_pass_fail_and_conditions() -> None:
     assert targets["final status → final event p99"].status == "FAIL"
     assert targets["app reply → submit p99"].status == "n/a"
     assert targets["split between workers"].status == "pass"
-    memory = targets["RSS per in-flight run (holding K runs)"]
+    memory = targets["RSS per in-flight run"]
     assert memory.status == "pass" and not memory.at_spec  # 2 workers, 2,000 runs
     results = {
         "designs": designs,

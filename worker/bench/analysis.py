@@ -137,11 +137,6 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
-def per(a: float | None, b: float | None) -> float | None:
-    """``a / b``, None when either is unknown or ``b`` is 0."""
-    return ratio(a, b)
-
-
 def split_deviation(in_flight: Sequence[float]) -> float | None:
     """Largest relative distance of any worker's share from an even split (0.1 = ±10%)."""
     if len(in_flight) < 2:

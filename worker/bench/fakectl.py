@@ -105,7 +105,3 @@ class FakeControl:
 def endpoint_count(stats: dict[str, Any], endpoint: str) -> int:
     """Requests served for one endpoint, all statuses, from a ``/_fake/stats`` snapshot."""
     return sum(int(n) for n in stats.get("requests", {}).get(endpoint, {}).values())
-
-
-def total_requests(stats: dict[str, Any]) -> int:
-    return int(stats.get("requests_total", 0))

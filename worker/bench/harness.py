@@ -1,12 +1,12 @@
 """The benchmark's phases: floor, naive, ours — same fake server, same K, same interval.
 
-Each phase measures over one fixed window between two snapshots (``INFO commandstats``,
-``/proc`` CPU times). Polls and API requests in the window are counted afterwards from the
-fake server's per-run request logs: asking it for ``/_fake/stats`` at the window edges
-would stall it for tens of milliseconds with thousands of runs, and show up as lateness.
-The harness counts every Redis command it sends itself during a window and subtracts them;
-the floor's window (nothing of ours touches Redis then) gives the rate of other clients'
-commands on a shared Redis, which is subtracted too and reported as ``redis_noise_per_s``.
+Each phase measures over one fixed window between two snapshots (``/proc`` CPU times,
+``INFO``). Polls and API requests in the window are counted afterwards from the fake
+server's per-run request logs: asking it for ``/_fake/stats`` at the window edges would
+stall it for tens of milliseconds with thousands of runs, and show up as lateness. Redis
+commands come from ``MONITOR``, attributed to processes by client port (``redismon``); if
+``MONITOR`` is refused, from ``INFO commandstats`` minus the harness's own commands and minus
+the rate of other clients' commands seen during the floor's window (``redis_noise_per_s``).
 """
 
 from __future__ import annotations
@@ -290,6 +290,7 @@ class Bench:
         await self.wait_quiet(procs)
         if on_start is not None:
             await on_start()
+        self.port_owner.clear()  # ports of earlier phases may belong to anyone by now
         self.map_ports(procs)
         a = await self.snapshot(procs)
         if self.monitor is not None:
@@ -431,7 +432,8 @@ class Bench:
         )
         self.children.append(child)
         try:
-            await self.wait_polled(before, config.runs, timeout=config.ramp_timeout_s)
+            if not await self.wait_polled(before, config.runs, timeout=config.ramp_timeout_s):
+                self.notes.append("floor: not every run was polled once before the window")
             await asyncio.sleep(max(1.0, config.interval_s))
             procs = {"floor": child, "fake": self._fake_child()}
             a, b = await self.measure(procs)

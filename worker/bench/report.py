@@ -79,11 +79,11 @@ def evaluate_targets(config: BenchConfig, designs: dict[str, Figures]) -> list[T
     )
     out.append(
         Target(
-            "RSS per in-flight run (holding K runs)",
-            "≤ 10 KB, all polled",
+            "RSS per in-flight run",
+            "≤ 10 KB, K held",
             f"{_num(rss, 1)} KB; {_num(in_flight, 0)} held, {_pct(attained)} of polls",
             _status(None if rss is None or holds is None else rss <= 10 and holds),
-            n == 1 and k >= 10_000 and interval >= 5000,
+            n == 1 and k >= 10_000 and interval <= 5000,
             "10,000 runs at 5 s in one process",
         )
     )
