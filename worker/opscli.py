@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
-from worker.config import ConfigError, Settings, load_settings
+from worker.config import Settings, load_settings
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -318,17 +318,10 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="runpoller")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        code: int = args.func(args)
-    except ConfigError as exc:
-        print(f"runpoller: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return code
+    """``python -m worker.opscli stats ...``: the same as ``runpoller stats ...``."""
+    from worker.cli import main as runpoller_main
+
+    return runpoller_main(argv)
 
 
 if __name__ == "__main__":
