@@ -16,6 +16,7 @@ Keys are identified by a hash (``kid``), never by the key itself.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import random
@@ -38,8 +39,12 @@ return grant
 """
 
 
+@functools.lru_cache(maxsize=4096)
 def key_id(api_key: str) -> str:
-    """A stable, non-reversible name for an API key (for Redis keys, logs and metrics)."""
+    """A stable, non-reversible name for an API key (for Redis keys, logs and metrics).
+
+    Cached: it is asked for on every request, and a worker sees few distinct keys.
+    """
     return hashlib.sha256(api_key.encode()).hexdigest()[:16]
 
 
