@@ -18,6 +18,7 @@ import re
 import socket
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -30,15 +31,16 @@ from pydantic import ValidationError
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import WatchError
 
 from worker import engine
 from worker.api import ApiClient, make_http_client
 from worker.backends import Backend
 from worker.backends.assistants import AssistantsBackend
 from worker.backends.responses import ResponsesBackend
-from worker.config import Settings
+from worker.config import ConfigError, Settings
+from worker.intake import BatchIntake, Handler
 from worker.logs import configure_logging
 from worker.metrics import Metrics, start_http
 from worker.protocol import (
@@ -67,6 +69,10 @@ from worker.store import RunStore
 log = structlog.get_logger("runpoller.worker")
 
 _RUN_ID_CHARS = re.compile(RUN_ID_PATTERN)
+
+# How long a taken intake job stays reserved (arq's in-progress key) when the worker that
+# took it never settles it: arq's own in_progress_timeout for our 30 s job timeout.
+INTAKE_LEASE_MS = 40_000
 
 
 class RunRefused(Exception):
@@ -148,6 +154,10 @@ class WorkerApp:
         self.cluster_loads: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._beats = 0
+        self._reserved = 0  # intake jobs past the capacity check, not yet adopted
+        self.batch = BatchIntake(
+            redis, settings.queue_name, self.intake_handlers(), lease_ms=INTAKE_LEASE_MS
+        )
         self.stopping = False
         self.last_housekeeping = 0.0
 
@@ -155,6 +165,7 @@ class WorkerApp:
 
     async def start(self) -> None:
         structlog.contextvars.bind_contextvars(worker_id=self.worker_id)
+        await self._check_redis()
         await self.store.heartbeat(self.settings.dead_worker_after_ms, 0)
         self._tasks = [
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
@@ -174,6 +185,16 @@ class WorkerApp:
             queue=self.settings.queue_name,
             metrics_port=self.http_port,
         )
+
+    async def _check_redis(self) -> None:
+        """Refuse to start on a Redis that lacks what intake needs, saying so plainly."""
+        try:
+            await self.redis.execute_command("ZMSCORE", self.settings.queue_name, "-")
+        except ResponseError as exc:
+            raise ConfigError(
+                f"REDIS_URL: this Redis cannot run runpoller's intake ({exc}); "
+                "runpoller needs Redis 6.2 or newer"
+            ) from None
 
     async def close(self, *, handoff: bool = True) -> None:
         """Stop driving runs and hand them to the other workers (they resume at once)."""
@@ -244,19 +265,23 @@ class WorkerApp:
         stored = job.model_dump(mode="python", exclude_none=True)
         if job.api_key is not None:
             stored["api_key"] = job.api_key.get_secret_value()
-        claim = await self.store.claim(
-            run_id,
-            json.dumps(stored),
-            state.to_json(),
-            accepted_event(run_id, job, state, time.time),
-        )
-        if claim.outcome in ("owned", "done"):
-            log.info("run.duplicate", run_id=run_id, outcome=claim.outcome, owner=claim.owner)
-            return claim.outcome
-        if claim.outcome == "resumed" and claim.state_json:
-            state = engine.RunState.from_json(claim.state_json)
-        if not self.runner.adopt(run_id, job, state, api_key):
-            return "already_here"
+        self._reserved += 1
+        try:
+            claim = await self.store.claim(
+                run_id,
+                json.dumps(stored),
+                state.to_json(),
+                accepted_event(run_id, job, state, time.time),
+            )
+            if claim.outcome in ("owned", "done"):
+                log.info("run.duplicate", run_id=run_id, outcome=claim.outcome, owner=claim.owner)
+                return claim.outcome
+            if claim.outcome == "resumed" and claim.state_json:
+                state = engine.RunState.from_json(claim.state_json)
+            if not self.runner.adopt(run_id, job, state, api_key):
+                return "already_here"
+        finally:
+            self._reserved -= 1
         self.metrics.runs_accepted.labels(job.kind, claim.outcome).inc()
         await self._replay_replies(run_id, state)
         log.info("run.accepted", run_id=run_id, outcome=claim.outcome, job_try=job_try)
@@ -270,24 +295,28 @@ class WorkerApp:
         if run_id in self.runner.runs:
             return "already_here"
         self._check_capacity()
-        if not await self.redis.exists(self.keys.run(run_id)):
-            # The record expired (or never existed) before anyone resumed it.
-            await self.store.dead_letter("resume of a run that has no record", run_id)
-            self.metrics.dead_letters.inc()
-            return "expired"
-        claim = await self.store.claim(run_id, "", "", "")
-        if claim.outcome != "resumed" or not claim.job_json or not claim.state_json:
-            return claim.outcome
-        if run_id in self.runner.runs:
-            return "already_here"  # a second resume job for the same orphan
-        job = parse_job(json.loads(claim.job_json))
-        state = engine.RunState.from_json(claim.state_json)
+        self._reserved += 1
         try:
-            api_key, _, _ = self._job_parameters(job)
-        except RunRefused as exc:
-            return await self._refuse(run_id, job.kind, exc.code, str(exc))
-        if not self.runner.adopt(run_id, job, state, api_key):
-            return "already_here"
+            if not await self.redis.exists(self.keys.run(run_id)):
+                # The record expired (or never existed) before anyone resumed it.
+                await self.store.dead_letter("resume of a run that has no record", run_id)
+                self.metrics.dead_letters.inc()
+                return "expired"
+            claim = await self.store.claim(run_id, "", "", "")
+            if claim.outcome != "resumed" or not claim.job_json or not claim.state_json:
+                return claim.outcome
+            if run_id in self.runner.runs:
+                return "already_here"  # a second resume job for the same orphan
+            job = parse_job(json.loads(claim.job_json))
+            state = engine.RunState.from_json(claim.state_json)
+            try:
+                api_key, _, _ = self._job_parameters(job)
+            except RunRefused as exc:
+                return await self._refuse(run_id, job.kind, exc.code, str(exc))
+            if not self.runner.adopt(run_id, job, state, api_key):
+                return "already_here"
+        finally:
+            self._reserved -= 1
         self.metrics.runs_accepted.labels(job.kind, "resumed").inc()
         self.metrics.runs_recovered.inc()
         await self._replay_replies(run_id, state)
@@ -300,7 +329,7 @@ class WorkerApp:
         arq hands a job to whichever worker polls first; without this, bursts pile onto one
         worker. Loads of the others come from their heartbeats (refreshed every beat).
         """
-        mine = len(self.runner.runs)
+        mine = len(self.runner.runs) + self._reserved
         if mine >= self.settings.max_runs_per_worker:
             raise Retry(defer=1)
         others = [n for wid, n in self.cluster_loads.items() if wid != self.worker_id]
@@ -389,6 +418,27 @@ class WorkerApp:
         self.metrics.dead_letters.inc()
         log.warning("job.dead_letter", reason=reason)
         return "dead_letter"
+
+    def intake_handlers(self) -> dict[str, Handler]:
+        """The arq functions, as :class:`~worker.intake.BatchIntake` calls them."""
+
+        def one(function: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+            if len(args) != 1 or kwargs:
+                raise ValueError(f"{function} takes exactly one argument, got {len(args)}")
+            return args[0]
+
+        async def run(args: Sequence[Any], kwargs: Mapping[str, Any], et: float, t: int) -> Any:
+            return await self.intake(one(FN_RUN, args, kwargs), et, t)
+
+        async def resume(args: Sequence[Any], kwargs: Mapping[str, Any], et: float, t: int) -> Any:
+            return await self.resume(one(FN_RESUME, args, kwargs), t)
+
+        async def dead(args: Sequence[Any], kwargs: Mapping[str, Any], et: float, t: int) -> Any:
+            raw = str(args[0]) if args else ""
+            reason = str(args[1]) if len(args) > 1 else "dead-letter job without a reason"
+            return await self.dead_letter(raw, reason)
+
+        return {FN_RUN: run, FN_RESUME: resume, FN_DEAD_LETTER: dead}
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -583,6 +633,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "queue_name": settings.queue_name,
         "poll_delay": settings.arq_poll_delay_s,
         "max_jobs": 20,
+        # Ids read per queue poll: one intake batch (worker.intake) takes them all at once.
+        "queue_read_limit": 500,
         "job_timeout": 30,
         "keep_result": 0,
         "max_tries": 100_000,
@@ -636,7 +688,23 @@ class ResilientWorker(Worker):
     half-way gives back the slot it took.
     """
 
+    _batch_task: asyncio.Future[Any] | None = None
+
     async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """Take and run the whole read in one batch (see worker.intake), arq's way before start."""
+        app: WorkerApp | None = self.ctx.get("app")
+        if app is None:
+            return await self._start_jobs_one_by_one(job_ids)
+        # Shielded: a SIGTERM (arq cancels its poll loop) lets the batch settle; close()
+        # waits for it before the hand-off.
+        task = asyncio.ensure_future(app.batch.run(job_ids))
+        self._batch_task = task
+        result = await asyncio.shield(task)
+        self.jobs_complete += len(result.done) - result.failed
+        self.jobs_failed += result.failed
+        self.jobs_retried += len(result.deferred)
+
+    async def _start_jobs_one_by_one(self, job_ids: list[bytes]) -> None:
         for job_id in job_ids:
             if self.job_counter >= self.max_jobs:
                 return
@@ -653,6 +721,8 @@ class ResilientWorker(Worker):
         # arq awaits its job tasks without return_exceptions: after SIGTERM cancelled an
         # intake job, that gather raises and on_shutdown (our hand-off) never runs. Settle
         # the tasks here first, so the hand-off always happens.
+        if self._batch_task is not None:
+            await asyncio.gather(self._batch_task, return_exceptions=True)
         tasks = list(self.tasks.values())
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)

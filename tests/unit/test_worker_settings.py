@@ -32,3 +32,21 @@ def test_bad_config_exits_with_one_line_not_a_traceback() -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("runpoller: configuration error: RUNPOLLER_TIMEOUT_MS")
     assert "Traceback" not in done.stderr
+
+
+async def test_a_redis_too_old_for_batched_intake_is_refused_with_a_clear_error() -> None:
+    from types import SimpleNamespace
+
+    import pytest
+    from redis.exceptions import ResponseError
+
+    from worker.app import WorkerApp
+    from worker.config import ConfigError
+
+    class OldRedis:
+        async def execute_command(self, *args: object) -> object:
+            raise ResponseError("unknown command 'ZMSCORE'")
+
+    app = SimpleNamespace(redis=OldRedis(), settings=SimpleNamespace(queue_name="q"))
+    with pytest.raises(ConfigError, match=r"REDIS_URL: .*ZMSCORE.*Redis 6\.2 or newer"):
+        await WorkerApp._check_redis(app)  # type: ignore[arg-type]

@@ -1,0 +1,249 @@
+"""Batched intake (worker/intake.py) on a real Redis, and through a real worker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import httpx
+import pytest
+from arq import Retry
+from arq.constants import in_progress_key_prefix, job_key_prefix
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from tests.conftest import test_redis_url
+from tests.integration.conftest import WorkerHandle
+from tests.integration.test_end_to_end import fake_run, job
+from worker.client import RunpollerClient
+from worker.intake import BatchIntake
+from worker.protocol import FN_DEAD_LETTER, FN_RESUME, FN_RUN
+from worker.serde import serialize_job
+
+pytestmark = pytest.mark.integration
+
+StartWorker = Callable[..., Awaitable[WorkerHandle]]
+
+
+class Calls:
+    """Handlers that record what they were given; ``behaviour`` decides what they do."""
+
+    def __init__(self) -> None:
+        self.runs: list[Any] = []
+        self.dead: list[tuple[str, str]] = []
+        self.behaviour: Callable[[Any], Awaitable[Any]] | None = None
+
+    def handlers(self) -> dict[str, Any]:
+        async def run(args: Sequence[Any], kwargs: Mapping[str, Any], et: float, t: int) -> Any:
+            self.runs.append(args[0])
+            if self.behaviour is not None:
+                return await self.behaviour(args[0])
+            return "ok"
+
+        async def dead(args: Sequence[Any], kwargs: Mapping[str, Any], et: float, t: int) -> Any:
+            self.dead.append((args[0], args[1]))
+            return "dead_letter"
+
+        return {FN_RUN: run, FN_RESUME: run, FN_DEAD_LETTER: dead}
+
+
+async def put(redis: Redis, queue: str, job_id: str, arg: Any, *, due_in_ms: int = 0) -> None:
+    now = int(time.time() * 1000)
+    body = serialize_job({"f": FN_RUN, "a": [arg], "k": {}, "t": None, "et": now})
+    await redis.set(job_key_prefix + job_id, body, px=600_000)
+    await redis.zadd(queue, {job_id: now + due_in_ms})
+
+
+async def ready_ids(redis: Redis, queue: str) -> list[bytes]:
+    return list(await redis.zrangebyscore(queue, "-inf", "+inf"))
+
+
+@pytest.fixture
+def queue(namespace: str) -> str:
+    return f"{namespace}:queue"
+
+
+def batch(redis: Redis, queue: str, calls: Calls) -> BatchIntake:
+    return BatchIntake(redis, queue, calls.handlers(), lease_ms=40_000)
+
+
+async def test_a_batch_runs_every_due_job_once_and_removes_it(
+    redis: Redis, queue: str, namespace: str
+) -> None:
+    calls = Calls()
+    for i in range(5):
+        await put(redis, queue, f"{namespace}-j{i}", {"n": i})
+    await put(redis, queue, f"{namespace}-later", {"n": "later"}, due_in_ms=60_000)
+    result = await batch(redis, queue, calls).run(await ready_ids(redis, queue))
+    assert sorted(c["n"] for c in calls.runs) == [0, 1, 2, 3, 4]
+    assert sorted(result.done) == sorted(f"{namespace}-j{i}" for i in range(5))
+    assert await ready_ids(redis, queue) == [f"{namespace}-later".encode()]
+    for i in range(5):
+        assert not await redis.exists(job_key_prefix + f"{namespace}-j{i}")
+        assert not await redis.exists(in_progress_key_prefix + f"{namespace}-j{i}")
+    assert await redis.exists(job_key_prefix + f"{namespace}-later")
+
+
+async def test_a_job_another_worker_has_started_is_left_alone(
+    redis: Redis, queue: str, namespace: str
+) -> None:
+    calls = Calls()
+    await put(redis, queue, f"{namespace}-busy", {"n": 1})
+    # arq's own claim marks a started job so (SET in-progress key): ours must respect it.
+    await redis.set(in_progress_key_prefix + f"{namespace}-busy", "1", px=40_000)
+    result = await batch(redis, queue, calls).run(await ready_ids(redis, queue))
+    assert calls.runs == [] and result.done == []
+    assert await ready_ids(redis, queue) == [f"{namespace}-busy".encode()]
+
+
+async def test_retry_puts_the_job_back_at_its_new_time(
+    redis: Redis, queue: str, namespace: str
+) -> None:
+    calls = Calls()
+
+    async def full(_: Any) -> Any:
+        raise Retry(defer=30)
+
+    calls.behaviour = full
+    await put(redis, queue, f"{namespace}-full", {"n": 1})
+    before = time.time() * 1000
+    result = await batch(redis, queue, calls).run(await ready_ids(redis, queue))
+    assert [job_id for job_id, _ in result.deferred] == [f"{namespace}-full"]
+    score = await redis.zscore(queue, f"{namespace}-full")
+    assert score is not None and score >= before + 29_000
+    assert await redis.exists(job_key_prefix + f"{namespace}-full")
+    assert not await redis.exists(in_progress_key_prefix + f"{namespace}-full")
+
+
+async def test_a_crashing_handler_dead_letters_the_job_and_spares_the_rest(
+    redis: Redis, queue: str, namespace: str
+) -> None:
+    calls = Calls()
+
+    async def crash_on_two(arg: Any) -> Any:
+        if arg["n"] == 2:
+            raise RuntimeError("boom")
+        return "ok"
+
+    calls.behaviour = crash_on_two
+    for i in range(4):
+        await put(redis, queue, f"{namespace}-c{i}", {"n": i})
+    result = await batch(redis, queue, calls).run(await ready_ids(redis, queue))
+    assert result.failed == 1 and len(result.done) == 4
+    assert len(calls.dead) == 1
+    raw, reason = calls.dead[0]
+    assert '"n":2' in raw and reason == f"{FN_RUN} raised RuntimeError: boom"
+    assert await ready_ids(redis, queue) == []
+
+
+async def test_a_redis_failure_leaves_the_job_to_be_taken_again(
+    redis: Redis, queue: str, namespace: str
+) -> None:
+    calls = Calls()
+    failing = True
+
+    async def flaky(_: Any) -> Any:
+        if failing:
+            raise RedisConnectionError("connection reset")
+        return "ok"
+
+    calls.behaviour = flaky
+    job_id = f"{namespace}-flaky"
+    await put(redis, queue, job_id, {"n": 1})
+    intake = batch(redis, queue, calls)
+    result = await intake.run(await ready_ids(redis, queue))
+    assert result.left == [job_id] and result.done == []
+    assert await ready_ids(redis, queue) == [job_id.encode()]
+    ttl = await redis.pttl(in_progress_key_prefix + job_id)
+    assert 0 < ttl <= 40_000, "reserved until the lease ends"
+    # While reserved, nobody takes it; once the lease is gone, it runs.
+    assert (await intake.run(await ready_ids(redis, queue))).done == []
+    await redis.delete(in_progress_key_prefix + job_id)
+    failing = False
+    assert (await intake.run(await ready_ids(redis, queue))).done == [job_id]
+    assert len(calls.runs) == 2
+
+
+async def test_a_job_whose_body_expired_is_dropped(
+    redis: Redis, queue: str, namespace: str
+) -> None:
+    calls = Calls()
+    await redis.zadd(queue, {f"{namespace}-gone": 1})
+    result = await batch(redis, queue, calls).run(await ready_ids(redis, queue))
+    assert result.done == [f"{namespace}-gone"] and calls.runs == []
+    assert await ready_ids(redis, queue) == []
+
+
+async def test_an_undecodable_body_is_dead_lettered(
+    redis: Redis, queue: str, namespace: str
+) -> None:
+    calls = Calls()
+    await redis.set(job_key_prefix + f"{namespace}-bad", b"\x80not json", px=60_000)
+    await redis.zadd(queue, {f"{namespace}-bad": 1})
+    result = await batch(redis, queue, calls).run(await ready_ids(redis, queue))
+    assert result.done == [f"{namespace}-bad"] and calls.runs == []
+    assert len(calls.dead) == 1 and "not JSON" in calls.dead[0][1]
+
+
+async def test_two_workers_racing_for_one_read_run_each_job_once(
+    redis: Redis, queue: str, namespace: str
+) -> None:
+    for i in range(300):
+        await put(redis, queue, f"{namespace}-r{i}", {"n": i})
+    ids = await ready_ids(redis, queue)
+    calls_a, calls_b = Calls(), Calls()
+    other = Redis.from_url(test_redis_url())
+    try:
+        await asyncio.gather(
+            batch(redis, queue, calls_a).run(ids), batch(other, queue, calls_b).run(ids)
+        )
+    finally:
+        await other.aclose()
+    seen = [c["n"] for c in calls_a.runs + calls_b.runs]
+    assert sorted(seen) == list(range(300))
+    assert await ready_ids(redis, queue) == []
+
+
+# ---------------------------------------------------------------------------- a real worker
+
+LONG = {"steps": [{"status": "in_progress", "ms": 60_000}, {"status": "completed"}]}
+
+
+async def test_a_burst_is_taken_in_batches_and_capacity_holds_within_a_batch(
+    start_worker: StartWorker,
+    client: RunpollerClient,
+    fake_http: httpx.AsyncClient,
+    redis: Redis,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    batches: list[int] = []
+    original = BatchIntake.run
+
+    async def counting(self: BatchIntake, job_ids: Sequence[bytes | str]) -> Any:
+        result = await original(self, job_ids)
+        if result.done or result.deferred:
+            batches.append(len(result.done))
+        return result
+
+    monkeypatch.setattr(BatchIntake, "run", counting)
+    # Enqueue the burst before the worker starts, so its first read sees all of it.
+    ids = []
+    for _ in range(30):
+        thread_id, run_id = await fake_run(fake_http, LONG)
+        ids.append(await client.enqueue(job(thread_id, run_id, namespace)))
+    handle = await start_worker(max_runs_per_worker=10, timeout_ms=120_000)
+    owned = handle.app.keys.owned(handle.app.worker_id)
+    for _ in range(200):
+        if await redis.scard(owned) >= 10:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    # 30 jobs in the first read, run concurrently: exactly the capacity is adopted, the rest
+    # go back to the queue for another worker (none here), none is lost.
+    assert await redis.scard(owned) == 10
+    assert len(handle.app.runner.runs) == 10
+    assert batches and batches[0] == 10
+    assert await redis.zcard(f"{namespace}:queue") == 20
