@@ -189,7 +189,7 @@ class WorkerApp:
     async def _check_redis(self) -> None:
         """Refuse to start on a Redis that lacks what intake needs, saying so plainly."""
         try:
-            await self.redis.execute_command("ZMSCORE", self.settings.queue_name, "-")
+            await self.redis.zmscore(self.settings.queue_name, ["-"])
         except ResponseError as exc:
             raise ConfigError(
                 f"REDIS_URL: this Redis cannot run runpoller's intake ({exc}); "

@@ -44,7 +44,7 @@ async def test_a_redis_too_old_for_batched_intake_is_refused_with_a_clear_error(
     from worker.config import ConfigError
 
     class OldRedis:
-        async def execute_command(self, *args: object) -> object:
+        async def zmscore(self, *args: object) -> object:
             raise ResponseError("unknown command 'ZMSCORE'")
 
     app = SimpleNamespace(redis=OldRedis(), settings=SimpleNamespace(queue_name="q"))
