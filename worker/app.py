@@ -41,6 +41,7 @@ from worker.backends.assistants import AssistantsBackend
 from worker.backends.responses import ResponsesBackend
 from worker.config import ConfigError, Settings
 from worker.intake import BatchIntake, Handler
+from worker.liveness import LoopHeartbeat
 from worker.logs import configure_logging
 from worker.metrics import Metrics, start_http
 from worker.protocol import (
@@ -155,6 +156,14 @@ class WorkerApp:
         self._tasks: list[asyncio.Task[None]] = []
         self._beats = 0
         self._reserved = 0  # intake jobs past the capacity check, not yet adopted
+        # The heartbeat beats from a thread while the loop makes progress (worker/liveness.py):
+        # a loop saturated by thousands of runs is late, not dead, and keeps its runs.
+        self.liveness = LoopHeartbeat.from_settings(
+            settings,
+            self.worker_id,
+            in_flight=lambda: len(self.runner.runs),
+            on_lapse=self._drop_lost_runs,
+        )
         self.batch = BatchIntake(
             redis, settings.queue_name, self.intake_handlers(), lease_ms=INTAKE_LEASE_MS
         )
@@ -167,6 +176,7 @@ class WorkerApp:
         structlog.contextvars.bind_contextvars(worker_id=self.worker_id)
         await self._check_redis()
         await self.store.heartbeat(self.settings.dead_worker_after_ms, 0)
+        self.liveness.start()
         self._tasks = [
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
             asyncio.create_task(self._listen_replies(), name="replies"),
@@ -199,6 +209,7 @@ class WorkerApp:
     async def close(self, *, handoff: bool = True) -> None:
         """Stop driving runs and hand them to the other workers (they resume at once)."""
         self.stopping = True
+        self.liveness.stop()
         for task in self._tasks:
             await suppress_cancel(task)
         in_flight = len(self.runner.runs)
@@ -214,16 +225,21 @@ class WorkerApp:
             await self._http_runner.cleanup()
 
     async def healthz(self) -> tuple[bool, str]:
-        """Alive: the event loop answers (this handler runs) and housekeeping is still going.
+        """Alive: the event loop answers (this handler runs), the heartbeat thread runs and
+        housekeeping is still going.
 
         A Redis outage is not a liveness failure (restarting would not help; readiness says
-        it): housekeeping then waits on Redis, and its age is reported, not judged.
+        it): housekeeping then waits on Redis, and its age is reported, not judged. A loop
+        saturated by its runs is late, not dead: housekeeping may lag up to the stall limit.
         """
         task = self._tasks[0] if self._tasks else None
         if task is None or task.done():
             return False, "housekeeping has stopped"
+        if not self.liveness.running:
+            return False, "the heartbeat thread has stopped"
         age = time.time() - self.last_housekeeping
-        limit = 3 * self.settings.heartbeat_interval_ms / 1000 + 1
+        s = self.settings
+        limit = max(3 * s.heartbeat_interval_ms / 1000 + 1, s.loop_stall_limit_ms / 1000)
         if age > limit and self.runner.redis_down_since is None and not self._redis_waiting():
             return False, f"no housekeeping for {age:.1f}s (limit {limit:.1f}s)"
         return True, f"housekeeping {age:.1f}s ago"
@@ -454,11 +470,6 @@ class WorkerApp:
             await asyncio.sleep(interval)
 
     async def _housekeep_once(self) -> None:
-        alive = await self.store.heartbeat(
-            self.settings.dead_worker_after_ms, len(self.runner.runs)
-        )
-        if not alive:
-            await self._drop_lost_runs()
         for worker_id in await self.store.stale_workers(self.settings.dead_worker_after_ms):
             if worker_id == self.worker_id:
                 continue

@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     http_concurrency: int = 200
     heartbeat_interval_ms: int = 1000
     dead_worker_after_ms: int = 5000
+    # The heartbeat is renewed from a thread, but only while the event loop has ticked within
+    # this limit: a loop that is merely saturated keeps its runs, a stuck one loses them
+    # (others take over after loop_stall_limit_ms + dead_worker_after_ms). worker/liveness.py
+    loop_stall_limit_ms: int = 10_000
     arq_poll_delay_s: float = 0.1
 
     # HTTP.
@@ -325,6 +329,11 @@ def _check(s: Settings, sources: Mapping[str, str]) -> None:
         raise ConfigError(
             f"{where('dead_worker_after_ms')} ({s.dead_worker_after_ms} ms) must exceed twice "
             f"the heartbeat interval ({s.heartbeat_interval_ms} ms)"
+        )
+    if s.loop_stall_limit_ms <= s.heartbeat_interval_ms:
+        raise ConfigError(
+            f"{where('loop_stall_limit_ms')} ({s.loop_stall_limit_ms} ms) must exceed the "
+            f"heartbeat interval ({s.heartbeat_interval_ms} ms, {where('heartbeat_interval_ms')})"
         )
     for field in ("max_runs_per_worker", "http_concurrency", "event_stream_maxlen"):
         if getattr(s, field) < 1:
