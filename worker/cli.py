@@ -38,11 +38,12 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from worker.app import build_worker
+    from worker.app import build_worker, new_event_loop
     from worker.logs import configure_logging
 
     settings = _settings()
     configure_logging(settings)
+    asyncio.set_event_loop(new_event_loop(settings.event_loop))
     # SIGTERM cancels arq's tasks; a cancellation that reaches us here is that stop, not a
     # failure (the hand-off already ran in on_shutdown).
     with contextlib.suppress(asyncio.CancelledError):

@@ -142,6 +142,9 @@ class Settings(BaseSettings):
     loop_stall_limit_ms: int = 10_000
     arq_poll_delay_s: float = 0.1
 
+    # The worker's event loop: uvloop (libuv) where installed ("auto"), else asyncio's own.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+
     # HTTP.
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     connect_timeout_s: float = 5.0

@@ -50,3 +50,33 @@ async def test_a_redis_too_old_for_batched_intake_is_refused_with_a_clear_error(
     app = SimpleNamespace(redis=OldRedis(), settings=SimpleNamespace(queue_name="q"))
     with pytest.raises(ConfigError, match=r"REDIS_URL: .*ZMSCORE.*Redis 6\.2 or newer"):
         await WorkerApp._check_redis(app)  # type: ignore[arg-type]
+
+
+def test_the_event_loop_is_uvloop_unless_asyncio_is_chosen() -> None:
+    import asyncio
+
+    import uvloop
+
+    from worker.app import new_event_loop
+
+    for choice, expected in (("auto", uvloop.Loop), ("uvloop", uvloop.Loop)):
+        loop = new_event_loop(choice)
+        try:
+            assert isinstance(loop, expected)
+        finally:
+            loop.close()
+    loop = new_event_loop("asyncio")
+    try:
+        assert not isinstance(loop, uvloop.Loop)
+        assert isinstance(loop, asyncio.AbstractEventLoop)
+    finally:
+        loop.close()
+
+
+def test_an_unknown_event_loop_is_a_config_error_naming_the_variable() -> None:
+    import pytest
+
+    from worker.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="RUNPOLLER_EVENT_LOOP"):
+        load_settings(event_loop="trio")
