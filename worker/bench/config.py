@@ -22,6 +22,8 @@ class BenchConfig:
     workers: int = 2
     function_call_share: float = 0.1
     transport: Transport = "aiohttp"
+    # The event loop of our workers and of the floor (the same, so the ratio is ours alone).
+    event_loop: str = "auto"
     mix: Mix = field(default_factory=lambda: DEFAULT_MIX)
     smoke: bool = False
     out: str | None = None
@@ -49,7 +51,7 @@ class BenchConfig:
     def describe(self) -> str:
         return (
             f"K={self.runs} runs, interval {self.interval_ms} ms, window {self.duration_s:g} s, "
-            f"{self.workers} worker(s), transport {self.transport}, "
+            f"{self.workers} worker(s), transport {self.transport}, loop {self.event_loop}, "
             f"function-call share {self.function_call_share:g}, mix {self.mix.describe()}"
         )
 
@@ -86,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of runs that ask for one tool call the harness answers (default 0.1)",
     )
     p.add_argument("--transport", choices=["aiohttp", "httpx"], help="RUNPOLLER_HTTP_TRANSPORT")
+    p.add_argument(
+        "--event-loop",
+        choices=["auto", "uvloop", "asyncio"],
+        help="RUNPOLLER_EVENT_LOOP for the workers, and the floor's loop (default auto)",
+    )
     p.add_argument(
         "--mix",
         help="run lifetimes as 'share:min-max' seconds, comma-separated "
@@ -135,7 +142,8 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
         value = getattr(args, name)
         if value is not None:
             updates[name] = value
-    for name in ("transport", "out", "seed", "log_level", "profile", "ramp_timeout_s"):
+    names = ("transport", "event_loop", "out", "seed", "log_level", "profile", "ramp_timeout_s")
+    for name in names:
         value = getattr(args, name)
         if value is not None:
             updates[name] = value

@@ -299,6 +299,8 @@ def build_results(
             "workers": config.workers,
             "function_call_share": config.function_call_share,
             "transport": config.transport,
+            "event_loop": config.event_loop,
+            "event_loop_used": _loop_used(config.event_loop),
             "mix": config.mix.describe(),
             "mean_lifetime_s": config.mix.mean_s,
             "smoke": config.smoke,
@@ -314,6 +316,16 @@ def build_results(
     results["table"] = render_table(results)
     results["table_markdown"] = render_table(results, markdown=True)
     return results
+
+
+def _loop_used(choice: str) -> str:
+    from worker.app import new_event_loop
+
+    loop = new_event_loop(choice)
+    try:
+        return f"{type(loop).__module__}.{type(loop).__name__}"
+    finally:
+        loop.close()
 
 
 def _hide_password(url: str) -> str:
