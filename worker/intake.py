@@ -9,13 +9,16 @@ read in a single script, runs the batch concurrently, and settles the whole batc
 finished, re-schedule the deferred) in a second script.
 
 It keeps arq's claim protocol, so it runs safely beside arq's own workers on the same queue:
-a job is taken by ``SET arq:in-progress:<id> 1 NX PX <ttl>`` only while its score in the
-queue is due, and while that key lives no other worker (ours or arq's) starts it. A job that
-is never settled (the worker died, Redis went away mid-batch) is taken again once the key
-expires, and intake is idempotent (the run claim in ``worker.store`` decides). What it does
-not keep: arq's per-job retry counter (``arq:retry:<id>``; our functions have no try limit
-that matters: ``max_tries`` is 100,000) and arq's job results (``keep_result=0`` for all of
-them anyway).
+a job is taken by ``SET arq:in-progress:<id> 1 NX PX <lease>`` only while its score in the
+queue is due, and while that key lives no other worker (ours or arq's) starts it. Taking a
+job also moves its score to the end of the lease, so no worker reads it as due (and tries it
+again) while the batch runs; arq's workers skip a job whose score is in the future too. A
+job that is never settled (the worker died, Redis went away mid-batch) becomes due again
+when its lease ends, and intake is idempotent (the run claim in ``worker.store`` decides).
+
+What it does not keep: arq's per-job retry counter (``arq:retry:<id>``; our functions have
+no try limit that matters: ``max_tries`` is 100,000) and arq's job results (``keep_result=0``
+for all of them anyway). While a job is taken, the queue-depth metric counts it as deferred.
 
 Needs Redis 6.2 or newer (``ZMSCORE``).
 """
@@ -53,6 +56,9 @@ for i, id in ipairs(ids) do
   local score = scores[i]
   if score and tonumber(score) <= now
      and redis.call('SET', ARGV[3] .. id, '1', 'NX', 'PX', ARGV[2]) then
+    -- Hidden from every reader of due jobs until the lease ends (a visibility timeout):
+    -- other workers do not try it again on every poll while this batch runs.
+    redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), id)
     out[#out + 1] = id
     out[#out + 1] = score
   end

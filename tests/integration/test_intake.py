@@ -158,9 +158,14 @@ async def test_a_redis_failure_leaves_the_job_to_be_taken_again(
     assert await ready_ids(redis, queue) == [job_id.encode()]
     ttl = await redis.pttl(in_progress_key_prefix + job_id)
     assert 0 < ttl <= 40_000, "reserved until the lease ends"
-    # While reserved, nobody takes it; once the lease is gone, it runs.
+    # While reserved it is not due: no reader sees it, nobody takes it.
+    score = await redis.zscore(queue, job_id)
+    assert score is not None and score > time.time() * 1000 + 30_000
+    assert await redis.zrangebyscore(queue, "-inf", time.time() * 1000) == []
     assert (await intake.run(await ready_ids(redis, queue))).done == []
+    # When the lease ends (key gone, score due), it runs.
     await redis.delete(in_progress_key_prefix + job_id)
+    await redis.zadd(queue, {job_id: 1})
     failing = False
     assert (await intake.run(await ready_ids(redis, queue))).done == [job_id]
     assert len(calls.runs) == 2
