@@ -13,14 +13,12 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import test_redis_url
+from tests.procs import create_runs, final_counts, owners, wait_for, worker_env
 from worker.client import RunpollerClient
 from worker.fake_openai import FakeServer, FakeState, start_fake_server
 
@@ -40,27 +38,7 @@ class Cluster:
         self.procs: list[asyncio.subprocess.Process] = []
 
     def env(self) -> dict[str, str]:
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("RUNPOLLER_", "ASSISTANTS_"))
-        }
-        env.update(
-            {
-                "REDIS_URL": test_redis_url(),
-                "ASSISTANTS_BASE_URL": self.fake.base_url,
-                "ASSISTANTS_API_KEY": KEY,
-                "RUNPOLLER_KEY_PREFIX": self.namespace,
-                "RUNPOLLER_QUEUE_NAME": f"{self.namespace}:queue",
-                "RUNPOLLER_POLL_INTERVAL_MS": "200",
-                "RUNPOLLER_TIMEOUT_MS": "60000",
-                "RUNPOLLER_HEARTBEAT_INTERVAL_MS": "250",
-                "RUNPOLLER_DEAD_WORKER_AFTER_MS": "1500",
-                "RUNPOLLER_ARQ_POLL_DELAY_S": "0.05",
-                "RUNPOLLER_LOG_LEVEL": "WARNING",
-                "RUNPOLLER_LOG_FORMAT": "json",
-                "RUNPOLLER_METRICS_PORT": "0",
-            }
-        )
-        return env
+        return worker_env(self.fake, self.namespace, KEY, RUNPOLLER_POLL_INTERVAL_MS="200")
 
     async def start_worker(self) -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(
@@ -83,48 +61,6 @@ async def cluster(namespace: str, redis: Redis) -> AsyncIterator[Cluster]:
     yield c
     await c.stop_all()
     await fake.close()
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-async def create_runs(fake: FakeServer, n: int, work_ms: int) -> list[tuple[str, str]]:
-    script = {
-        "steps": [
-            {"status": "queued", "ms": 100},
-            {"status": "in_progress", "ms": work_ms},
-            {"status": "completed", "messages": ["done"]},
-        ]
-    }
-    root = fake.base_url.removesuffix("/v1")
-    async with httpx.AsyncClient(base_url=root) as http:
-        out = []
-        for _ in range(n):
-            body = (await http.post("/_fake/runs", json={"script": script})).json()
-            out.append((body["thread_id"], body["id"]))
-        return out
-
-
-async def owners(redis: Redis, namespace: str) -> dict[str, set[str]]:
-    result: dict[str, set[str]] = {}
-    async for key in redis.scan_iter(match=f"{namespace}:owned:*"):
-        worker_id = key.decode().rsplit(":", 1)[1]
-        result[worker_id] = {m.decode() for m in await redis.smembers(key)}
-    return result
-
-
-async def finals(redis: Redis, namespace: str, run_ids: list[str]) -> dict[str, int]:
-    counts = {}
-    for rid in run_ids:
-        entries = await redis.xrange(f"{namespace}:events:{rid}")
-        counts[rid] = sum(1 for _, fields in entries if fields[b"type"] == b"final")
-    return counts
 
 
 async def live_workers(redis: Redis, namespace: str) -> int:
@@ -163,10 +99,10 @@ async def test_kill_9_loses_no_run(cluster: Cluster, redis: Redis, namespace: st
     await victim.wait()
 
     async def all_final() -> bool:
-        return all(v >= 1 for v in (await finals(redis, namespace, run_ids)).values())
+        return all(v >= 1 for v in (await final_counts(redis, namespace, run_ids)).values())
 
     await wait_for(all_final, SLACK_S + WORK_MS / 1000 + 20, "every run to reach its final event")
-    counts = await finals(redis, namespace, run_ids)
+    counts = await final_counts(redis, namespace, run_ids)
     results = [await client.result(rid) for rid in run_ids]
     statuses = {r.status for r in results if r is not None}
 
@@ -222,10 +158,10 @@ async def test_sigterm_hands_runs_over(cluster: Cluster, redis: Redis, namespace
     handover_s = time.monotonic() - stopped_at
 
     async def all_final() -> bool:
-        return all(v >= 1 for v in (await finals(redis, namespace, run_ids)).values())
+        return all(v >= 1 for v in (await final_counts(redis, namespace, run_ids)).values())
 
     await wait_for(all_final, SLACK_S + WORK_MS / 1000 + 20, "every run to reach its final event")
-    counts = await finals(redis, namespace, run_ids)
+    counts = await final_counts(redis, namespace, run_ids)
     print(f"\nchaos SIGTERM: runs={len(run_ids)} exit={exit_s:.2f}s handover={handover_s:.2f}s")
     assert first.returncode == 0
     assert all(v == 1 for v in counts.values())

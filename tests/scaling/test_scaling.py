@@ -23,7 +23,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from tests.conftest import test_redis_url
+from tests.procs import create_runs, final_counts, owners, wait_for, worker_env
 from worker.client import RunpollerClient
 from worker.fake_openai import FakeServer, FakeState, start_fake_server
 
@@ -89,28 +89,14 @@ class Cluster:
         self.ownership = Ownership()
 
     def env(self, metrics_port: int) -> dict[str, str]:
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("RUNPOLLER_", "ASSISTANTS_"))
-        }
-        env.update(
-            {
-                "REDIS_URL": test_redis_url(),
-                "ASSISTANTS_BASE_URL": self.fake.base_url,
-                "ASSISTANTS_API_KEY": KEY,
-                "RUNPOLLER_KEY_PREFIX": self.namespace,
-                "RUNPOLLER_QUEUE_NAME": f"{self.namespace}:queue",
-                "RUNPOLLER_POLL_INTERVAL_MS": str(POLL_INTERVAL_MS),
-                "RUNPOLLER_TIMEOUT_MS": "60000",
-                "RUNPOLLER_HEARTBEAT_INTERVAL_MS": "250",
-                "RUNPOLLER_DEAD_WORKER_AFTER_MS": "1500",
-                "RUNPOLLER_ARQ_POLL_DELAY_S": "0.05",
-                "RUNPOLLER_LOG_LEVEL": "WARNING",
-                "RUNPOLLER_LOG_FORMAT": "json",
-                "RUNPOLLER_METRICS_HOST": "127.0.0.1",
-                "RUNPOLLER_METRICS_PORT": str(metrics_port),
-            }
+        return worker_env(
+            self.fake,
+            self.namespace,
+            KEY,
+            RUNPOLLER_POLL_INTERVAL_MS=str(POLL_INTERVAL_MS),
+            RUNPOLLER_METRICS_HOST="127.0.0.1",
+            RUNPOLLER_METRICS_PORT=str(metrics_port),
         )
-        return env
 
     async def start_worker(self) -> WorkerProc:
         port = free_port()
@@ -147,18 +133,9 @@ class Cluster:
     def by_id(self) -> dict[str, str]:
         return {w.worker_id: w.name for w in self.workers}
 
-    async def sample_owners(self) -> dict[str, set[str]]:
-        snapshot: dict[str, set[str]] = {}
-        async for key in self.redis.scan_iter(match=f"{self.namespace}:owned:*"):
-            worker_id = key.decode().split(":owned:", 1)[1]
-            members = {m.decode() for m in await self.redis.smembers(key)}
-            if members:
-                snapshot[worker_id] = members
-        return snapshot
-
     async def sampler(self) -> None:
         while True:
-            self.ownership.record(await self.sample_owners())
+            self.ownership.record(await owners(self.redis, self.namespace))
             await asyncio.sleep(0.1)
 
     async def stop_all(self) -> None:
@@ -179,51 +156,11 @@ async def cluster(namespace: str, redis: Redis) -> AsyncIterator[Cluster]:
         await fake.close()
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-async def create_runs(fake: FakeServer, n: int, work_ms: int) -> list[tuple[str, str]]:
-    script = {
-        "steps": [
-            {"status": "queued", "ms": 100},
-            {"status": "in_progress", "ms": work_ms},
-            {"status": "completed", "messages": ["done"]},
-        ]
-    }
-    async with httpx.AsyncClient(base_url=fake.root_url) as http:
-
-        async def one() -> tuple[str, str]:
-            body = (await http.post("/_fake/runs", json={"script": script})).json()
-            return body["thread_id"], body["id"]
-
-        out: list[tuple[str, str]] = []
-        for start in range(0, n, 50):
-            out += await asyncio.gather(*(one() for _ in range(min(50, n - start))))
-        return out
-
-
 async def enqueue(client: RunpollerClient, runs: list[tuple[str, str]]) -> list[str]:
     return [
         await client.enqueue({"kind": "assistants_run", "thread_id": t, "run_id": r})
         for t, r in runs
     ]
-
-
-async def final_counts(redis: Redis, namespace: str, run_ids: list[str]) -> dict[str, int]:
-    async with redis.pipeline(transaction=False) as pipe:
-        for rid in run_ids:
-            pipe.xrange(f"{namespace}:events:{rid}")
-        streams = await pipe.execute()
-    return {
-        rid: sum(1 for _, fields in entries if fields[b"type"] == b"final")
-        for rid, entries in zip(run_ids, streams, strict=True)
-    }
 
 
 async def scrape(worker: WorkerProc) -> dict[str, float]:
