@@ -261,7 +261,8 @@ def on_observation(
 ) -> Decision:
     """The API answered a GET, CANCEL or SUBMIT with the run object."""
     effects: list[Effect] = []
-    state = replace(state, failures=0)
+    if state.failures:
+        state = replace(state, failures=0)
     if obs.object_id != state.object_id:
         state = replace(
             state, object_id=obs.object_id, object_ids=(*state.object_ids, obs.object_id)

@@ -17,8 +17,9 @@ import contextlib
 import json
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import structlog
@@ -64,12 +65,24 @@ class ActiveRun:
     state: RunState
     api_key: str
     backend: Backend
-    inbox: asyncio.Queue[ParsedReply] = field(default_factory=asyncio.Queue)
+    _inbox: asyncio.Queue[ParsedReply] | None = None
     last_obs: Observation | None = None
     result: RunResult | None = None
     terminal_seen: float | None = None
     asked_at: float | None = None
     task: asyncio.Task[None] | None = None
+    memo: dict[str, Any] = field(default_factory=dict)
+    """The backend's per-run scratch space (its prepared poll request)."""
+    held: tuple[tuple[str, str], ...] = ()
+    """Events decided while fetching results, written by the finalize script before ``final``."""
+
+    @property
+    def inbox(self) -> asyncio.Queue[ParsedReply]:
+        """The app's replies for this run. Made when first needed: a queue costs ~3 KB, and
+        most runs never get a reply."""
+        if self._inbox is None:
+            self._inbox = asyncio.Queue()
+        return self._inbox
 
 
 # How long a request may wait for the shared budget before the engine decides instead.
@@ -78,6 +91,74 @@ RATE_LIMIT_MAX_WAIT_S = 1.0
 
 class Lost(Exception):
     """This worker no longer owns the run (it was presumed dead and the run moved on)."""
+
+
+class PrioritySemaphore:
+    """A semaphore whose urgent waiters are served before routine ones (FIFO within each).
+
+    A released slot is handed straight to the next waiter, so a newcomer cannot take it
+    ahead of those already queued. Used for HTTP slots: result fetches, submits and cancels
+    (someone is waiting on them) go before routine polls.
+    """
+
+    def __init__(self, value: int) -> None:
+        if value < 1:
+            raise ValueError("a semaphore needs at least one slot")
+        self._value = value
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._routine: deque[asyncio.Future[None]] = deque()
+        # ``async with sem.urgent:`` / ``async with sem.routine:`` hold one slot for the block.
+        self.urgent = _Slot(self, True)
+        self.routine = _Slot(self, False)
+
+    @property
+    def free(self) -> int:
+        return self._value
+
+    @property
+    def waiting(self) -> int:
+        return sum(not w.done() for w in (*self._urgent, *self._routine))
+
+    async def acquire(self, urgent: bool = False) -> None:
+        if self._value > 0 and not self._urgent and (urgent or not self._routine):
+            self._value -= 1
+            return
+        queue = self._urgent if urgent else self._routine
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the slot was handed over just as we were cancelled
+            else:
+                waiter.cancel()  # left in its queue; release() skips it
+            raise
+
+    def release(self) -> None:
+        self._value += 1
+        while self._value > 0:
+            queue = self._urgent if self._urgent else self._routine
+            if not queue:
+                return
+            waiter = queue.popleft()
+            if not waiter.done():
+                self._value -= 1
+                waiter.set_result(None)
+
+
+class _Slot:
+    __slots__ = ("_sem", "_urgent")
+
+    def __init__(self, sem: PrioritySemaphore, urgent: bool) -> None:
+        self._sem = sem
+        self._urgent = urgent
+
+    async def __aenter__(self) -> None:
+        await self._sem.acquire(self._urgent)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._sem.release()
 
 
 class Runner:
@@ -101,7 +182,8 @@ class Runner:
         self.policy = policy
         self.clock = clock
         self.runs: dict[str, ActiveRun] = {}
-        self.http_slots = asyncio.Semaphore(http_concurrency)
+        # Fetches, submits and cancels go before routine polls: someone waits on them.
+        self.http_slots = PrioritySemaphore(http_concurrency)
         self.redis_down_since: float | None = None
 
     # ------------------------------------------------------------------ adoption
@@ -165,7 +247,7 @@ class Runner:
         final = self._final_event(run, fin, now_ms(self.clock))
         done = replace(run.state, phase=engine.Phase.DONE)
         try:
-            await self.store.finalize(run.run_id, done.to_json(), final, "error")
+            await self.store.finalize(run.run_id, done.to_json(), final, "error", run.held)
         except Exception:
             log.exception("run.finalize_failed", run_id=run.run_id)
 
@@ -197,7 +279,7 @@ class Runner:
         if nxt.op is Op.GET:
             m.poll_lateness.observe(max(started - nxt.at, 0.0))
         decision = await self._request(run, nxt)
-        m.api_latency.labels(kind, op).observe(max(self.clock() - started, 0.0))
+        m.api_latency_of(kind, op).observe(max(self.clock() - started, 0.0))
         return decision
 
     async def _request(self, run: ActiveRun, nxt: engine.Next) -> engine.Decision:
@@ -217,27 +299,28 @@ class Runner:
                 return engine.on_failure(
                     state, nxt.op, failure, self.clock(), self.policy, random.random()
                 )
-        async with self.http_slots:
+        slots = self.http_slots
+        async with slots.routine if nxt.op is Op.GET else slots.urgent:
             try:
                 if nxt.op is Op.FETCH_RESULT:
                     run.result = await backend.fetch_result(job, state, key, run.last_obs)
-                    m.api_requests.labels(kind, op, "200").inc()
+                    m.api_requests_of(kind, op, "200").inc()
                     return engine.on_result_fetched(state, self.clock())
                 if nxt.op is Op.GET:
-                    obs = await backend.get(job, state, key)
+                    obs = await backend.get(job, state, key, run.memo)
                 elif nxt.op is Op.CANCEL:
                     obs = await backend.cancel(job, state, key)
                 else:
                     obs = await backend.submit(job, state, key, nxt.outputs)
             except ApiFailure as exc:
                 failure = exc.failure
-                m.api_requests.labels(kind, op, str(failure.status_code or "error")).inc()
+                m.api_requests_of(kind, op, str(failure.status_code or "error")).inc()
                 if failure.status_code == 429:
                     m.rate_limited.labels(kind).inc()
                     if self.limiter is not None and failure.retry_after_s:
                         await self.limiter.pause(key, failure.retry_after_s)
                 if failure.retryable:
-                    m.retries.labels(kind, op).inc()
+                    m.retries_of(kind, op).inc()
                 return engine.on_failure(
                     state, nxt.op, failure, self.clock(), self.policy, random.random()
                 )
@@ -246,7 +329,7 @@ class Runner:
                 return engine.on_failure(
                     state, nxt.op, failure, self.clock(), self.policy, random.random()
                 )
-        m.api_requests.labels(kind, op, "200").inc()
+        m.api_requests_of(kind, op, "200").inc()
         run.last_obs = obs
         if obs.status.terminal and run.terminal_seen is None:
             run.terminal_seen = self.clock()
@@ -264,7 +347,7 @@ class Runner:
                 final = self._final_event(run, effect, ts)
                 state_json = new.to_json()
                 written = await self._redis(
-                    self.store.finalize, run.run_id, state_json, final, effect.status
+                    self.store.finalize, run.run_id, state_json, final, effect.status, run.held
                 )
                 bound.info("run.final", status=effect.status, reason=effect.reason)
                 if written == -1:
@@ -306,7 +389,15 @@ class Runner:
             reason = new.cancel_reason.value if new.cancel_reason else "unknown"
             self.metrics.cancels.labels(reason).inc()
             bound.info("run.cancelling", reason=reason, detail=new.cancel_detail)
-        if events or _durable(old) != _durable(new):
+        if new.phase is engine.Phase.FETCHING:
+            # The terminal status is known, the results are not: hold its events (and the
+            # state) for the finalize script, one Redis round trip instead of two. A worker
+            # that dies meanwhile leaves the last durable state, whose owner polls again and
+            # sees the terminal status anew.
+            if events:
+                run.held += tuple(events)
+            return
+        if events or _durable_changed(old, new):
             state_json = new.to_json()
             ok = await self._redis(self.store.publish, run.run_id, state_json, events)
             if not ok:
@@ -372,9 +463,17 @@ class Runner:
             return result
 
 
-def _durable(state: RunState) -> RunState:
-    """The state without its transient failure counter: changes here are worth persisting."""
-    return replace(state, failures=0)
+_DURABLE_FIELDS = tuple(f.name for f in fields(RunState) if f.name != "failures")
+
+
+def _durable_changed(old: RunState, new: RunState) -> bool:
+    """Whether anything but the transient failure counter changed: worth persisting.
+
+    The engine hands back the very same state when a poll changes nothing (the common case).
+    """
+    if old is new:
+        return False
+    return any(getattr(old, name) != getattr(new, name) for name in _DURABLE_FIELDS)
 
 
 def _tool_call(call: engine.ToolCallRequest) -> ToolCall:

@@ -62,13 +62,20 @@ return 1
 
 _FINALIZE = """
 -- KEYS: run, events, result, owned(me), outcomes(this minute)
--- ARGV: me, state json, maxlen, final data, ttl, run id, final status
+-- ARGV: me, state json, maxlen, final data, ttl, run id, final status, then pairs of
+--       (type, data): events held back while the results were fetched, written first
 if redis.call('HEXISTS', KEYS[1], 'final') == 1 then return 0 end
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return -1 end
-redis.call('HINCRBY', KEYS[5], ARGV[7], 1)
-redis.call('EXPIRE', KEYS[5], 7200)
+-- 1 means this field was just created (and the hash with it, if it is the first): set the
+-- TTL then, not on every run.
+if redis.call('HINCRBY', KEYS[5], ARGV[7], 1) == 1 then
+  redis.call('EXPIRE', KEYS[5], 7200)
+end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'final', '1', 'owner', '')
 redis.call('HDEL', KEYS[1], 'job')
+for i = 8, #ARGV, 2 do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', ARGV[i], 'data', ARGV[i + 1])
+end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'final', 'data', ARGV[4])
 redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
@@ -192,10 +199,19 @@ class RunStore:
         ok = await self._publish(keys=[self.keys.run(run_id), self.keys.events(run_id)], args=args)
         return bool(ok)
 
-    async def finalize(self, run_id: str, state_json: str, final: str, status: str) -> int:
+    async def finalize(
+        self,
+        run_id: str,
+        state_json: str,
+        final: str,
+        status: str,
+        events: Sequence[tuple[str, str]] = (),
+    ) -> int:
         """Write the final event and result once: 1 written, 0 already final, -1 not owner.
 
-        Also counts the outcome in a per-minute hash, for ``runpoller stats``.
+        ``events`` (type, data) are appended just before the final event, in the same script
+        (the terminal ``status`` event, held while the results were fetched). Also counts
+        the outcome in a per-minute hash, for ``runpoller stats``.
         """
         minute = int(time.time() // 60)
         result = await self._finalize(
@@ -206,7 +222,16 @@ class RunStore:
                 self.keys.owned(self.worker_id),
                 self.keys.outcomes(minute),
             ],
-            args=[self.worker_id, state_json, self.maxlen, final, self.ttl_s, run_id, status],
+            args=[
+                self.worker_id,
+                state_json,
+                self.maxlen,
+                final,
+                self.ttl_s,
+                run_id,
+                status,
+                *(part for event in events for part in event),
+            ],
         )
         return int(result)
 

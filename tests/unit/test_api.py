@@ -11,8 +11,9 @@ import pytest
 
 from worker.api import ApiClient, ApiFailure, InvalidId, classify, retry_after_s
 from worker.backends.assistants import AssistantsBackend, observe
+from worker.backends.responses import ResponsesBackend
 from worker.engine import RunState, Status
-from worker.protocol import AssistantsRunJob
+from worker.protocol import AssistantsRunJob, ResponseJob
 
 KEY = "sk-test-canary-0123456789"
 
@@ -213,3 +214,81 @@ def _msg(mid: str, text: str) -> dict[str, Any]:
         "role": "assistant",
         "content": [{"type": "text", "text": {"value": text, "annotations": []}}],
     }
+
+
+# ---------------------------------------------------------------------------- prepared polls
+
+
+async def test_a_runs_poll_is_the_same_request_every_time() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=run_object("in_progress"))
+
+    backend = AssistantsBackend(client(handler))
+    job = AssistantsRunJob(kind="assistants_run", thread_id="thread_1", run_id="run_1")
+    state = RunState(deadline=0, interval=1, object_id="run_1")
+    memo: dict[str, Any] = {}
+    for _ in range(3):
+        assert (await backend.get(job, state, KEY, memo)).status is Status.IN_PROGRESS
+    other = AssistantsRunJob(kind="assistants_run", thread_id="thread_2", run_id="run_2")
+    await backend.get(other, state, KEY, {})
+    first, second = (f"http://api.test/v1/threads/thread_{i}/runs/run_{i}" for i in (1, 2))
+    assert [str(r.url) for r in seen] == [first, first, first, second]
+    for request in seen:
+        assert request.method == "GET"
+        assert request.headers["authorization"] == f"Bearer {KEY}"
+        assert request.headers["openai-beta"] == "assistants=v2"
+        assert request.headers["host"] == "api.test"
+        assert "cookie" not in request.headers
+
+
+async def test_cookies_the_api_sets_are_still_sent_with_later_polls() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        headers = {"set-cookie": "__cf_bm=abc; Path=/"} if len(seen) == 1 else {}
+        return httpx.Response(200, json=run_object("in_progress"), headers=headers)
+
+    backend = AssistantsBackend(client(handler))
+    job = AssistantsRunJob(kind="assistants_run", thread_id="thread_1", run_id="run_1")
+    state = RunState(deadline=0, interval=1, object_id="run_1")
+    memo: dict[str, Any] = {}
+    for _ in range(3):
+        await backend.get(job, state, KEY, memo)
+    assert [r.headers.get("cookie") for r in seen] == [None, "__cf_bm=abc", "__cf_bm=abc"]
+    assert all(r.headers["authorization"] == f"Bearer {KEY}" for r in seen)
+
+
+async def test_a_response_poll_follows_the_current_response_id() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        rid = request.url.path.rsplit("/", 1)[1]
+        return httpx.Response(200, json={"id": rid, "status": "in_progress"})
+
+    backend = ResponsesBackend(client(handler))
+    job = ResponseJob(kind="response", response_id="resp_1")
+    memo: dict[str, Any] = {}
+    first = RunState(deadline=0, interval=1, object_id="resp_1")
+    second = RunState(deadline=0, interval=1, object_id="resp_2")
+    for state in (first, first, second, second):
+        obs = await backend.get(job, state, KEY, memo)
+        assert obs.object_id == state.object_id
+    assert seen == ["/v1/responses/resp_1"] * 2 + ["/v1/responses/resp_2"] * 2
+
+
+async def test_a_bad_id_never_reaches_a_prepared_request() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"no request may leave: {request.url}")
+
+    backend = AssistantsBackend(client(handler))
+    job = AssistantsRunJob.model_construct(kind="assistants_run", thread_id="../x", run_id="run_1")
+    state = RunState(deadline=0, interval=1, object_id="run_1")
+    memo: dict[str, Any] = {}
+    with pytest.raises(InvalidId):
+        await backend.get(job, state, KEY, memo)
+    assert memo == {}

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
 import fakeredis
+import pytest
 
 from worker import engine
+from worker.api import ApiFailure
 from worker.backends import RunResult
-from worker.engine import Observation, RunState, Status
+from worker.engine import Failure, Observation, RunState, Status
 from worker.protocol import AssistantsRunJob, FinalEvent, Keys
 from worker.runner import Runner
 from worker.store import RunStore
@@ -22,7 +25,7 @@ class ScriptedBackend:
         self.crash_at = crash_at
         self.gets = 0
 
-    async def get(self, job: Any, state: RunState, api_key: str) -> Observation:
+    async def get(self, job: Any, state: RunState, *_: Any) -> Observation:
         self.gets += 1
         if self.crash_at is not None and self.gets >= self.crash_at:
             raise RuntimeError("a bug sk-should-not-appear-123456")
@@ -79,3 +82,107 @@ async def test_a_bug_in_the_driver_ends_the_run_with_an_error_not_silence() -> N
     assert final.error.code == "internal_error" and "RuntimeError" in final.error.message
     assert "sk-should-not-appear" not in raw.decode()
     assert not await redis.sismember("t:owned:w1", "run_1")
+
+
+# ---------------------------------------------------------------------------- terminal status
+
+
+class FetchingBackend(ScriptedBackend):
+    """Completes after a few polls; the result fetch can be held, fail or crash."""
+
+    def __init__(self, statuses: list[Status], fetch: str = "ok") -> None:
+        super().__init__(statuses)
+        self.fetch = fetch
+        self.fetching = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def fetch_result(self, *args: Any) -> RunResult:
+        self.fetching.set()
+        if self.fetch == "hold":
+            await self.release.wait()
+        if self.fetch == "refused":
+            raise ApiFailure(Failure("HTTP 404: no such thread", status_code=404))
+        if self.fetch == "crash":
+            raise RuntimeError("a bug while collecting results")
+        return RunResult("done", {"run_id": "run_1"})
+
+
+async def events_of(redis: fakeredis.FakeAsyncRedis) -> list[tuple[str, dict[str, Any]]]:
+    entries = await redis.xrange("t:events:run_1")
+    return [(f[b"type"].decode(), json.loads(f[b"data"])) for _, f in entries]
+
+
+async def start(
+    redis: fakeredis.FakeAsyncRedis, backend: ScriptedBackend, worker_id: str
+) -> Runner:
+    """Claim run_1 for ``worker_id`` (new, or taking it over) and drive it."""
+    store = RunStore(redis, Keys("t"), worker_id=worker_id, maxlen=100, ttl_s=60)
+    runner = Runner(store, {"assistants_run": backend}, engine.Policy(), http_concurrency=4)
+    job = AssistantsRunJob(kind="assistants_run", thread_id="thread_1", run_id="run_1")
+    state = engine.new_state("run_1", now=time.time(), timeout_s=600, interval_s=0.01)
+    claim = await store.claim("run_1", job.model_dump_json(), state.to_json(), "{}")
+    if claim.outcome == "resumed":
+        assert claim.state_json is not None
+        state = RunState.from_json(claim.state_json)
+    runner.adopt("run_1", job, state, "sk-test")
+    return runner
+
+
+async def finished(runner: Runner) -> None:
+    for _ in range(300):
+        if not runner.runs:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the run did not finish")
+
+
+@pytest.mark.parametrize(
+    ("fetch", "final_status"), [("ok", "completed"), ("refused", "completed"), ("crash", "error")]
+)
+async def test_the_terminal_status_event_comes_just_before_the_final_event(
+    fetch: str, final_status: str
+) -> None:
+    redis = fakeredis.FakeAsyncRedis()
+    backend = FetchingBackend([Status.IN_PROGRESS, Status.COMPLETED], fetch=fetch)
+    await finished(await start(redis, backend, "w1"))
+    events = await events_of(redis)
+    assert [(t, d.get("status")) for t, d in events] == [
+        ("accepted", None),
+        ("status", "in_progress"),
+        ("status", "completed"),
+        ("final", final_status),
+    ]
+    status_ts, final_ts = events[2][1]["ts"], events[3][1]["ts"]
+    assert status_ts <= final_ts, "the status event keeps the time the status was seen"
+    if fetch == "refused":
+        assert "results unavailable" in events[3][1]["reason"]
+
+
+async def test_a_worker_dying_while_fetching_results_loses_no_event() -> None:
+    redis = fakeredis.FakeAsyncRedis()
+    first = FetchingBackend([Status.IN_PROGRESS, Status.COMPLETED], fetch="hold")
+    runner = await start(redis, first, "w1")
+    await asyncio.wait_for(first.fetching.wait(), 5)
+    # Terminal status seen, results not yet in: nothing about it is durable yet.
+    assert [t for t, _ in await events_of(redis)] == ["accepted", "status"]
+    durable = RunState.from_json(await redis.hget("t:run:run_1", "state"))
+    assert durable.phase is engine.Phase.POLLING
+    assert durable.last_status is Status.IN_PROGRESS
+    assert engine.resume(durable, time.time()) is not None  # a new owner polls again
+
+    await runner.stop_runs()  # the worker dies (its tasks are gone) ...
+    store = RunStore(redis, Keys("t"), worker_id="w1", maxlen=100, ttl_s=60)
+    assert await store.release("w1", force=True) == 1  # ... and its runs are released
+
+    second = FetchingBackend([Status.COMPLETED])
+    await finished(await start(redis, second, "w2"))
+    assert second.gets == 1, "the new owner re-polled"
+    events = await events_of(redis)
+    assert [(t, d.get("status")) for t, d in events] == [
+        ("accepted", None),
+        ("status", "in_progress"),
+        ("status", "completed"),
+        ("final", "completed"),
+    ]
+    assert events[-1][1]["output_text"] == "done"
+    assert await redis.hget("t:run:run_1", "final") == b"1"

@@ -18,9 +18,15 @@ class RunResult:
 
 
 class Backend(Protocol):
-    """The I/O an engine decision may ask for, for one kind of job."""
+    """The I/O an engine decision may ask for, for one kind of job.
 
-    async def get(self, job: Any, state: RunState, api_key: str) -> Observation: ...
+    ``memo`` is the run's own scratch space, kept by the driver for the run's lifetime: a
+    backend may keep what it prepared for the run there (its poll request), not per poll.
+    """
+
+    async def get(
+        self, job: Any, state: RunState, api_key: str, memo: dict[str, Any]
+    ) -> Observation: ...
 
     async def cancel(self, job: Any, state: RunState, api_key: str) -> Observation: ...
 

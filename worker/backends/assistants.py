@@ -82,11 +82,15 @@ class AssistantsBackend:
     def _run_path(self, job: AssistantsRunJob, *tail: str) -> tuple[str | tuple[str, str], ...]:
         return ("threads", ("thread_id", job.thread_id), "runs", ("run_id", job.run_id), *tail)
 
-    async def get(self, job: AssistantsRunJob, state: RunState, api_key: str) -> Observation:
-        response = await self.api.request(
-            "GET", self._run_path(job), api_key=api_key, assistants=True
-        )
-        return _observe(response)
+    async def get(
+        self, job: AssistantsRunJob, state: RunState, api_key: str, memo: dict[str, Any]
+    ) -> Observation:
+        target = memo.get("get")
+        if target is None:  # the same URL for the whole run: built at its first poll
+            target = memo["get"] = self.api.endpoint(
+                "GET", self._run_path(job), api_key=api_key, assistants=True
+            )
+        return _observe(await self.api.send(target))
 
     async def cancel(self, job: AssistantsRunJob, state: RunState, api_key: str) -> Observation:
         response = await self.api.request(

@@ -100,14 +100,20 @@ class ResponsesBackend:
         )
         return _observe(response)
 
-    async def get(self, job: ResponseJob, state: RunState, api_key: str) -> Observation:
+    async def get(
+        self, job: ResponseJob, state: RunState, api_key: str, memo: dict[str, Any]
+    ) -> Observation:
         if not state.object_id:
             # The job asked the worker to create the response (``request``).
             return await self._create(job.request or {}, api_key)
-        response = await self.api.request(
-            "GET", ("responses", ("response_id", state.object_id)), api_key=api_key
-        )
-        return _observe(response)
+        # Built once per response followed (a tool round continues under a new id).
+        prepared = memo.get("get")
+        if prepared is None or prepared[0] != state.object_id:
+            target = self.api.endpoint(
+                "GET", ("responses", ("response_id", state.object_id)), api_key=api_key
+            )
+            prepared = memo["get"] = (state.object_id, target)
+        return _observe(await self.api.send(prepared[1]))
 
     async def cancel(self, job: ResponseJob, state: RunState, api_key: str) -> Observation:
         if state.last_status is Status.REQUIRES_ACTION:
