@@ -342,20 +342,11 @@ class Runner:
         run.state = new
         events: list[tuple[str, str]] = []
         ts = now_ms(self.clock)
+        finished: engine.Finished | None = None
         for effect in decision.effects:
             if isinstance(effect, engine.Finished):
-                final = self._final_event(run, effect, ts)
-                state_json = new.to_json()
-                written = await self._redis(
-                    self.store.finalize, run.run_id, state_json, final, effect.status, run.held
-                )
-                bound.info("run.final", status=effect.status, reason=effect.reason)
-                if written == -1:
-                    raise Lost
-                self.metrics.runs_finished.labels(run.job.kind, effect.status).inc()
-                if run.terminal_seen is not None:
-                    self.metrics.final_latency.observe(max(self.clock() - run.terminal_seen, 0))
-                return
+                finished = effect
+                continue
             if isinstance(effect, engine.StatusChanged):
                 event = StatusEvent(
                     run_id=run.run_id,
@@ -385,6 +376,11 @@ class Runner:
                     run_id=run.run_id, ts=ts, round=effect.round, problems=list(effect.problems)
                 )
                 events.append(("reply_rejected", rejected.model_dump_json()))
+        if finished is not None:
+            # Events decided with the end (a status seen on the answer that ended the run)
+            # go out with the final event, after those held while the results were fetched.
+            await self._finish(run, new, finished, (*run.held, *events), ts, bound)
+            return
         if new.phase is engine.Phase.CANCELLING and old.phase is not engine.Phase.CANCELLING:
             reason = new.cancel_reason.value if new.cancel_reason else "unknown"
             self.metrics.cancels.labels(reason).inc()
@@ -402,6 +398,26 @@ class Runner:
             ok = await self._redis(self.store.publish, run.run_id, state_json, events)
             if not ok:
                 raise Lost
+
+    async def _finish(
+        self,
+        run: ActiveRun,
+        state: RunState,
+        fin: engine.Finished,
+        events: tuple[tuple[str, str], ...],
+        ts: int,
+        bound: Any,
+    ) -> None:
+        final = self._final_event(run, fin, ts)
+        written = await self._redis(
+            self.store.finalize, run.run_id, state.to_json(), final, fin.status, events
+        )
+        bound.info("run.final", status=fin.status, reason=fin.reason)
+        if written == -1:
+            raise Lost
+        self.metrics.runs_finished.labels(run.job.kind, fin.status).inc()
+        if run.terminal_seen is not None:
+            self.metrics.final_latency.observe(max(self.clock() - run.terminal_seen, 0))
 
     def _final_event(self, run: ActiveRun, fin: engine.Finished, ts: int) -> str:
         obs = run.last_obs

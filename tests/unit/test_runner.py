@@ -186,3 +186,30 @@ async def test_a_worker_dying_while_fetching_results_loses_no_event() -> None:
     ]
     assert events[-1][1]["output_text"] == "done"
     assert await redis.hget("t:run:run_1", "final") == b"1"
+
+
+class ExcludedAssistant(ScriptedBackend):
+    """The first answer is already terminal, from an assistant the policy refuses."""
+
+    async def get(self, job: Any, state: RunState, *_: Any) -> Observation:
+        self.gets += 1
+        return Observation(Status.COMPLETED, "completed", "run_1", assistant_id="asst_banned")
+
+
+async def test_a_status_seen_on_the_answer_that_ends_the_run_still_gets_its_event() -> None:
+    redis = fakeredis.FakeAsyncRedis()
+    store = RunStore(redis, Keys("t"), worker_id="w1", maxlen=100, ttl_s=60)
+    policy = engine.Policy(excluded_ids=frozenset({"asst_banned"}))
+    runner = Runner(store, {"assistants_run": ExcludedAssistant([])}, policy, http_concurrency=4)
+    job = AssistantsRunJob(kind="assistants_run", thread_id="thread_1", run_id="run_1")
+    state = engine.new_state("run_1", now=time.time(), timeout_s=600, interval_s=0.01)
+    await store.claim("run_1", job.model_dump_json(), state.to_json(), "{}")
+    runner.adopt("run_1", job, state, "sk-test")
+    await finished(runner)
+    events = await events_of(redis)
+    # docs/protocol.md: an event for every status change, the one that ends the run included.
+    assert [(t, d.get("status")) for t, d in events] == [
+        ("accepted", None),
+        ("status", "completed"),
+        ("final", "refused"),
+    ]
