@@ -120,6 +120,7 @@ class BatchIntake:
         *,
         lease_ms: int,
         job_timeout_s: float = 30.0,
+        concurrency: int = 16,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
@@ -127,6 +128,7 @@ class BatchIntake:
         self.handlers = dict(handlers)
         self.lease_ms = lease_ms
         self.job_timeout_s = job_timeout_s
+        self.concurrency = concurrency
         self.clock = clock
         self._take = redis.register_script(_TAKE)
         self._settle = redis.register_script(_SETTLE)
@@ -163,10 +165,18 @@ class BatchIntake:
         if not taken:
             return result
         bodies = await self.redis.mget([job_key_prefix + job_id for job_id, _ in taken])
-        # Started in order, each runs synchronously up to its first await: a handler that
-        # reserves capacity before awaiting sees the reservations of the jobs before it.
+        # At most ``concurrency`` at a time (each in-flight Redis command holds a connection of
+        # its own; 500 at once would open 500), started in order (the semaphore is FIFO): a
+        # handler that reserves capacity before its first await sees the reservations of the
+        # jobs before it.
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def bounded(job_id: str, body: bytes | None) -> str | int:
+            async with limit:
+                return await self._one(job_id, body)
+
         outcomes = await asyncio.gather(
-            *(self._one(job_id, body) for (job_id, _), body in zip(taken, bodies, strict=True))
+            *(bounded(job_id, body) for (job_id, _), body in zip(taken, bodies, strict=True))
         )
         now_ms = int(self.clock() * 1000)
         for (job_id, _), outcome in zip(taken, outcomes, strict=True):

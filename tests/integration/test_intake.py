@@ -252,3 +252,30 @@ async def test_a_burst_is_taken_in_batches_and_capacity_holds_within_a_batch(
     assert len(handle.app.runner.runs) == 10
     assert batches and batches[0] == 10
     assert await redis.zcard(f"{namespace}:queue") == 20
+
+
+async def test_a_large_batch_runs_a_bounded_number_of_jobs_at_once(
+    redis: Redis, queue: str, namespace: str
+) -> None:
+    # Each job in flight holds a Redis connection of its own: a read of 500 jobs must not
+    # open 500 connections.
+    calls = Calls()
+    running, peak = 0, 0
+
+    async def slow(_: Any) -> Any:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.005)
+        running -= 1
+        return "ok"
+
+    calls.behaviour = slow
+    for i in range(100):
+        await put(redis, queue, f"{namespace}-b{i}", {"n": i})
+    intake = BatchIntake(redis, queue, calls.handlers(), lease_ms=40_000, concurrency=8)
+    ids = await ready_ids(redis, queue)
+    result = await intake.run(ids)
+    assert len(result.done) == 100 and peak == 8
+    in_queue_order = [int(i.decode().rsplit("-b", 1)[1]) for i in ids]
+    assert [c["n"] for c in calls.runs] == in_queue_order, "started in queue order"
