@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -148,8 +149,14 @@ class ApiClient:
         base_url: str,
         *,
         assistants_version: int = 2,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """``transport``: the one ``http`` sends through; given, a prepared request without a
+        body is handed to it directly (httpx's transport API), skipping the client's per-call
+        machinery (auth and redirect flows, mount lookup, cookie handling): the client has
+        nothing to add to such a request (see :func:`make_http_client`)."""
         self.http = http
+        self.transport = transport
         self.base_url = base_url.rstrip("/")
         self.beta = f"assistants=v{assistants_version}"
         self._headers: dict[tuple[str, bool], httpx.Headers] = {}
@@ -213,7 +220,14 @@ class ApiClient:
                     request = target._request = http.build_request(
                         target.method, target.url, headers=target.headers
                     )
-                response = await http.send(request)
+                if self.transport is not None:
+                    response = await self.transport.handle_async_request(request)
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
+                else:
+                    response = await http.send(request)
             else:
                 response = await http.request(
                     target.method, target.url, headers=target.headers, json=json_body, params=params
@@ -245,16 +259,30 @@ class ApiClient:
 
 def make_http_client(
     transport: str, *, connect_timeout_s: float, read_timeout_s: float, max_connections: int
-) -> httpx.AsyncClient:
-    """The worker's one shared client. ``aiohttp`` uses httpx-aiohttp's transport (faster)."""
+) -> tuple[httpx.AsyncClient, httpx.AsyncBaseTransport]:
+    """The worker's one shared client and the transport it sends through.
+
+    ``aiohttp`` uses httpx-aiohttp's transport (faster, see docs/performance.md). The client
+    keeps no cookies: it serves every job's API key, and a cookie one tenant's response set
+    must not ride along with another tenant's requests (the API needs none).
+    """
     timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
     limits = httpx.Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
+    sender: httpx.AsyncBaseTransport
     if transport == "aiohttp":
         from httpx_aiohttp import AiohttpTransport
 
-        return httpx.AsyncClient(
-            transport=AiohttpTransport(limits=limits), timeout=timeout, trust_env=False
-        )
-    return httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
+        sender = AiohttpTransport(limits=limits)
+    else:
+        sender = httpx.AsyncHTTPTransport(limits=limits)
+    client = httpx.AsyncClient(
+        transport=sender, timeout=timeout, trust_env=False, cookies=no_cookies()
+    )
+    return client, sender
+
+
+def no_cookies() -> CookieJar:
+    """A cookie jar that stores nothing."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))

@@ -112,14 +112,20 @@ class WorkerApp:
         self.redis = redis
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.keys = Keys(settings.key_prefix)
-        self.http = http or make_http_client(
-            settings.http_transport,
-            connect_timeout_s=settings.connect_timeout_s,
-            read_timeout_s=settings.read_timeout_s,
-            max_connections=settings.http_concurrency,
-        )
+        transport: httpx.AsyncBaseTransport | None = None
+        if http is None:
+            http, transport = make_http_client(
+                settings.http_transport,
+                connect_timeout_s=settings.connect_timeout_s,
+                read_timeout_s=settings.read_timeout_s,
+                max_connections=settings.http_concurrency,
+            )
+        self.http = http
         self.api = ApiClient(
-            self.http, settings.assistants_base_url, assistants_version=settings.assistants_version
+            self.http,
+            settings.assistants_base_url,
+            assistants_version=settings.assistants_version,
+            transport=transport,
         )
         backends: dict[str, Backend] = {
             "assistants_run": AssistantsBackend(self.api),

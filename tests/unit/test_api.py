@@ -9,7 +9,15 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.api import ApiClient, ApiFailure, InvalidId, classify, retry_after_s
+from worker.api import (
+    ApiClient,
+    ApiFailure,
+    InvalidId,
+    classify,
+    make_http_client,
+    no_cookies,
+    retry_after_s,
+)
 from worker.backends.assistants import AssistantsBackend, observe
 from worker.backends.responses import ResponsesBackend
 from worker.engine import RunState, Status
@@ -19,8 +27,10 @@ KEY = "sk-test-canary-0123456789"
 
 
 def client(handler: Callable[[httpx.Request], httpx.Response]) -> ApiClient:
-    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return ApiClient(http, "http://api.test/v1")
+    """Wired as the worker wires it: no cookie jar, prepared requests straight to the transport."""
+    transport = httpx.MockTransport(handler)
+    http = httpx.AsyncClient(transport=transport, cookies=no_cookies(), timeout=7)
+    return ApiClient(http, "http://api.test/v1", transport=transport)
 
 
 def run_object(status: str = "in_progress", **extra: Any) -> dict[str, Any]:
@@ -244,7 +254,9 @@ async def test_a_runs_poll_is_the_same_request_every_time() -> None:
         assert "cookie" not in request.headers
 
 
-async def test_cookies_the_api_sets_are_still_sent_with_later_polls() -> None:
+async def test_a_cookie_one_response_sets_is_never_sent_with_later_requests() -> None:
+    # One client serves every tenant's API key: a cookie set in answer to one request must
+    # not ride along with the next (another tenant's, maybe). The API needs none.
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -252,14 +264,45 @@ async def test_cookies_the_api_sets_are_still_sent_with_later_polls() -> None:
         headers = {"set-cookie": "__cf_bm=abc; Path=/"} if len(seen) == 1 else {}
         return httpx.Response(200, json=run_object("in_progress"), headers=headers)
 
-    backend = AssistantsBackend(client(handler))
+    api = client(handler)
+    backend = AssistantsBackend(api)
     job = AssistantsRunJob(kind="assistants_run", thread_id="thread_1", run_id="run_1")
     state = RunState(deadline=0, interval=1, object_id="run_1")
     memo: dict[str, Any] = {}
     for _ in range(3):
         await backend.get(job, state, KEY, memo)
-    assert [r.headers.get("cookie") for r in seen] == [None, "__cf_bm=abc", "__cf_bm=abc"]
-    assert all(r.headers["authorization"] == f"Bearer {KEY}" for r in seen)
+    await backend.cancel(job, state, "sk-other-tenant-0123456789")
+    assert [r.headers.get("cookie") for r in seen] == [None, None, None, None]
+    assert not api.http.cookies
+
+
+async def test_prepared_requests_carry_the_clients_timeouts() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=run_object("in_progress"))
+
+    backend = AssistantsBackend(client(handler))
+    job = AssistantsRunJob(kind="assistants_run", thread_id="thread_1", run_id="run_1")
+    state = RunState(deadline=0, interval=1, object_id="run_1")
+    await backend.get(job, state, KEY, {})
+    assert seen[0].extensions["timeout"] == {"connect": 7, "read": 7, "write": 7, "pool": 7}
+
+
+@pytest.mark.parametrize("kind", ["aiohttp", "httpx"])
+async def test_the_worker_client_keeps_no_cookies_and_exposes_its_transport(kind: str) -> None:
+    http, transport = make_http_client(
+        kind, connect_timeout_s=1, read_timeout_s=2, max_connections=5
+    )
+    try:
+        request = http.build_request("GET", "https://api.openai.com/v1/threads/t/runs/r")
+        answer = httpx.Response(200, headers={"set-cookie": "__cf_bm=abc; Path=/"}, request=request)
+        http.cookies.extract_cookies(answer)
+        assert not http.cookies, "the jar refuses every cookie"
+        assert isinstance(transport, httpx.AsyncBaseTransport)
+    finally:
+        await http.aclose()
 
 
 async def test_a_response_poll_follows_the_current_response_id() -> None:
