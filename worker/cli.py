@@ -38,8 +38,9 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from worker.app import build_worker, new_event_loop
+    from worker.app import build_worker
     from worker.logs import configure_logging
+    from worker.loops import new_event_loop
 
     settings = _settings()
     configure_logging(settings)

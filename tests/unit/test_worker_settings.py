@@ -57,7 +57,7 @@ def test_the_event_loop_is_uvloop_unless_asyncio_is_chosen() -> None:
 
     import uvloop
 
-    from worker.app import new_event_loop
+    from worker.loops import new_event_loop
 
     for choice, expected in (("auto", uvloop.Loop), ("uvloop", uvloop.Loop)):
         loop = new_event_loop(choice)

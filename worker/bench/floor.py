@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="asyncio")
     args = parser.parse_args(argv)
     runs = json.loads(Path(args.runs_file).read_text())
-    from worker.app import new_event_loop
+    from worker.loops import new_event_loop
 
     with asyncio.Runner(loop_factory=lambda: new_event_loop(args.event_loop)) as runner:
         return runner.run(_main(args.base_url, args.interval_ms, runs, args.connections))

@@ -319,7 +319,7 @@ def build_results(
 
 
 def _loop_used(choice: str) -> str:
-    from worker.app import new_event_loop
+    from worker.loops import new_event_loop
 
     loop = new_event_loop(choice)
     try:

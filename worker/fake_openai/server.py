@@ -62,8 +62,15 @@ async def running_fake_server(
 
 
 def serve(host: str, port: int, api_keys: Iterable[str] | None) -> None:
-    """Run until SIGINT/SIGTERM (``runpoller fake-openai``); prints the base URL once ready."""
-    asyncio.run(_serve_forever(host, port, api_keys))
+    """Run until SIGINT/SIGTERM (``runpoller fake-openai``); prints the base URL once ready.
+
+    On uvloop where installed, like the workers: the fake API's own latency is part of every
+    round trip the benchmark measures, for every design alike.
+    """
+    from worker.loops import new_event_loop
+
+    with asyncio.Runner(loop_factory=lambda: new_event_loop("auto")) as runner:
+        runner.run(_serve_forever(host, port, api_keys))
 
 
 async def _serve_forever(host: str, port: int, api_keys: Iterable[str] | None) -> None:
