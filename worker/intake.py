@@ -19,8 +19,6 @@ when its lease ends, and intake is idempotent (the run claim in ``worker.store``
 What it does not keep: arq's per-job retry counter (``arq:retry:<id>``; our functions have
 no try limit that matters: ``max_tries`` is 100,000) and arq's job results (``keep_result=0``
 for all of them anyway). While a job is taken, the queue-depth metric counts it as deferred.
-
-Needs Redis 6.2 or newer (``ZMSCORE``).
 """
 
 from __future__ import annotations
@@ -46,14 +44,11 @@ log = structlog.get_logger("runpoller.intake")
 _TAKE = """
 -- Take the due jobs among ARGV[4..] (job ids) the way arq's start_jobs takes one.
 -- KEYS: queue ; ARGV: now ms, in-progress ttl ms, in-progress prefix, then job ids
-local ids = {}
-for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
-if #ids == 0 then return {} end
-local scores = redis.call('ZMSCORE', KEYS[1], unpack(ids))
 local now = tonumber(ARGV[1])
 local out = {}
-for i, id in ipairs(ids) do
-  local score = scores[i]
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local score = redis.call('ZSCORE', KEYS[1], id)
   if score and tonumber(score) <= now
      and redis.call('SET', ARGV[3] .. id, '1', 'NX', 'PX', ARGV[2]) then
     -- Hidden from every reader of due jobs until the lease ends (a visibility timeout):
@@ -129,6 +124,7 @@ class BatchIntake:
         self.lease_ms = lease_ms
         self.job_timeout_s = job_timeout_s
         self.concurrency = concurrency
+        self._background: set[asyncio.Future[Any]] = set()
         self.clock = clock
         self._take = redis.register_script(_TAKE)
         self._settle = redis.register_script(_SETTLE)
@@ -170,9 +166,15 @@ class BatchIntake:
         # handler that reserves capacity before its first await sees the reservations of the
         # jobs before it.
         limit = asyncio.Semaphore(self.concurrency)
+        # Every job must be settled within its lease: one not started by this time (a slow
+        # batch: Redis browning out) goes back to the queue at once instead, and one started
+        # has job_timeout_s left before it is given up.
+        start_by = self.clock() + max(self.lease_ms / 1000 - self.job_timeout_s - 5, 1.0)
 
         async def bounded(job_id: str, body: bytes | None) -> str | int:
             async with limit:
+                if self.clock() > start_by:
+                    return 0  # a deferral of 0 ms: due again now, for any worker
                 return await self._one(job_id, body)
 
         outcomes = await asyncio.gather(
@@ -192,6 +194,11 @@ class BatchIntake:
         await self.settle(result.done, result.deferred)
         return result
 
+    def _background_done(self, task: asyncio.Future[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("job.slow_failed", error=type(task.exception()).__name__)
+
     async def _one(self, job_id: str, body: bytes | None) -> str | int:
         """``done``, ``failed`` (dead-lettered), ``left``, or a deferral in ms."""
         if body is None:
@@ -204,10 +211,17 @@ class BatchIntake:
             job = {**job, "f": FN_DEAD_LETTER, "a": [body.decode("utf-8", "replace"), "no handler"]}
         enqueue_s = job["et"] / 1000
         job_try = job["t"] if isinstance(job["t"], int) and job["t"] > 0 else 1
+        # Shielded: a handler that outlives its timeout is not cancelled half-way (between
+        # claiming a run and adopting it, say); it finishes in the background and the job,
+        # left in the queue, is taken again when its lease ends (intake is idempotent).
+        task = asyncio.ensure_future(handler(job["a"], job["k"], enqueue_s, job_try))
         try:
-            await asyncio.wait_for(
-                handler(job["a"], job["k"], enqueue_s, job_try), self.job_timeout_s
-            )
+            await asyncio.wait_for(asyncio.shield(task), self.job_timeout_s)
+        except TimeoutError:
+            self._background.add(task)
+            task.add_done_callback(self._background_done)
+            log.warning("job.slow", job_id=job_id, function=job["f"], timeout_s=self.job_timeout_s)
+            return "left"
         except Retry as exc:
             return int(exc.defer_score or 0)
         except _LEAVE_ERRORS as exc:

@@ -34,28 +34,12 @@ def test_bad_config_exits_with_one_line_not_a_traceback() -> None:
     assert "Traceback" not in done.stderr
 
 
-async def test_a_redis_too_old_for_batched_intake_is_refused_with_a_clear_error() -> None:
-    from types import SimpleNamespace
-
-    import pytest
-    from redis.exceptions import ResponseError
-
-    from worker.app import WorkerApp
-    from worker.config import ConfigError
-
-    class OldRedis:
-        async def zmscore(self, *args: object) -> object:
-            raise ResponseError("unknown command 'ZMSCORE'")
-
-    app = SimpleNamespace(redis=OldRedis(), settings=SimpleNamespace(queue_name="q"))
-    with pytest.raises(ConfigError, match=r"REDIS_URL: .*ZMSCORE.*Redis 6\.2 or newer"):
-        await WorkerApp._check_redis(app)  # type: ignore[arg-type]
-
-
 def test_the_event_loop_is_uvloop_unless_asyncio_is_chosen() -> None:
     import asyncio
 
-    import uvloop
+    import pytest
+
+    uvloop = pytest.importorskip("uvloop")  # not installed on Windows or PyPy
 
     from worker.loops import new_event_loop
 
