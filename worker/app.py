@@ -39,7 +39,7 @@ from worker.api import ApiClient, make_http_client
 from worker.backends import Backend
 from worker.backends.assistants import AssistantsBackend
 from worker.backends.responses import ResponsesBackend
-from worker.config import ConfigError, Settings
+from worker.config import Settings
 from worker.intake import BatchIntake, Handler
 from worker.liveness import LoopHeartbeat
 from worker.logs import configure_logging
@@ -160,7 +160,6 @@ class WorkerApp:
         self._key_ring = settings.key_ring
         self.cluster_loads: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._beats = 0
         self._reserved = 0  # intake jobs past the capacity check, not yet adopted
         # The heartbeat beats from a thread while the loop makes progress (worker/liveness.py):
         # a loop saturated by thousands of runs is late, not dead, and keeps its runs.
@@ -180,7 +179,6 @@ class WorkerApp:
 
     async def start(self) -> None:
         structlog.contextvars.bind_contextvars(worker_id=self.worker_id)
-        await self._check_redis()
         await self.store.heartbeat(self.settings.dead_worker_after_ms, 0)
         self.liveness.start()
         self._tasks = [
@@ -201,16 +199,6 @@ class WorkerApp:
             queue=self.settings.queue_name,
             metrics_port=self.http_port,
         )
-
-    async def _check_redis(self) -> None:
-        """Refuse to start on a Redis that lacks what intake needs, saying so plainly."""
-        try:
-            await self.redis.zmscore(self.settings.queue_name, ["-"])
-        except ResponseError as exc:
-            raise ConfigError(
-                f"REDIS_URL: this Redis cannot run runpoller's intake ({exc}); "
-                "runpoller needs Redis 6.2 or newer"
-            ) from None
 
     async def close(self, *, handoff: bool = True) -> None:
         """Stop driving runs and hand them to the other workers (they resume at once)."""
@@ -314,9 +302,11 @@ class WorkerApp:
         if not isinstance(run_id, str) or not _RUN_ID_CHARS.fullmatch(run_id):
             await self.store.dead_letter("resume job with an invalid run id", repr(run_id))
             return "invalid"
-        if run_id in self.runner.runs:
-            return "already_here"
-        self._check_capacity()
+        # Claim even a run this worker still drives: after our lease lapsed, another worker
+        # may have released it (owner '') and queued this job; returning without claiming
+        # would leave it with no owner at all.
+        if run_id not in self.runner.runs:
+            self._check_capacity()
         self._reserved += 1
         try:
             if not await self.redis.exists(self.keys.run(run_id)):
@@ -328,7 +318,7 @@ class WorkerApp:
             if claim.outcome != "resumed" or not claim.job_json or not claim.state_json:
                 return claim.outcome
             if run_id in self.runner.runs:
-                return "already_here"  # a second resume job for the same orphan
+                return "already_here"  # driven here, and owned by us again
             job = parse_job(json.loads(claim.job_json))
             state = engine.RunState.from_json(claim.state_json)
             try:
@@ -509,12 +499,16 @@ class WorkerApp:
         """Our heartbeat lapsed: stop driving every run another worker may have taken."""
         run_ids = list(self.runner.runs)
         owners = await self.store.owners(run_ids) if run_ids else []
-        for run_id, owner in zip(run_ids, owners, strict=True):
-            if owner != self.worker_id:
-                run = self.runner.runs.pop(run_id, None)
-                if run is not None:
-                    await suppress_cancel(run.task)
-        log.warning("worker.lease_lapsed", dropped=sum(o != self.worker_id for o in owners))
+        # Taken out of the runner at once, with no await in between: a resume job for one of
+        # them that runs later adopts it afresh instead of finding a driver about to stop.
+        lost = [
+            run
+            for run_id, owner in zip(run_ids, owners, strict=True)
+            if owner != self.worker_id and (run := self.runner.runs.pop(run_id, None)) is not None
+        ]
+        for run in lost:
+            await suppress_cancel(run.task)
+        log.warning("worker.lease_lapsed", dropped=len(lost))
 
     async def _enqueue_orphans(self) -> None:
         """Re-enqueue released runs; one worker at a time, so each gets one resume job."""
@@ -752,6 +746,11 @@ class ResilientWorker(Worker):
         except _REDIS_ERRORS as exc:
             _OutageBackoff.note_failure(type(exc).__name__)
             await asyncio.sleep(0.5)
+        except ResponseError as exc:
+            # An error reply (READONLY after a failover, OOM, BUSY, NOPERM) must not end the
+            # worker: say what Redis answered (once per 30 s) and try again.
+            _OutageBackoff.note_failure(f"{type(exc).__name__}: {str(exc)[:200]}")
+            await asyncio.sleep(1.0)
 
 
 def build_worker(settings: Settings, **overrides: Any) -> Worker:

@@ -237,7 +237,9 @@ class Runner:
             bound.exception("run.crashed")
             await self._finish_after_crash(run, exc)
         finally:
-            self.runs.pop(run.run_id, None)
+            # Only this driver's entry: a newer one for the same run may have replaced it.
+            if self.runs.get(run.run_id) is run:
+                del self.runs[run.run_id]
 
     async def _finish_after_crash(self, run: ActiveRun, exc: Exception) -> None:
         """A bug must not strand a run: end it with an error event (never retried blindly)."""

@@ -279,3 +279,99 @@ async def test_a_large_batch_runs_a_bounded_number_of_jobs_at_once(
     assert len(result.done) == 100 and peak == 8
     in_queue_order = [int(i.decode().rsplit("-b", 1)[1]) for i in ids]
     assert [c["n"] for c in calls.runs] == in_queue_order, "started in queue order"
+
+
+async def test_a_handler_past_its_timeout_finishes_in_the_background_and_the_job_stays(
+    redis: Redis, queue: str, namespace: str
+) -> None:
+    # Cancelling a handler half-way (after it claimed a run, before it adopted it) would
+    # strand the run: a slow one is left to finish, and its job is taken again later.
+    calls = Calls()
+    finished = asyncio.Event()
+
+    async def slow(_: Any) -> Any:
+        await asyncio.sleep(0.3)
+        finished.set()
+        return "ok"
+
+    calls.behaviour = slow
+    job_id = f"{namespace}-slow"
+    await put(redis, queue, job_id, {"n": 1})
+    intake = BatchIntake(redis, queue, calls.handlers(), lease_ms=40_000, job_timeout_s=0.05)
+    result = await intake.run(await ready_ids(redis, queue))
+    assert result.left == [job_id] and not finished.is_set()
+    await asyncio.wait_for(finished.wait(), 5)
+    assert await redis.exists(job_key_prefix + job_id), "left in the queue, leased"
+    assert await redis.exists(in_progress_key_prefix + job_id)
+
+
+async def test_jobs_a_slow_batch_cannot_start_in_time_go_back_at_once(
+    redis: Redis, queue: str, namespace: str
+) -> None:
+    # The whole batch must be settled within the lease: what cannot start early enough is
+    # given back (due now, lease released) for any worker to take.
+    calls = Calls()
+
+    async def slow(_: Any) -> Any:
+        await asyncio.sleep(1.3)
+        return "ok"
+
+    calls.behaviour = slow
+    for i in range(3):
+        await put(redis, queue, f"{namespace}-s{i}", {"n": i})
+    ids = await ready_ids(redis, queue)
+    # Lease 8 s, 2 s per job: jobs must start within max(8 - 2 - 5, 1) = 1 s of the take.
+    intake = BatchIntake(
+        redis, queue, calls.handlers(), lease_ms=8_000, job_timeout_s=2, concurrency=1
+    )
+    result = await intake.run(ids)
+    first = ids[0].decode()
+    assert result.done == [first] and len(calls.runs) == 1
+    assert sorted(job_id for job_id, _ in result.deferred) == sorted(i.decode() for i in ids[1:])
+    due_now = await redis.zrangebyscore(queue, "-inf", time.time() * 1000)
+    assert sorted(due_now) == sorted(ids[1:])
+    for job_id in ids[1:]:
+        assert not await redis.exists(in_progress_key_prefix + job_id.decode())
+
+
+async def test_an_error_reply_from_redis_does_not_end_the_workers_poll_loop(
+    make_settings: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # READONLY after a failover, OOM, BUSY: the poll iteration says so and tries again.
+    from arq.worker import Worker
+    from redis.exceptions import ResponseError
+
+    from worker.app import build_worker
+
+    async def failing(self: Worker) -> None:
+        raise ResponseError("READONLY You can't write against a read only replica.")
+
+    monkeypatch.setattr(Worker, "_poll_iteration", failing)
+    worker = build_worker(make_settings(), handle_signals=False)
+    await worker._poll_iteration()  # must not raise (no pool: arq connects in main())
+
+
+async def test_a_resume_job_for_a_run_still_driven_here_takes_its_ownership_back(
+    start_worker: StartWorker,
+    client: RunpollerClient,
+    fake_http: httpx.AsyncClient,
+    redis: Redis,
+    namespace: str,
+) -> None:
+    # Our lease lapsed, another worker released our runs (owner '') and queued resume jobs;
+    # the resume job reaches us, still driving the run. Returning without claiming it would
+    # leave the run with no owner and no job: it would never finish.
+    handle = await start_worker(timeout_ms=120_000)
+    thread_id, run_id = await fake_run(fake_http, LONG)
+    rid = await client.enqueue(job(thread_id, run_id, namespace))
+    app = handle.app
+    run_key = app.keys.run(rid)
+    for _ in range(200):
+        if rid in app.runner.runs and await redis.hget(run_key, "owner"):
+            break
+        await asyncio.sleep(0.02)
+    await redis.hset(run_key, "owner", "")  # what the other worker's release did
+    await redis.srem(app.keys.owned(app.worker_id), rid)
+    assert await app.resume(rid) == "already_here"
+    assert (await redis.hget(run_key, "owner")) == app.worker_id.encode()
+    assert await redis.sismember(app.keys.owned(app.worker_id), rid)
