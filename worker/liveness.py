@@ -173,6 +173,9 @@ class LoopHeartbeat:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None
+        # A lapse being handled (dropping lost runs) must not race the owner's shutdown.
+        for task in list(self._lapse_tasks):
+            task.cancel()
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(self._join_timeout_s)
