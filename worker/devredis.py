@@ -73,6 +73,8 @@ def start_redis_server(binary: str) -> tuple[subprocess.Popen[bytes], str]:
             "warning",
         ],
         stdout=subprocess.DEVNULL,
+        # Its own session (and so its own scheduling group, see worker/bench/procs.py).
+        start_new_session=True,
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

@@ -136,7 +136,13 @@ class Child:
 
 
 async def spawn(name: str, args: list[str], *, env: dict[str, str], log_dir: Path) -> Child:
-    """Start ``python <args>`` with this interpreter; output goes to ``log_dir/<name>.log``."""
+    """Start ``python <args>`` with this interpreter; output goes to ``log_dir/<name>.log``.
+
+    Each child gets a session of its own. Linux schedules every session as one group
+    (autogroup): in the harness's session, a busy design under test would delay the fake API
+    and Redis it is measured against, which in production run on other machines. Separate
+    sessions make each process its own group, as separate containers would be.
+    """
     log_path = log_dir / f"{name}.log"
     log = log_path.open("wb")
     proc = await asyncio.create_subprocess_exec(
@@ -146,5 +152,6 @@ async def spawn(name: str, args: list[str], *, env: dict[str, str], log_dir: Pat
         stdin=asyncio.subprocess.DEVNULL,
         stdout=log,
         stderr=log,
+        start_new_session=True,
     )
     return Child(name, proc, log_path, log)
