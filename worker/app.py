@@ -645,6 +645,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "poll_delay": settings.arq_poll_delay_s,
         "max_jobs": 20,
         # Ids read per queue poll: one intake batch (worker.intake) takes them all at once.
+        # (The settle script unpacks up to 3 keys per id: Lua's limit is ~8,000 values.)
         "queue_read_limit": 500,
         "job_timeout": 30,
         "keep_result": 0,
