@@ -124,7 +124,7 @@ class Endpoint:
 
     A run's poll is the same GET every interval: building its URL (httpx parses and checks
     every character) and its headers once per run, not per poll, saves a good share of a
-    poll's CPU. While the client holds no cookies the whole ``httpx.Request`` is reused too.
+    poll's CPU. With the client's transport at hand the whole ``httpx.Request`` is reused too.
     """
 
     __slots__ = ("_request", "headers", "method", "url")
@@ -210,24 +210,21 @@ class ApiClient:
         self, target: Endpoint, *, json_body: Any = None, params: Mapping[str, str] | None = None
     ) -> ApiResponse:
         """Send a request to a prepared target (see :meth:`endpoint`)."""
-        http = self.http
+        http, transport = self.http, self.transport
         try:
-            if json_body is None and params is None and not http.cookies:
-                # Without a body, parameters or cookies to merge, the request a target
-                # builds is the same every time: build it once.
+            if transport is not None and json_body is None and params is None:
+                # Without a body or parameters the request a target builds is the same every
+                # time (the client keeps no cookies to merge): build it once, send it as is.
                 request = target._request
                 if request is None:
                     request = target._request = http.build_request(
                         target.method, target.url, headers=target.headers
                     )
-                if self.transport is not None:
-                    response = await self.transport.handle_async_request(request)
-                    try:
-                        await response.aread()
-                    finally:
-                        await response.aclose()
-                else:
-                    response = await http.send(request)
+                response = await transport.handle_async_request(request)
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
             else:
                 response = await http.request(
                     target.method, target.url, headers=target.headers, json=json_body, params=params
