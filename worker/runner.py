@@ -246,12 +246,12 @@ class Runner:
         message = f"internal error while driving the run ({type(exc).__name__})"
         last = run.state.last_status.value if run.state.last_status else None
         fin = engine.Finished("error", message, last, ("internal_error", message))
-        final = self._final_event(run, fin, now_ms(self.clock))
         done = replace(run.state, phase=engine.Phase.DONE)
+        bound = log.bind(run_id=run.run_id)
         try:
-            await self.store.finalize(run.run_id, done.to_json(), final, "error", run.held)
+            await self._finish(run, done, fin, run.held, now_ms(self.clock), bound)
         except Exception:
-            log.exception("run.finalize_failed", run_id=run.run_id)
+            bound.exception("run.finalize_failed")
 
     async def _wait(self, run: ActiveRun, nxt: engine.Next) -> engine.Decision | None:
         """Sleep until ``nxt.at``; a reply from the app cuts the wait short."""
