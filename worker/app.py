@@ -18,7 +18,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -275,8 +275,7 @@ class WorkerApp:
         stored = job.model_dump(mode="python", exclude_none=True)
         if job.api_key is not None:
             stored["api_key"] = job.api_key.get_secret_value()
-        self._reserved += 1
-        try:
+        with self._reservation():
             claim = await self.store.claim(
                 run_id,
                 json.dumps(stored),
@@ -290,8 +289,6 @@ class WorkerApp:
                 state = engine.RunState.from_json(claim.state_json)
             if not self.runner.adopt(run_id, job, state, api_key):
                 return "already_here"
-        finally:
-            self._reserved -= 1
         self.metrics.runs_accepted.labels(job.kind, claim.outcome).inc()
         await self._replay_replies(run_id, state)
         log.info("run.accepted", run_id=run_id, outcome=claim.outcome, job_try=job_try)
@@ -307,8 +304,7 @@ class WorkerApp:
         # would leave it with no owner at all.
         if run_id not in self.runner.runs:
             self._check_capacity()
-        self._reserved += 1
-        try:
+        with self._reservation():
             if not await self.redis.exists(self.keys.run(run_id)):
                 # The record expired (or never existed) before anyone resumed it.
                 await self.store.dead_letter("resume of a run that has no record", run_id)
@@ -327,13 +323,21 @@ class WorkerApp:
                 return await self._refuse(run_id, job.kind, exc.code, str(exc))
             if not self.runner.adopt(run_id, job, state, api_key):
                 return "already_here"
-        finally:
-            self._reserved -= 1
         self.metrics.runs_accepted.labels(job.kind, "resumed").inc()
         self.metrics.runs_recovered.inc()
         await self._replay_replies(run_id, state)
         log.info("run.resumed", run_id=run_id, phase=state.phase.value, job_try=job_try)
         return "resumed"
+
+    @contextlib.contextmanager
+    def _reservation(self) -> Iterator[None]:
+        """Count a job past the capacity check until its run is adopted (or not): the jobs
+        of one intake batch run concurrently and must see each other's reservations."""
+        self._reserved += 1
+        try:
+            yield
+        finally:
+            self._reserved -= 1
 
     def _check_capacity(self) -> None:
         """Leave the job to another worker when this one is full, or well above the average.
