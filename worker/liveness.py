@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -39,8 +38,10 @@ from worker.config import Settings
 from worker.protocol import Keys
 from worker.secrets import scrub
 
-# One script for both beats (the loop-side RunStore.heartbeat and this thread): same semantics.
+# One script and one argument list for both beats (the loop-side RunStore.heartbeat and this
+# thread): the same key, value and TTL.
 from worker.store import _HEARTBEAT as HEARTBEAT_SCRIPT
+from worker.store import heartbeat_args
 
 log = structlog.get_logger("runpoller.liveness")
 
@@ -271,15 +272,11 @@ class LoopHeartbeat:
             self._last_in_flight = in_flight
         except Exception:
             in_flight = self._last_in_flight
-        now_ms = int(time.time() * 1000)
-        value = json.dumps({"ts": now_ms, "in_flight": in_flight})
+        args = heartbeat_args(self.worker_id, self.ttl_ms, in_flight)
         if self._stop.is_set():
             return None
-        alive = self._script(
-            keys=[self._heartbeat_key, self._workers_key],
-            args=[self.worker_id, now_ms, self.ttl_ms, value],
-        )
-        self.last_beat = now_ms / 1000
+        alive = self._script(keys=[self._heartbeat_key, self._workers_key], args=args)
+        self.last_beat = args[1] / 1000
         return bool(alive)
 
     def _after_beat(self, alive: bool) -> None:

@@ -127,6 +127,13 @@ return n
 """
 
 
+def heartbeat_args(worker_id: str, ttl_ms: int, in_flight: int) -> list[Any]:
+    """ARGV of the heartbeat script (shared with the heartbeat thread, worker/liveness.py);
+    the second is the beat's time in epoch ms."""
+    now_ms = int(time.time() * 1000)
+    return [worker_id, now_ms, ttl_ms, json.dumps({"ts": now_ms, "in_flight": in_flight})]
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     outcome: Literal["new", "resumed", "owned", "done"]
@@ -256,11 +263,9 @@ class RunStore:
 
     async def heartbeat(self, ttl_ms: int, in_flight: int) -> bool:
         """Renew this worker's lease; False if it had lapsed (others may have taken our runs)."""
-        now_ms = int(time.time() * 1000)
-        value = json.dumps({"ts": now_ms, "in_flight": in_flight})
         alive = await self._heartbeat(
             keys=[self.keys.heartbeat(self.worker_id), self.keys.workers],
-            args=[self.worker_id, now_ms, ttl_ms, value],
+            args=heartbeat_args(self.worker_id, ttl_ms, in_flight),
         )
         return bool(alive)
 
