@@ -55,7 +55,6 @@ for i = 4, #ARGV do
     -- other workers do not try it again on every poll while this batch runs.
     redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), id)
     out[#out + 1] = id
-    out[#out + 1] = score
   end
 end
 return out
@@ -129,8 +128,8 @@ class BatchIntake:
         self._take = redis.register_script(_TAKE)
         self._settle = redis.register_script(_SETTLE)
 
-    async def take(self, job_ids: Sequence[bytes | str]) -> list[tuple[str, int]]:
-        """Claim the due jobs among ``job_ids``: ``(job id, score)`` of each one taken."""
+    async def take(self, job_ids: Sequence[bytes | str]) -> list[str]:
+        """Claim the due jobs among ``job_ids``: the ids of those taken."""
         ids = [j.decode() if isinstance(j, bytes) else j for j in job_ids]
         if not ids:
             return []
@@ -138,11 +137,7 @@ class BatchIntake:
         reply = await self._take(
             keys=[self.queue_name], args=[now_ms, self.lease_ms, in_progress_key_prefix, *ids]
         )
-        out = []
-        for i in range(0, len(reply), 2):
-            job_id = reply[i].decode() if isinstance(reply[i], bytes) else str(reply[i])
-            out.append((job_id, int(float(reply[i + 1]))))
-        return out
+        return [r.decode() if isinstance(r, bytes) else str(r) for r in reply]
 
     async def settle(self, done: Sequence[str], deferred: Sequence[tuple[str, int]]) -> None:
         """Delete finished jobs; put deferred ones back in the queue at their new score."""
@@ -160,7 +155,7 @@ class BatchIntake:
         taken = await self.take(job_ids)
         if not taken:
             return result
-        bodies = await self.redis.mget([job_key_prefix + job_id for job_id, _ in taken])
+        bodies = await self.redis.mget([job_key_prefix + job_id for job_id in taken])
         # At most ``concurrency`` at a time (each in-flight Redis command holds a connection of
         # its own; 500 at once would open 500), started in order (the semaphore is FIFO): a
         # handler that reserves capacity before its first await sees the reservations of the
@@ -178,10 +173,10 @@ class BatchIntake:
                 return await self._one(job_id, body)
 
         outcomes = await asyncio.gather(
-            *(bounded(job_id, body) for (job_id, _), body in zip(taken, bodies, strict=True))
+            *(bounded(job_id, body) for job_id, body in zip(taken, bodies, strict=True))
         )
         now_ms = int(self.clock() * 1000)
-        for (job_id, _), outcome in zip(taken, outcomes, strict=True):
+        for job_id, outcome in zip(taken, outcomes, strict=True):
             if outcome == "done":
                 result.done.append(job_id)
             elif outcome == "failed":
