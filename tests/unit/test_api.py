@@ -229,16 +229,25 @@ def _msg(mid: str, text: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- prepared polls
 
 
-async def test_a_runs_poll_is_the_same_request_every_time() -> None:
+def recorded_run(
+    answer: Callable[[list[httpx.Request]], httpx.Response] | None = None,
+) -> tuple[list[httpx.Request], ApiClient, AssistantsRunJob, RunState]:
+    """An API that records every request (answering ``in_progress`` unless told), and a run."""
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
+        if answer is not None:
+            return answer(seen)
         return httpx.Response(200, json=run_object("in_progress"))
 
-    backend = AssistantsBackend(client(handler))
     job = AssistantsRunJob(kind="assistants_run", thread_id="thread_1", run_id="run_1")
-    state = RunState(deadline=0, interval=1, object_id="run_1")
+    return seen, client(handler), job, RunState(deadline=0, interval=1, object_id="run_1")
+
+
+async def test_a_runs_poll_is_the_same_request_every_time() -> None:
+    seen, api, job, state = recorded_run()
+    backend = AssistantsBackend(api)
     memo: dict[str, Any] = {}
     for _ in range(3):
         assert (await backend.get(job, state, KEY, memo)).status is Status.IN_PROGRESS
@@ -257,17 +266,12 @@ async def test_a_runs_poll_is_the_same_request_every_time() -> None:
 async def test_a_cookie_one_response_sets_is_never_sent_with_later_requests() -> None:
     # One client serves every tenant's API key: a cookie set in answer to one request must
     # not ride along with the next (another tenant's, maybe). The API needs none.
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
+    def answer(seen: list[httpx.Request]) -> httpx.Response:
         headers = {"set-cookie": "__cf_bm=abc; Path=/"} if len(seen) == 1 else {}
         return httpx.Response(200, json=run_object("in_progress"), headers=headers)
 
-    api = client(handler)
+    seen, api, job, state = recorded_run(answer)
     backend = AssistantsBackend(api)
-    job = AssistantsRunJob(kind="assistants_run", thread_id="thread_1", run_id="run_1")
-    state = RunState(deadline=0, interval=1, object_id="run_1")
     memo: dict[str, Any] = {}
     for _ in range(3):
         await backend.get(job, state, KEY, memo)
@@ -277,15 +281,8 @@ async def test_a_cookie_one_response_sets_is_never_sent_with_later_requests() ->
 
 
 async def test_prepared_requests_carry_the_clients_timeouts() -> None:
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json=run_object("in_progress"))
-
-    backend = AssistantsBackend(client(handler))
-    job = AssistantsRunJob(kind="assistants_run", thread_id="thread_1", run_id="run_1")
-    state = RunState(deadline=0, interval=1, object_id="run_1")
+    seen, api, job, state = recorded_run()
+    backend = AssistantsBackend(api)
     await backend.get(job, state, KEY, {})
     assert seen[0].extensions["timeout"] == {"connect": 7, "read": 7, "write": 7, "pool": 7}
 
