@@ -1,11 +1,11 @@
 # Everything runs from a virtualenv the Makefile creates (.venv/); nothing relies on
 # packages installed by hand. Redis: REDIS_URL if set, else 127.0.0.1:6379, else a
-# redis-server started on a free port (see worker/devredis.py).
+# redis-server started on a free port (see worker/runpoller_dev/devredis.py).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-WITH_REDIS := $(BIN)/python -m worker.devredis
+WITH_REDIS := $(BIN)/python -m runpoller_dev.devredis
 
 .PHONY: install lint test unit chaos demo bench clean
 
@@ -36,7 +36,7 @@ demo: install
 	$(WITH_REDIS) --allow-embedded -- $(BIN)/runpoller demo
 
 bench: install
-	$(WITH_REDIS) -- $(BIN)/python -m worker.bench
+	$(WITH_REDIS) -- $(BIN)/python -m runpoller_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -19,8 +19,8 @@ import sys
 import httpx
 from redis.asyncio import Redis
 
-from worker.client import RunpollerClient
-from worker.protocol import FinalEvent, RequiresActionEvent, StatusEvent
+from runpoller.client import RunpollerClient
+from runpoller.protocol import FinalEvent, RequiresActionEvent, StatusEvent
 
 WEATHER = {"Paris": "21 °C and sunny", "London": "14 °C and drizzle", "Tokyo": "18 °C, clear"}
 

@@ -3,7 +3,7 @@
 
 The official spec is 3 MB; the fake needs a few dozen schemas. This copies the transitive
 closure of ``ROOTS`` (every schema they ``$ref``), byte-for-byte in content, into
-``worker/fake_openai/openai_schemas.json`` with a header naming the source, so the package
+``worker/runpoller_fake/openai_schemas.json`` with a header naming the source, so the package
 ships a small, reviewable file and a test can prove it still matches the spec.
 
 Usage: ``python scripts/extract_openai_schemas.py [SPEC] [--output PATH] [--check]``
@@ -23,7 +23,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SPEC = REPO.parent / "shared" / "openai-openapi" / "openapi.yaml"
-DEFAULT_OUTPUT = REPO / "worker" / "fake_openai" / "openai_schemas.json"
+DEFAULT_OUTPUT = REPO / "worker" / "runpoller_fake" / "openai_schemas.json"
 
 SOURCE = {
     "repository": "openai/openai-openapi",

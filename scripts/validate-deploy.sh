@@ -154,7 +154,7 @@ def settings_env_names() -> set[str]:
     sys.path.insert(0, os.getcwd())
     from pydantic import AliasChoices
 
-    from worker.config import ENV_PREFIX, Settings
+    from runpoller.config import ENV_PREFIX, Settings
 
     names = set()
     for field, info in Settings.model_fields.items():
@@ -173,7 +173,7 @@ def check_settings(where: str, env: dict[str, str], extra_ok: set[str] = frozens
     for name in env:
         if name not in known and name not in extra_ok:
             problem(f"{where}: {name} is not a runpoller setting (the worker would ignore it)")
-    from worker.config import ConfigError, load_settings
+    from runpoller.config import ConfigError, load_settings
 
     saved = dict(os.environ)
     try:

@@ -10,12 +10,12 @@ from collections.abc import Awaitable, Callable
 import httpx
 from redis.asyncio import Redis
 
+from runpoller_fake import FakeServer
 from tests.conftest import test_redis_url
-from worker.fake_openai import FakeServer
 
 
 def worker_env(fake: FakeServer, namespace: str, api_key: str, **extra: str) -> dict[str, str]:
-    """The environment of a ``python -m worker worker`` process on this test's namespace.
+    """The environment of a ``python -m runpoller worker`` process on this test's namespace.
 
     The caller's own RUNPOLLER_* and ASSISTANTS_* variables are dropped, so a developer's
     shell settings never leak into a test. ``extra`` adds or overrides variables.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.actions import Conversion, Tool, convert_document
+from runpoller_actions import Conversion, Tool, convert_document
 
 SERVER = "https://api.example.com/v1"
 

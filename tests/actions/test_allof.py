@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.actions.allof import merge_all_of
+from runpoller_actions.allof import merge_all_of
 
 from .helpers import body_spec, convert, only_tool
 

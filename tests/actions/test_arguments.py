@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.actions.arguments import Argument, Source, merge_arguments
+from runpoller_actions.arguments import Argument, Source, merge_arguments
 
 from .helpers import convert, messages, only_tool, spec
 

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from worker.actions import validate_strict
+from runpoller_actions import validate_strict
 
 GOOD: dict[str, Any] = {
     "type": "object",

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.actions import validate_strict
-from worker.actions.cli import main, register
+from runpoller_actions import validate_strict
+from runpoller_actions.cli import main, register
 
 SPECS = Path(__file__).parent / "specs"
 

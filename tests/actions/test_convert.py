@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from worker.actions import convert_document, convert_text, validate_strict
+from runpoller_actions import convert_document, convert_text, validate_strict
 
 from .helpers import SERVER, body_spec, convert, messages, spec
 
@@ -161,8 +161,8 @@ def test_text_entry_point(fmt: str) -> None:
 def test_a_converter_bug_in_one_operation_is_reported_not_raised(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import worker.actions.convert as module
-    from worker.actions.operation import build_operation as real
+    import runpoller_actions.convert as module
+    from runpoller_actions.operation import build_operation as real
 
     def flaky(doc: Any, raw: Any) -> Any:
         if raw.path == "/boom":

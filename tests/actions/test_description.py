@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.actions.description import DESCRIPTION_LIMIT, describe, trim
+from runpoller_actions.description import DESCRIPTION_LIMIT, describe, trim
 
 from .helpers import convert, messages, only_tool, spec
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from worker.actions.dialect import add_null, drop_read_only, to_json_schema
+from runpoller_actions.dialect import add_null, drop_read_only, to_json_schema
 
 
 def test_nullable_becomes_a_type_union() -> None:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from worker.actions import convert_document
+from runpoller_actions import convert_document
 
 DOCS = Path(__file__).parents[2] / "docs" / "actions.md"
 

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from worker.actions import convert_document, convert_text
+from runpoller_actions import convert_document, convert_text
 
 from .helpers import SERVER, spec
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from worker.actions import convert_text, validate_strict
+from runpoller_actions import convert_text, validate_strict
 
 HERE = Path(__file__).parent
 SPECS = sorted(p for p in (HERE / "specs").iterdir() if p.suffix in (".json", ".yaml"))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.actions.loader import SpecLoadError, parse_spec
+from runpoller_actions.loader import SpecLoadError, parse_spec
 
 
 def test_json_error_has_line_and_column() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.actions.naming import VALID, NameRequest, assign_names, fallback, sanitize
+from runpoller_actions.naming import VALID, NameRequest, assign_names, fallback, sanitize
 
 from .helpers import convert, spec
 

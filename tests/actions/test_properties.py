@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from worker.actions import convert_document, validate_strict
+from runpoller_actions import convert_document, validate_strict
 
 from .helpers import body_spec, spec
 

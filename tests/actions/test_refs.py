@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from worker.actions.refs import Expander, RefError, follow
+from runpoller_actions.refs import Expander, RefError, follow
 
 from .helpers import body_spec, convert, only_tool
 

@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from worker.actions import make_strict, validate_strict
-from worker.actions.limits import (
+from runpoller_actions import make_strict, validate_strict
+from runpoller_actions.limits import (
     LARGE_ENUM,
     LARGE_ENUM_CHARS,
     MAX_CHARS,
@@ -13,7 +13,7 @@ from worker.actions.limits import (
     MAX_ENUM_VALUES,
     MAX_PROPERTIES,
 )
-from worker.actions.strict import make_nullable
+from runpoller_actions.strict import make_nullable
 
 from .helpers import body_spec, convert, messages, only_tool
 

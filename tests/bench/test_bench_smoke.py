@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from runpoller_bench.config import parse_args, smoke_config
+from runpoller_bench.harness import run_bench
+from runpoller_bench.report import write_results
 from tests.conftest import test_redis_url
-from worker.bench.config import parse_args, smoke_config
-from worker.bench.harness import run_bench
-from worker.bench.report import write_results
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +87,7 @@ async def test_smoke_bench_runs_and_reports_sane_numbers(tmp_path: Path) -> None
 
 def test_command_line_help_and_smoke_sizes() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "worker.bench", "--help"],
+        [sys.executable, "-m", "runpoller_bench", "--help"],
         capture_output=True,
         text=True,
         check=True,

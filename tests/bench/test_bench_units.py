@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from worker.bench import analysis as an
-from worker.bench.config import BenchConfig
-from worker.bench.mix import DEFAULT_MIX, NEVER_ENDING_SCRIPT, parse_mix, run_script
-from worker.bench.procs import cpu_seconds, machine_busy_seconds, rss_kb
-from worker.bench.profile import summarize
-from worker.bench.redismon import RedisMonitor, client_ports
-from worker.bench.report import evaluate_targets, render_table
-from worker.fake_openai import parse_script
+from runpoller_bench import analysis as an
+from runpoller_bench.config import BenchConfig
+from runpoller_bench.mix import DEFAULT_MIX, NEVER_ENDING_SCRIPT, parse_mix, run_script
+from runpoller_bench.procs import cpu_seconds, machine_busy_seconds, rss_kb
+from runpoller_bench.profile import summarize
+from runpoller_bench.redismon import RedisMonitor, client_ports
+from runpoller_bench.report import evaluate_targets, render_table
+from runpoller_fake import parse_script
 
 
 def test_percentile_interpolates_like_numpy() -> None:
@@ -187,13 +187,13 @@ def test_targets_pass_fail_and_conditions() -> None:
 
 def test_profile_summary(tmp_path: Path) -> None:
     raw = tmp_path / "worker-1.txt"
-    top = "<module> (worker/__main__.py:3)"
+    top = "<module> (runpoller/__main__.py:3)"
     raw.write_text(
         f"{top};run (asyncio/runners.py:118);select (selectors.py:468) 60\n"
-        f"{top};_drive (worker/runner.py:120);get (httpx/_client.py:1) 30\n"
-        f"{top};_drive (worker/runner.py:120) 10\n"
+        f"{top};_drive (runpoller/worker/driver.py:120);get (httpx/_client.py:1) 30\n"
+        f"{top};_drive (runpoller/worker/driver.py:120) 10\n"
     )
     summary = summarize(raw)
     assert summary["samples"] == 100
     assert summary["idle_share"] == 0.6
-    assert summary["busy_by_package"] == {"httpx": 0.75, "worker.runner": 0.25}
+    assert summary["busy_by_package"] == {"httpx": 0.75, "runpoller.worker.driver": 0.25}

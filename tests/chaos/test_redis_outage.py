@@ -16,9 +16,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from worker.client import RunpollerClient
-from worker.devredis import _ping, free_port
-from worker.fake_openai import FakeServer, FakeState, start_fake_server
+from runpoller.client import RunpollerClient
+from runpoller_dev.devredis import _ping, free_port
+from runpoller_fake import FakeServer, FakeState, start_fake_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -111,7 +111,7 @@ async def start_workers(
     )
     return [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "worker", "worker", env=env, stderr=asyncio.subprocess.PIPE
+            sys.executable, "-m", "runpoller", "worker", env=env, stderr=asyncio.subprocess.PIPE
         )
         for _ in range(n)
     ]

@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from runpoller.client import RunpollerClient
+from runpoller_fake import FakeServer, FakeState, start_fake_server
 from tests.procs import create_runs, final_counts, owners, wait_for, worker_env
-from worker.client import RunpollerClient
-from worker.fake_openai import FakeServer, FakeState, start_fake_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -42,7 +42,7 @@ class Cluster:
 
     async def start_worker(self) -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "worker", "worker", env=self.env()
+            sys.executable, "-m", "runpoller", "worker", env=self.env()
         )
         self.procs.append(proc)
         return proc

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from worker.fake_openai import FakeServer, FakeState, running_fake_server
-from worker.fake_openai.testing import FakeClock, check_reply
+from runpoller_fake import FakeServer, FakeState, running_fake_server
+from runpoller_fake.testing import FakeClock, check_reply
 
 ASSISTANTS_HEADERS = {"Authorization": "Bearer sk-test-key", "OpenAI-Beta": "assistants=v2"}
 

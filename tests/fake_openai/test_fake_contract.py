@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.fake_openai import BUILTIN_SCENARIOS
-from worker.fake_openai.testing import FakeClock
+from runpoller_fake import BUILTIN_SCENARIOS
+from runpoller_fake.testing import FakeClock
 
 TERMINAL = {"completed", "failed", "incomplete", "expired", "cancelled"}
 

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.fake_openai import FakeServer, FakeState
-from worker.fake_openai.app import BETA_MESSAGE
-from worker.fake_openai.testing import FakeClock, check_reply
+from runpoller_fake import FakeServer, FakeState
+from runpoller_fake.app import BETA_MESSAGE
+from runpoller_fake.testing import FakeClock, check_reply
 
 
 async def create_run(

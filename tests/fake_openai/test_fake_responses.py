@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.fake_openai import FakeServer
-from worker.fake_openai.testing import FakeClock
+from runpoller_fake import FakeServer
+from runpoller_fake.testing import FakeClock
 
 
 async def create(

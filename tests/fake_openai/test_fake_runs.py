@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.fake_openai import FakeState
-from worker.fake_openai.testing import FakeClock
+from runpoller_fake import FakeState
+from runpoller_fake.testing import FakeClock
 
 WALL_START = FakeClock().wall_start
 

@@ -9,7 +9,7 @@ import sys
 import httpx
 import pytest
 
-SERVE = "from worker.fake_openai import serve; serve('127.0.0.1', 0, {'sk-only'})"
+SERVE = "from runpoller_fake import serve; serve('127.0.0.1', 0, {'sk-only'})"
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

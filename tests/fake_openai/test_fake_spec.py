@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from worker.fake_openai import parse_script, spec
-from worker.fake_openai import script as script_module
-from worker.fake_openai.testing import reply_problems
+from runpoller_fake import parse_script, spec
+from runpoller_fake import script as script_module
+from runpoller_fake.testing import reply_problems
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC_FILE = REPO.parent / "shared" / "openai-openapi" / "openapi.yaml"
-SCHEMAS_FILE = REPO / "worker" / "fake_openai" / "openai_schemas.json"
+SCHEMAS_FILE = REPO / "worker" / "runpoller_fake" / "openai_schemas.json"
 
 VALID_RUN: dict[str, Any] = {
     "id": "run_1",
@@ -146,7 +146,7 @@ def test_subset_records_its_source() -> None:
 def test_committed_subset_matches_the_spec() -> None:
     extractor = _load_extractor()
     assert extractor.render(SPEC_FILE) == SCHEMAS_FILE.read_text(encoding="utf-8"), (
-        "worker/fake_openai/openai_schemas.json is stale: run scripts/extract_openai_schemas.py"
+        "worker/runpoller_fake/openai_schemas.json is stale: run scripts/extract_openai_schemas.py"
     )
 
 

@@ -12,12 +12,12 @@ import pytest
 from arq.worker import Worker
 from redis.asyncio import Redis
 
+from runpoller.client import RunpollerClient
+from runpoller.config import Settings, load_settings
+from runpoller.secrets import new_key
+from runpoller.worker.app import WorkerApp, build_worker
+from runpoller_fake import FakeServer, FakeState, start_fake_server
 from tests.conftest import test_redis_url
-from worker.app import WorkerApp, build_worker
-from worker.client import RunpollerClient
-from worker.config import Settings, load_settings
-from worker.fake_openai import FakeServer, FakeState, start_fake_server
-from worker.secrets import new_key
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
+from runpoller.client import RunpollerClient
 from tests.integration.conftest import WorkerHandle
-from worker.client import RunpollerClient
 
 pytestmark = pytest.mark.integration
 

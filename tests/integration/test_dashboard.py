@@ -1,8 +1,8 @@
 """deploy/: every metric the Grafana dashboard and the alert rules query exists on a worker.
 
 The integration test scrapes a running worker's /metrics; the others check the files' shape,
-their label names and values against worker/metrics.py, and that docs/operations.md covers
-every metric and every alert.
+their label names and values against worker/runpoller/worker/metrics.py, and that
+docs/operations.md covers every metric and every alert.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
+from runpoller.client import RunpollerClient
+from runpoller.engine import CancelReason
+from runpoller.protocol import FinalStatus
+from runpoller.worker.metrics import Metrics
 from tests.integration.conftest import WorkerHandle
-from worker.client import RunpollerClient
-from worker.engine import CancelReason
-from worker.metrics import Metrics
-from worker.protocol import FinalStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana-dashboard.json"
@@ -69,7 +69,7 @@ def expressions() -> Iterator[tuple[str, str]]:
 
 
 def declared_series() -> dict[str, tuple[str, set[str]]]:
-    """Series name as PromQL sees it -> (family type, label names), from worker/metrics.py."""
+    """Series name as PromQL sees it -> (family type, label names), from runpoller's metrics."""
     out: dict[str, tuple[str, set[str]]] = {}
     for metric in vars(Metrics()).values():
         if not isinstance(metric, MetricWrapperBase):
@@ -137,7 +137,9 @@ def test_labels_in_queries_exist_and_values_are_real() -> None:
         for match in METRIC.finditer(expr):
             name, selector = match.group(1), match.group(2) or ""
             if name not in declared:
-                problems.append(f"{where}: {name} is not a series of worker/metrics.py")
+                problems.append(
+                    f"{where}: {name} is not a series of worker/runpoller/worker/metrics.py"
+                )
                 continue
             allowed = declared[name][1] | TARGET_LABELS
             labels_here |= allowed

@@ -17,7 +17,7 @@ def test_demo_shows_every_outcome() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOLLER_", "ASSISTANTS_"))}
     env["REDIS_URL"] = test_redis_url()
     done = subprocess.run(
-        [sys.executable, "-m", "worker", "demo", "--fast"],
+        [sys.executable, "-m", "runpoller", "demo", "--fast"],
         env=env,
         capture_output=True,
         text=True,

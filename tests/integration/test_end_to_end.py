@@ -12,10 +12,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from runpoller.client import RunpollerClient
+from runpoller.protocol import FN_RUN, FinalEvent, RequiresActionEvent, StatusEvent
+from runpoller_fake import FakeServer
 from tests.integration.conftest import FAKE_KEY, WorkerHandle
-from worker.client import RunpollerClient
-from worker.fake_openai import FakeServer
-from worker.protocol import FN_RUN, FinalEvent, RequiresActionEvent, StatusEvent
 
 pytestmark = pytest.mark.integration
 

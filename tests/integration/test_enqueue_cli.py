@@ -35,7 +35,7 @@ async def test_enqueue_wait_json_prints_the_final_result(
         }
     )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker", "enqueue",
+        sys.executable, "-m", "runpoller", "enqueue",
         "--thread-id", body["thread_id"], "--run-id", body["id"],
         "--api-key-env", "MY_KEY", "--wait", "--json",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

@@ -13,10 +13,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from runpoller.client import RunpollerClient
+from runpoller.protocol import FinalEvent, ReplyRejectedEvent, RequiresActionEvent, docgen
 from tests.integration.conftest import WorkerHandle
-from worker import docgen
-from worker.client import RunpollerClient
-from worker.protocol import FinalEvent, ReplyRejectedEvent, RequiresActionEvent
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Batched intake (worker/intake.py) on a real Redis, and through a real worker."""
+"""Batched intake (worker/runpoller/worker/intake.py) on a real Redis, and through a real worker."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from arq.constants import in_progress_key_prefix, job_key_prefix
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from runpoller.client import RunpollerClient
+from runpoller.protocol import FN_DEAD_LETTER, FN_RESUME, FN_RUN
+from runpoller.protocol.serde import serialize_job
+from runpoller.worker.intake import BatchIntake
 from tests.conftest import test_redis_url
 from tests.integration.conftest import WorkerHandle
 from tests.integration.test_end_to_end import fake_run, job
-from worker.client import RunpollerClient
-from worker.intake import BatchIntake
-from worker.protocol import FN_DEAD_LETTER, FN_RESUME, FN_RUN
-from worker.serde import serialize_job
 
 pytestmark = pytest.mark.integration
 
@@ -341,7 +341,7 @@ async def test_an_error_reply_from_redis_does_not_end_the_workers_poll_loop(
     from arq.worker import Worker
     from redis.exceptions import ResponseError
 
-    from worker.app import build_worker
+    from runpoller.worker.app import build_worker
 
     async def failing(self: Worker) -> None:
         raise ResponseError("READONLY You can't write against a read only replica.")

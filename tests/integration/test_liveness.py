@@ -18,12 +18,12 @@ import pytest
 import redis
 import redis.exceptions
 
+from runpoller.protocol import Keys
+from runpoller.redis.store import RunStore
+from runpoller.worker import liveness
+from runpoller.worker.liveness import LoopHeartbeat
+from runpoller_dev.devredis import free_port
 from tests.conftest import test_redis_url
-from worker import liveness
-from worker.devredis import free_port
-from worker.liveness import LoopHeartbeat
-from worker.protocol import Keys
-from worker.store import RunStore
 
 pytestmark = pytest.mark.integration
 

@@ -16,10 +16,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from runpoller.client import RunpollerClient
+from runpoller.protocol import FN_RUN, RequiresActionEvent
+from runpoller_fake import FakeServer, FakeState, start_fake_server
 from tests.integration.conftest import SECRET_KEYS, WorkerHandle
-from worker.client import RunpollerClient
-from worker.fake_openai import FakeServer, FakeState, start_fake_server
-from worker.protocol import FN_RUN, RequiresActionEvent
 
 pytestmark = pytest.mark.integration
 

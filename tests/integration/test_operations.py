@@ -8,8 +8,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from runpoller.client import RunpollerClient
 from tests.integration.conftest import WorkerHandle
-from worker.client import RunpollerClient
 
 pytestmark = pytest.mark.integration
 

@@ -7,9 +7,9 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
+from runpoller.client import RunpollerClient
+from runpoller_fake import FakeServer
 from tests.integration.conftest import WorkerHandle
-from worker.client import RunpollerClient
-from worker.fake_openai import FakeServer
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
+from runpoller.client import RunpollerClient
+from runpoller.protocol import FinalEvent, RequiresActionEvent, StatusEvent
 from tests.integration.conftest import FAKE_KEY, WorkerHandle
-from worker.client import RunpollerClient
-from worker.protocol import FinalEvent, RequiresActionEvent, StatusEvent
 
 pytestmark = pytest.mark.integration
 
@@ -129,7 +129,7 @@ async def test_worker_creates_the_response_from_the_job(
 async def test_response_job_validation() -> None:
     from pydantic import ValidationError
 
-    from worker.protocol import JobEnvelope
+    from runpoller.protocol import JobEnvelope
 
     with pytest.raises(ValidationError, match="exactly one of response_id and request"):
         JobEnvelope.model_validate({"job": {"kind": "response"}})

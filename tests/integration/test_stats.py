@@ -17,14 +17,14 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from runpoller.cli import ops as opscli
+from runpoller.cli.stats import ClusterStats, collect
+from runpoller.client import RunpollerClient
+from runpoller.config import Settings
+from runpoller.protocol import FN_RUN, Keys
+from runpoller.protocol.serde import serialize_job
 from tests.conftest import test_redis_url
 from tests.integration.conftest import WorkerHandle
-from worker import opscli
-from worker.client import RunpollerClient
-from worker.config import Settings
-from worker.protocol import FN_RUN, Keys
-from worker.serde import serialize_job
-from worker.stats import ClusterStats, collect
 
 pytestmark = pytest.mark.integration
 

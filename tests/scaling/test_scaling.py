@@ -1,6 +1,6 @@
 """Horizontal scaling with real processes: what ``deploy/`` promises, on one machine.
 
-Three ``python -m worker worker`` processes share one Redis (a unique key prefix and queue
+Three ``python -m runpoller worker`` processes share one Redis (a unique key prefix and queue
 per test) and poll the fake OpenAI server, which runs in this process so its overlap counter
 can be read directly. A few hundred runs go through; mid-test a fourth worker joins and one
 of the first three is stopped with SIGTERM, as a rolling update or a scale-in would do.
@@ -32,9 +32,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from runpoller.client import RunpollerClient
+from runpoller_fake import FakeServer, FakeState, start_fake_server
 from tests.procs import create_runs, final_counts, owners, wait_for, worker_env
-from worker.client import RunpollerClient
-from worker.fake_openai import FakeServer, FakeState, start_fake_server
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +101,7 @@ class Cluster:
     async def start_worker(self) -> WorkerProc:
         port = free_port()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "worker", "worker", env=self.env(port)
+            sys.executable, "-m", "runpoller", "worker", env=self.env(port)
         )
         worker = WorkerProc(f"w{len(self.workers) + 1}", proc, port)
         self.workers.append(worker)

@@ -9,7 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.api import (
+from runpoller.backends.assistants import AssistantsBackend, observe
+from runpoller.backends.responses import ResponsesBackend
+from runpoller.engine import RunState, Status
+from runpoller.http.api import (
     ApiClient,
     ApiFailure,
     InvalidId,
@@ -18,10 +21,7 @@ from worker.api import (
     no_cookies,
     retry_after_s,
 )
-from worker.backends.assistants import AssistantsBackend, observe
-from worker.backends.responses import ResponsesBackend
-from worker.engine import RunState, Status
-from worker.protocol import AssistantsRunJob, ResponseJob
+from runpoller.protocol import AssistantsRunJob, ResponseJob
 
 KEY = "sk-test-canary-0123456789"
 

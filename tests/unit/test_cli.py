@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.cli import build_parser, main
+from runpoller.cli.main import build_parser, main
 
 
 def test_every_documented_command_is_there() -> None:

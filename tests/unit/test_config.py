@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.config import ConfigError, load_settings
+from runpoller.config import ConfigError, load_settings
 
 ENV_NAMES = [
     "ASSISTANTS_API_KEY",
@@ -142,7 +142,7 @@ def test_missing_yaml_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 def test_cli_prints_one_line_error_without_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from worker.cli import main
+    from runpoller.cli.main import main
 
     monkeypatch.setenv("RUNPOLLER_POLL_INTERVAL_MS", "10")
     assert main(["config"]) == 2
@@ -154,7 +154,7 @@ def test_cli_prints_one_line_error_without_traceback(
 def test_cli_never_prints_the_key(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from worker.cli import main
+    from runpoller.cli.main import main
 
     monkeypatch.setenv("ASSISTANTS_API_KEY", "sk-canary-123456")
     assert main(["config"]) == 0

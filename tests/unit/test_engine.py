@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from worker import engine
-from worker.engine import (
+from runpoller import engine
+from runpoller.engine import (
     ActionRequired,
     CancelReason,
     Failure,

@@ -9,12 +9,12 @@ from typing import Any
 import fakeredis
 import pytest
 
-from worker import engine
-from worker.backends import RunResult
-from worker.engine import Observation, RunState, Status
-from worker.protocol import AssistantsRunJob, Keys
-from worker.runner import PrioritySemaphore, Runner
-from worker.store import RunStore
+from runpoller import engine
+from runpoller.backends import RunResult
+from runpoller.engine import Observation, RunState, Status
+from runpoller.protocol import AssistantsRunJob, Keys
+from runpoller.redis.store import RunStore
+from runpoller.worker.driver import PrioritySemaphore, Runner
 
 
 async def settle() -> None:

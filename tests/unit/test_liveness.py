@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from worker import liveness, store
-from worker.config import ConfigError, load_settings
-from worker.liveness import LoopHeartbeat
-from worker.protocol import Keys
+from runpoller.config import ConfigError, load_settings
+from runpoller.protocol import Keys
+from runpoller.redis import store
+from runpoller.worker import liveness
+from runpoller.worker.liveness import LoopHeartbeat
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import structlog
 
-from worker.config import Settings
-from worker.logs import configure_logging, redact_secrets
+from runpoller.config import Settings
+from runpoller.logs import configure_logging, redact_secrets
 
 KEY = "sk-proj-Abc123def456ghi789"
 MASK = "**********"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.metrics import Metrics
+from runpoller.worker.metrics import Metrics
 
 
 def test_cached_children_are_the_labelled_series() -> None:

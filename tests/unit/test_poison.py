@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from worker.app import WorkerApp
-from worker.config import load_settings
-from worker.protocol import FN_DEAD_LETTER, FN_RESUME, FN_RUN, FinalEvent, parse_reply
-from worker.serde import deserialize_job
+from runpoller.config import load_settings
+from runpoller.protocol import FN_DEAD_LETTER, FN_RESUME, FN_RUN, FinalEvent, parse_reply
+from runpoller.protocol.serde import deserialize_job
+from runpoller.worker.app import WorkerApp
 
 PREFIX = "poison"
 VALID_THREAD, VALID_RUN = "thread_ok", "run_ok"

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import re
 
-from worker import docgen
-from worker.protocol import FinalEvent, JobEnvelope
+from runpoller.protocol import FinalEvent, JobEnvelope, docgen
 
 
 def test_protocol_doc_matches_the_code() -> None:
     committed = docgen.DOC_PATH.read_text(encoding="utf-8")
-    assert committed == docgen.render(), "run: python -m worker.docgen"
+    assert committed == docgen.render(), "run: python -m runpoller.protocol.docgen"
 
 
 def test_example_job_in_the_doc_is_valid() -> None:

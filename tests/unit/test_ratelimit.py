@@ -7,8 +7,8 @@ import json
 
 import fakeredis
 
-from worker.protocol import Keys
-from worker.ratelimit import RateLimiter, key_id
+from runpoller.protocol import Keys
+from runpoller.worker.ratelimit import RateLimiter, key_id
 
 
 async def test_budget_is_shared_between_workers_and_per_key() -> None:

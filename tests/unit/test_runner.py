@@ -10,13 +10,13 @@ from typing import Any
 import fakeredis
 import pytest
 
-from worker import engine
-from worker.api import ApiFailure
-from worker.backends import RunResult
-from worker.engine import Failure, Observation, RunState, Status
-from worker.protocol import AssistantsRunJob, FinalEvent, Keys
-from worker.runner import Runner
-from worker.store import RunStore
+from runpoller import engine
+from runpoller.backends import RunResult
+from runpoller.engine import Failure, Observation, RunState, Status
+from runpoller.http.api import ApiFailure
+from runpoller.protocol import AssistantsRunJob, FinalEvent, Keys
+from runpoller.redis.store import RunStore
+from runpoller.worker.driver import Runner
 
 
 class ScriptedBackend:

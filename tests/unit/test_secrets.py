@@ -4,7 +4,7 @@ import base64
 
 import pytest
 
-from worker.secrets import SecretError, decrypt, encrypt, new_key, parse_key_ring
+from runpoller.secrets import SecretError, decrypt, encrypt, new_key, parse_key_ring
 
 K1, K2 = new_key(), new_key()
 
@@ -59,7 +59,7 @@ def test_bad_key_rings(ring: str, message: str) -> None:
 
 
 def test_config_rejects_a_bad_ring(monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker.config import ConfigError, load_settings
+    from runpoller.config import ConfigError, load_settings
 
     monkeypatch.setenv("RUNPOLLER_SECRET_KEYS", "k1:tooshort")
     with pytest.raises(ConfigError, match=r"RUNPOLLER_SECRET_KEYS.*32 bytes"):
@@ -76,7 +76,7 @@ def test_config_rejects_a_bad_ring(monkeypatch: pytest.MonkeyPatch) -> None:
     ],
 )
 def test_scrub_blanks_keys_in_free_text(text: str) -> None:
-    from worker.secrets import scrub
+    from runpoller.secrets import scrub
 
     out = scrub(text)
     assert "sk-abcdef" not in out and "sk-proj" not in out and "sk-live" not in out

@@ -9,10 +9,8 @@ import json
 import pytest
 from fakeredis import FakeAsyncRedis
 
-from worker import opscli
-from worker.config import Settings
-from worker.protocol import Keys
-from worker.stats import (
+from runpoller.cli import ops as opscli
+from runpoller.cli.stats import (
     ClusterStats,
     DeadLetterStats,
     OutcomeStats,
@@ -24,6 +22,8 @@ from worker.stats import (
     format_age,
     render_table,
 )
+from runpoller.config import Settings
+from runpoller.protocol import Keys
 
 NOW = 1_764_115_230.5  # 2025-11-26 00:00:30.5 UTC
 NOW_MS = int(NOW * 1000)

@@ -1,4 +1,4 @@
-"""`arq worker.main.WorkerSettings` loads the same worker `runpoller worker` runs."""
+"""`arq runpoller.main.WorkerSettings` loads the same worker `runpoller worker` runs."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import os
 import subprocess
 import sys
 
-from worker.protocol import FN_DEAD_LETTER, FN_RESUME, FN_RUN
-from worker.serde import deserialize_job, serialize_job
+from runpoller.protocol import FN_DEAD_LETTER, FN_RESUME, FN_RUN
+from runpoller.protocol.serde import deserialize_job, serialize_job
 
 
 def test_worker_settings_is_an_arq_settings_class() -> None:
-    from worker.main import WorkerSettings
+    from runpoller.main import WorkerSettings
 
     names = {f.name for f in WorkerSettings.functions}
     assert names == {FN_RUN, FN_RESUME, FN_DEAD_LETTER}
@@ -26,7 +26,7 @@ def test_worker_settings_is_an_arq_settings_class() -> None:
 def test_bad_config_exits_with_one_line_not_a_traceback() -> None:
     env = {**os.environ, "RUNPOLLER_TIMEOUT_MS": "50", "RUNPOLLER_POLL_INTERVAL_MS": "100"}
     done = subprocess.run(
-        [sys.executable, "-c", "import worker.main"],
+        [sys.executable, "-c", "import runpoller.main"],
         env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 2
@@ -41,7 +41,7 @@ def test_the_event_loop_is_uvloop_unless_asyncio_is_chosen() -> None:
 
     uvloop = pytest.importorskip("uvloop")  # not installed on Windows or PyPy
 
-    from worker.loops import new_event_loop
+    from runpoller.worker.loops import new_event_loop
 
     for choice, expected in (("auto", uvloop.Loop), ("uvloop", uvloop.Loop)):
         loop = new_event_loop(choice)
@@ -60,7 +60,7 @@ def test_the_event_loop_is_uvloop_unless_asyncio_is_chosen() -> None:
 def test_an_unknown_event_loop_is_a_config_error_naming_the_variable() -> None:
     import pytest
 
-    from worker.config import ConfigError, load_settings
+    from runpoller.config import ConfigError, load_settings
 
     with pytest.raises(ConfigError, match="RUNPOLLER_EVENT_LOOP"):
         load_settings(event_loop="trio")

@@ -1,0 +1,3 @@
+from runpoller.cli.main import main
+
+raise SystemExit(main())

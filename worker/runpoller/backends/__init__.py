@@ -1,0 +1,42 @@
+"""Backends map one API's objects onto the engine's neutral terms and perform its requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from runpoller.engine import Observation, RunState
+from runpoller.protocol import AssistantsRunJob, ResponseJob
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What a finished run produced, beyond its status."""
+
+    output_text: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """The I/O an engine decision may ask for, for one kind of job.
+
+    ``memo`` is the run's own scratch space, kept by the driver for the run's lifetime: a
+    backend may keep what it prepared for the run there (its poll request), not per poll.
+    """
+
+    async def get(
+        self, job: Any, state: RunState, api_key: str, memo: dict[str, Any]
+    ) -> Observation: ...
+
+    async def cancel(self, job: Any, state: RunState, api_key: str) -> Observation: ...
+
+    async def submit(
+        self, job: Any, state: RunState, api_key: str, outputs: tuple[tuple[str, str], ...]
+    ) -> Observation: ...
+
+    async def fetch_result(
+        self, job: Any, state: RunState, api_key: str, last: Observation | None
+    ) -> RunResult: ...
+
+
+__all__ = ["AssistantsRunJob", "Backend", "ResponseJob", "RunResult"]

@@ -1,0 +1,152 @@
+"""Responses API background mode (``/responses/{id}``): what real OpenAI serves today.
+
+Mapped onto the engine's neutral terms: ``queued``/``in_progress`` poll on; ``completed``,
+``failed``, ``cancelled``, ``incomplete`` end the run. A response that completed with
+``function_call`` items becomes ``requires_action``: when the app answers, the "submit" is a
+new background response (``previous_response_id`` + ``function_call_output`` items), whose
+id the engine then follows under the same run and deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from runpoller.backends import RunResult
+from runpoller.engine import Observation, RunState, Status, ToolCallRequest
+from runpoller.http.api import ApiClient, ApiResponse
+from runpoller.protocol import ResponseJob
+
+_STATUS = {
+    "queued": Status.QUEUED,
+    "in_progress": Status.IN_PROGRESS,
+    "completed": Status.COMPLETED,
+    "failed": Status.FAILED,
+    "cancelled": Status.CANCELLED,
+    "incomplete": Status.INCOMPLETE,
+}
+REQUIRES_ACTION = "requires_action"
+
+
+def function_calls(data: Mapping[str, Any]) -> tuple[ToolCallRequest, ...]:
+    calls = []
+    for item in data.get("output") or []:
+        if isinstance(item, Mapping) and item.get("type") == "function_call":
+            calls.append(
+                ToolCallRequest(
+                    id=str(item.get("call_id")),
+                    name=str(item.get("name", "")),
+                    arguments=str(item.get("arguments", "")),
+                )
+            )
+    return tuple(calls)
+
+
+def observe(data: Mapping[str, Any], poll_after_s: float | None = None) -> Observation:
+    """Map a ``Response`` onto an :class:`Observation`; unknown statuses raise ValueError."""
+    raw_status = str(data.get("status"))
+    status = _STATUS.get(raw_status)
+    if status is None:
+        raise ValueError(f"the API reported an unknown response status {raw_status!r}")
+    calls: tuple[ToolCallRequest, ...] = ()
+    api_status = raw_status
+    if status is Status.COMPLETED:
+        calls = function_calls(data)
+        if calls:
+            status, api_status = Status.REQUIRES_ACTION, REQUIRES_ACTION
+    error = data.get("error")
+    incomplete = data.get("incomplete_details")
+    usage = data.get("usage")
+    model = data.get("model")
+    return Observation(
+        status=status,
+        api_status=api_status,
+        object_id=str(data.get("id")),
+        model=model if isinstance(model, str) else None,
+        tool_calls=calls,
+        error=(str(error.get("code") or "error"), str(error.get("message") or ""))
+        if isinstance(error, Mapping)
+        else None,
+        incomplete_details=incomplete if isinstance(incomplete, Mapping) else None,
+        usage=usage if isinstance(usage, Mapping) else None,
+        poll_after_s=poll_after_s,
+        payload=data,
+    )
+
+
+def output_text(data: Mapping[str, Any]) -> str | None:
+    """The text of every ``output_text`` part of the response's message items."""
+    parts = []
+    for item in data.get("output") or []:
+        if isinstance(item, Mapping) and item.get("type") == "message":
+            for part in item.get("content") or []:
+                if isinstance(part, Mapping) and part.get("type") == "output_text":
+                    parts.append(str(part.get("text", "")))
+    return "".join(parts) or None
+
+
+def _observe(response: ApiResponse) -> Observation:
+    return observe(response.data, response.poll_after_s)
+
+
+class ResponsesBackend:
+    def __init__(self, api: ApiClient) -> None:
+        self.api = api
+
+    async def _create(self, body: Mapping[str, Any], api_key: str) -> Observation:
+        payload = {**body, "background": True, "store": True}
+        response = await self.api.request(
+            "POST", ("responses",), api_key=api_key, json_body=payload
+        )
+        return _observe(response)
+
+    async def get(
+        self, job: ResponseJob, state: RunState, api_key: str, memo: dict[str, Any]
+    ) -> Observation:
+        if not state.object_id:
+            # The job asked the worker to create the response (``request``).
+            return await self._create(job.request or {}, api_key)
+        # Built once per response followed (a tool round continues under a new id).
+        prepared = memo.get("get")
+        if prepared is None or prepared[0] != state.object_id:
+            target = self.api.endpoint(
+                "GET", ("responses", ("response_id", state.object_id)), api_key=api_key
+            )
+            prepared = memo["get"] = (state.object_id, target)
+        return _observe(await self.api.send(prepared[1]))
+
+    async def cancel(self, job: ResponseJob, state: RunState, api_key: str) -> Observation:
+        if state.last_status is Status.REQUIRES_ACTION:
+            # Completed with function calls: nothing runs on the API side; stop following it.
+            return Observation(Status.CANCELLED, "cancelled", state.object_id)
+        response = await self.api.request(
+            "POST", ("responses", ("response_id", state.object_id), "cancel"), api_key=api_key
+        )
+        return _observe(response)
+
+    async def submit(
+        self,
+        job: ResponseJob,
+        state: RunState,
+        api_key: str,
+        outputs: tuple[tuple[str, str], ...],
+    ) -> Observation:
+        body: dict[str, Any] = dict(job.continuation or {})
+        if "model" not in body and job.request and "model" in job.request:
+            body["model"] = job.request["model"]
+        body["previous_response_id"] = state.object_id
+        body["input"] = [
+            {"type": "function_call_output", "call_id": call_id, "output": output}
+            for call_id, output in outputs
+        ]
+        return await self._create(body, api_key)
+
+    async def fetch_result(
+        self, job: ResponseJob, state: RunState, api_key: str, last: Observation | None
+    ) -> RunResult:
+        detail: dict[str, Any] = {"response_ids": list(state.object_ids)}
+        data = last.payload if last is not None else None
+        if data is None:
+            return RunResult(None, detail)
+        detail["output"] = list(data.get("output") or [])
+        return RunResult(output_text(data), detail)

@@ -1,0 +1,164 @@
+"""The ``runpoller`` command line: worker, fake-openai, enqueue, demo, config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from runpoller.cli.ops import register as register_ops
+from runpoller.config import ConfigError, Settings, load_settings
+from runpoller_actions.cli import register as register_actions
+
+
+def _settings() -> Settings:
+    settings, warnings = load_settings()
+    for warning in warnings:
+        print(f"runpoller: warning: {warning}", file=sys.stderr)
+    return settings
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    settings = _settings()
+    shown = settings.model_dump(mode="json")
+    if settings.assistants_api_key is not None:
+        shown["assistants_api_key"] = (
+            "user_provided" if settings.user_provided_key else "set (hidden)"
+        )
+    for key in sorted(shown):
+        print(f"{key} = {shown[key]}")
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from runpoller.logs import configure_logging
+    from runpoller.worker.app import build_worker
+    from runpoller.worker.loops import new_event_loop
+
+    settings = _settings()
+    configure_logging(settings)
+    asyncio.set_event_loop(new_event_loop(settings.event_loop))
+    # SIGTERM cancels arq's tasks; a cancellation that reaches us here is that stop, not a
+    # failure (the hand-off already ran in on_shutdown).
+    with contextlib.suppress(asyncio.CancelledError):
+        build_worker(settings).run()
+    return 0
+
+
+def _cmd_fake_openai(args: argparse.Namespace) -> int:
+    from runpoller_fake import serve
+
+    keys = set(args.api_key) if args.api_key else None
+    serve(args.host, args.port, keys)
+    return 0
+
+
+def _job_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    job: dict[str, Any]
+    if args.response_id:
+        job = {"kind": "response", "response_id": args.response_id}
+    elif args.thread_id and args.run_id:
+        job = {"kind": "assistants_run", "thread_id": args.thread_id, "run_id": args.run_id}
+    else:
+        raise SystemExit("runpoller enqueue: give --thread-id and --run-id, or --response-id")
+    for name in ("id", "poll_interval_ms", "timeout_ms"):
+        value = getattr(args, name)
+        if value is not None:
+            job[name] = value
+    if args.api_key_env:
+        key = os.environ.get(args.api_key_env)
+        if not key:
+            raise SystemExit(f"runpoller enqueue: environment variable {args.api_key_env} is empty")
+        job["api_key"] = key
+    return job
+
+
+def _cmd_enqueue(args: argparse.Namespace) -> int:
+    from runpoller.cli.follow import enqueue_and_follow
+
+    settings = _settings()
+    job = _job_from_args(args)
+    try:
+        return asyncio.run(
+            enqueue_and_follow(settings, job, wait=args.wait or args.json, as_json=args.json)
+        )
+    except ValidationError as exc:
+        from runpoller.worker.driver import describe_validation_error
+
+        print(f"runpoller enqueue: invalid job: {describe_validation_error(exc)}", file=sys.stderr)
+        return 2
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from runpoller_dev.demo import run_demo
+
+    return asyncio.run(run_demo(fast=args.fast))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runpoller", description="Run-polling workers for OpenAI-style APIs."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("config", help="validate and print the effective configuration")
+    p.set_defaults(func=_cmd_config)
+
+    p = sub.add_parser("worker", help="start a worker (same as: arq runpoller.main.WorkerSettings)")
+    p.set_defaults(func=_cmd_worker)
+
+    p = sub.add_parser("fake-openai", help="serve the bundled fake OpenAI API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8011)
+    p.add_argument(
+        "--api-key", action="append", help="accepted bearer key (repeatable; default: any)"
+    )
+    p.set_defaults(func=_cmd_fake_openai)
+
+    p = sub.add_parser("enqueue", help="enqueue a run from the shell")
+    p.add_argument("--thread-id")
+    p.add_argument("--run-id")
+    p.add_argument("--response-id")
+    p.add_argument("--id", help="logical run id (default: the run or response id)")
+    p.add_argument("--poll-interval-ms", type=int)
+    p.add_argument("--timeout-ms", type=int)
+    p.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="read a per-run API key from this environment variable (never from argv)",
+    )
+    p.add_argument("--wait", action="store_true", help="follow the run's events until it ends")
+    p.add_argument("--json", action="store_true", help="print the final result as one JSON object")
+    p.set_defaults(func=_cmd_enqueue)
+
+    p = sub.add_parser("demo", help="fake server + worker + sample runs, with live progress")
+    p.add_argument("--fast", action="store_true", help="shorter timeouts (used by the tests)")
+    p.set_defaults(func=_cmd_demo)
+
+    register_actions(sub)
+    register_ops(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"runpoller: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True)

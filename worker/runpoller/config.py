@@ -1,0 +1,358 @@
+"""Configuration: one typed settings class, layered env > librechat.yaml > defaults.
+
+Mirrors LibreChat's ``assistants`` endpoint (``ASSISTANTS_API_KEY`` incl. ``user_provided``,
+``ASSISTANTS_BASE_URL``, ``ASSISTANTS_MODELS``; ``endpoints.assistants`` in ``librechat.yaml``
+for ``pollIntervalMs``, ``timeoutMs``, ``supportedIds``, ``excludedIds``, ``privateAssistants``).
+runpoller's own settings share the ``RUNPOLLER_`` prefix. Unlike LibreChat, nonsense values are
+refused at start-up with one message naming the setting and where its value came from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+USER_PROVIDED = "user_provided"
+ENV_PREFIX = "RUNPOLLER_"
+LIBRECHAT_CONFIG_ENV = "RUNPOLLER_LIBRECHAT_CONFIG"
+
+MIN_POLL_INTERVAL_MS = 100
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for the person who has to fix it."""
+
+
+class LibreChatAssistants(BaseModel):
+    """The ``endpoints.assistants`` block of ``librechat.yaml`` (fields we use; others ignored)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    poll_interval_ms: int | None = Field(None, alias="pollIntervalMs")
+    timeout_ms: int | None = Field(None, alias="timeoutMs")
+    supported_ids: list[str] | None = Field(None, alias="supportedIds", min_length=1)
+    excluded_ids: list[str] | None = Field(None, alias="excludedIds", min_length=1)
+    private_assistants: bool | None = Field(None, alias="privateAssistants")
+
+
+_YAML_FIELD_PATHS = {
+    "poll_interval_ms": "pollIntervalMs",
+    "timeout_ms": "timeoutMs",
+    "supported_ids": "supportedIds",
+    "excluded_ids": "excludedIds",
+    "private_assistants": "privateAssistants",
+}
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+CsvList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Every setting of a worker, the CLI and the demo."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True, frozen=True
+    )
+
+    # LibreChat-compatible names (no prefix, as LibreChat users know them).
+    assistants_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("ASSISTANTS_API_KEY", "assistants_api_key")
+    )
+    assistants_base_url: str = Field(
+        "https://api.openai.com/v1",
+        validation_alias=AliasChoices("ASSISTANTS_BASE_URL", "assistants_base_url"),
+    )
+    assistants_models: CsvList = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("ASSISTANTS_MODELS", "assistants_models"),
+    )
+    assistants_version: int = Field(2, description="Sent as OpenAI-Beta: assistants=v{version}")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "redis_url")
+    )
+
+    # endpoints.assistants (librechat.yaml) — env RUNPOLLER_* overrides the file.
+    poll_interval_ms: int = 2000
+    timeout_ms: int = 180_000
+    supported_ids: CsvList | None = None
+    excluded_ids: CsvList | None = None
+    private_assistants: bool = False
+    librechat_config: Path | None = None
+
+    # Per-job overrides are accepted up to these bounds.
+    max_poll_interval_ms: int = 60_000
+    max_timeout_ms: int = 24 * 3600 * 1000
+
+    # Per-job API keys travel encrypted (secrets.py): "kid:base64key,..." (first = current).
+    secret_keys: SecretStr | None = None
+    allow_plaintext_keys: bool = False
+
+    # Shared request budget per API key across all workers (0: no budget).
+    rate_limit_requests: int = 0
+    rate_limit_window_s: float = 60.0
+
+    # Total size of one round of tool outputs an app may send; of one final event.
+    max_reply_bytes: int = 1024 * 1024
+    max_result_bytes: int = 1024 * 1024
+
+    # After a cancel, how long to keep polling for a terminal status before giving up.
+    cancel_grace_ms: int = 30_000
+
+    # Redis layout.
+    queue_name: str = "runpoller:queue"
+    key_prefix: str = "runpoller"
+    event_stream_maxlen: int = 1000
+    record_ttl_s: int = 7 * 24 * 3600
+
+    # Worker capacity and liveness.
+    max_runs_per_worker: int = 10_000
+    http_concurrency: int = 200
+    heartbeat_interval_ms: int = 1000
+    dead_worker_after_ms: int = 5000
+    # The heartbeat is renewed from a thread, but only while the event loop has ticked within
+    # this limit: a loop that is merely saturated keeps its runs, a stuck one loses them
+    # (others take over after loop_stall_limit_ms + dead_worker_after_ms). See worker/liveness.py
+    loop_stall_limit_ms: int = 10_000
+    arq_poll_delay_s: float = 0.1
+
+    # The worker's event loop: uvloop (libuv) where installed ("auto"), else asyncio's own.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+
+    # HTTP.
+    http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    max_retry_after_s: float = 120.0
+
+    # Prometheus /metrics and the /healthz, /readyz probes (-1: no HTTP server; 0: any port).
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - probes must be reachable in a container
+    metrics_port: int = 9464
+
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+
+    _split = field_validator("assistants_models", "supported_ids", "excluded_ids", mode="before")(
+        _split_csv
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins: explicit arguments, then the environment, then librechat.yaml.
+        return (init_settings, env_settings, _LibreChatSource(settings_cls))
+
+    @property
+    def key_ring(self) -> dict[str, bytes]:
+        from runpoller.secrets import parse_key_ring
+
+        return parse_key_ring(self.secret_keys.get_secret_value()) if self.secret_keys else {}
+
+    @property
+    def user_provided_key(self) -> bool:
+        key = self.assistants_api_key
+        return key is not None and key.get_secret_value() == USER_PROVIDED
+
+
+def _env_name(field: str) -> str:
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        first = alias.choices[0]
+        assert isinstance(first, str)
+        return first
+    return ENV_PREFIX + field.upper()
+
+
+def _read_librechat(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """Values from ``endpoints.assistants`` of a librechat.yaml, plus warnings to log."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"{LIBRECHAT_CONFIG_ENV}={path}: cannot read file ({exc.strerror})"
+        ) from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    block = (
+        ((doc or {}).get("endpoints") or {}).get("assistants") if isinstance(doc, dict) else None
+    )
+    if block is None:
+        return {}, [f"{path}: no endpoints.assistants block; using defaults"]
+    if not isinstance(block, dict):
+        raise ConfigError(f"{path}: endpoints.assistants must be a mapping")
+    try:
+        parsed = LibreChatAssistants.model_validate(block)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(
+            f"{path}: endpoints.assistants.{loc}: {err['msg']} (got {err.get('input')!r})"
+        ) from None
+    values = parsed.model_dump(exclude_none=True)
+    warnings: list[str] = []
+    if parsed.private_assistants and (parsed.supported_ids or parsed.excluded_ids):
+        warnings.append(
+            f"{path}: privateAssistants is set together with supportedIds/excludedIds; "
+            "both ID lists are ignored (LibreChat semantics)"
+        )
+        values.pop("supported_ids", None)
+        values.pop("excluded_ids", None)
+    elif parsed.supported_ids and parsed.excluded_ids:
+        warnings.append(
+            f"{path}: both supportedIds and excludedIds are set; excludedIds is ignored "
+            "(LibreChat semantics)"
+        )
+        values.pop("excluded_ids")
+    return values, warnings
+
+
+_FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("librechat_values", default=None)
+
+
+class _LibreChatSource(PydanticBaseSettingsSource):
+    """Values read from librechat.yaml by :func:`load_settings` (lowest priority but defaults)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return (_FILE_VALUES.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_VALUES.get() or {})
+
+
+def load_settings(**overrides: Any) -> tuple[Settings, list[str]]:
+    """Build settings from the environment and, if named, a librechat.yaml.
+
+    Returns the settings and warnings worth logging. Raises :class:`ConfigError` with one
+    readable message for any invalid value, naming the setting and where it came from.
+    """
+    env = os.environ
+    sources: dict[str, str] = {}
+    file_values: dict[str, Any] = {}
+    warnings: list[str] = []
+    config_path = overrides.pop("librechat_config", None) or env.get(LIBRECHAT_CONFIG_ENV)
+    if config_path:
+        file_values, warnings = _read_librechat(Path(config_path))
+        for field in file_values:
+            sources[field] = f"{config_path}: endpoints.assistants.{_YAML_FIELD_PATHS[field]}"
+    for field in Settings.model_fields:
+        if _env_name(field) in env:
+            sources[field] = "environment"
+    for field in overrides:
+        sources[field] = "argument"
+    token = _FILE_VALUES.set(file_values)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = _field_for_alias(str(err["loc"][0])) if err["loc"] else "?"
+        raise ConfigError(
+            f"{_env_name(field)} ({sources.get(field, 'default')}): {err['msg']} "
+            f"(got {err.get('input')!r})"
+        ) from None
+    finally:
+        _FILE_VALUES.reset(token)
+    _check(settings, sources)
+    if settings.supported_ids and settings.excluded_ids:
+        warnings.append("both supported_ids and excluded_ids are set; excluded_ids is ignored")
+        settings = settings.model_copy(update={"excluded_ids": None})
+    return settings, warnings
+
+
+def _field_for_alias(name: str) -> str:
+    for field, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices) and name in alias.choices:
+            return field
+    return name
+
+
+def _check(s: Settings, sources: Mapping[str, str]) -> None:
+    def where(field: str) -> str:
+        return f"{_env_name(field)} (from {sources.get(field, 'default')})"
+
+    if s.poll_interval_ms < MIN_POLL_INTERVAL_MS:
+        raise ConfigError(
+            f"{where('poll_interval_ms')} is {s.poll_interval_ms} ms; it must be at least "
+            f"{MIN_POLL_INTERVAL_MS} ms"
+        )
+    if s.timeout_ms <= s.poll_interval_ms:
+        raise ConfigError(
+            f"{where('timeout_ms')} is {s.timeout_ms} ms; it must be larger than the poll "
+            f"interval {s.poll_interval_ms} ms ({where('poll_interval_ms')})"
+        )
+    if s.max_poll_interval_ms < s.poll_interval_ms:
+        raise ConfigError(
+            f"{where('max_poll_interval_ms')} ({s.max_poll_interval_ms} ms) is below the poll "
+            f"interval ({s.poll_interval_ms} ms)"
+        )
+    if s.max_timeout_ms < s.timeout_ms:
+        raise ConfigError(
+            f"{where('max_timeout_ms')} ({s.max_timeout_ms} ms) is below the timeout "
+            f"({s.timeout_ms} ms)"
+        )
+    if s.dead_worker_after_ms <= 2 * s.heartbeat_interval_ms:
+        raise ConfigError(
+            f"{where('dead_worker_after_ms')} ({s.dead_worker_after_ms} ms) must exceed twice "
+            f"the heartbeat interval ({s.heartbeat_interval_ms} ms)"
+        )
+    if s.loop_stall_limit_ms <= s.heartbeat_interval_ms:
+        raise ConfigError(
+            f"{where('loop_stall_limit_ms')} ({s.loop_stall_limit_ms} ms) must exceed the "
+            f"heartbeat interval ({s.heartbeat_interval_ms} ms, {where('heartbeat_interval_ms')})"
+        )
+    for field in ("max_runs_per_worker", "http_concurrency", "event_stream_maxlen"):
+        if getattr(s, field) < 1:
+            raise ConfigError(f"{where(field)} must be at least 1")
+    if not s.assistants_base_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"{where('assistants_base_url')}: {s.assistants_base_url!r} is not an http(s) URL"
+        )
+    if s.secret_keys is not None:
+        from runpoller.secrets import SecretError
+
+        try:
+            s.key_ring  # noqa: B018 - parse to validate
+        except SecretError as exc:
+            raise ConfigError(f"{where('secret_keys')}: {exc}") from None
+    for field in ("supported_ids", "excluded_ids"):
+        value = getattr(s, field)
+        if value is not None and not value:
+            raise ConfigError(f"{where(field)}: an empty list is invalid; leave it unset instead")

@@ -1,0 +1,285 @@
+"""A thin HTTP client for OpenAI-style APIs: one request in, JSON or a classified failure out.
+
+It does not retry: whether and when to retry is a decision of the engine (``runpoller.engine``),
+which knows the run's deadline. This module only classifies what happened, following
+openai-python's rules (retry 408/409/429/5xx and connection errors; obey ``x-should-retry``;
+``retry-after-ms`` then ``retry-after``), and recognises the "race" 400s that mean the run
+has already moved on. Path segments are validated before they reach a URL.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any
+
+import httpx
+
+from runpoller.engine import Failure
+from runpoller.protocol import API_ID_PATTERN
+
+_ID_RE = re.compile(API_ID_PATTERN)
+_RACE_PATTERNS = (
+    re.compile(r"cannot cancel", re.IGNORECASE),
+    re.compile(r"do(es)? not accept tool outputs", re.IGNORECASE),
+    re.compile(r"only .* can be cancel", re.IGNORECASE),
+)
+_RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+class InvalidId(ValueError):
+    """An id that must not be put into a URL path."""
+
+
+def check_id(value: str, what: str) -> str:
+    if not _ID_RE.fullmatch(value):
+        raise InvalidId(f"{what} {value[:80]!r} is not a valid id (letters, digits, _ and - only)")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ApiResponse:
+    data: dict[str, Any]
+    headers: Mapping[str, str]
+
+    @property
+    def poll_after_s(self) -> float | None:
+        raw = self.headers.get("openai-poll-after-ms")
+        try:
+            return float(raw) / 1000 if raw is not None else None
+        except ValueError:
+            return None
+
+
+class ApiFailure(Exception):
+    """A request that failed; ``failure`` is what the engine decides on."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """The server's requested delay: ``retry-after-ms``, else ``retry-after`` (s or HTTP date)."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            return max(float(raw_ms) / 1000, 0.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return max(float(raw), 0.0)
+    except ValueError:
+        pass
+    parsed = email.utils.parsedate_to_datetime(raw) if raw else None
+    if parsed is None:
+        return None
+    return max(parsed.timestamp() - (time.time() if now is None else now), 0.0)
+
+
+def classify(response: httpx.Response) -> Failure:
+    """Turn a non-2xx response into a :class:`Failure`."""
+    status = response.status_code
+    message, code = _error_message(response)
+    should_retry = response.headers.get("x-should-retry")
+    if should_retry == "true":
+        retryable = True
+    elif should_retry == "false":
+        retryable = False
+    else:
+        retryable = status in _RETRYABLE_STATUS or status >= 500
+    race = status == 400 and any(p.search(message) for p in _RACE_PATTERNS)
+    return Failure(
+        message=f"HTTP {status}: {message}",
+        status_code=status,
+        code=code,
+        retryable=retryable and not race,
+        race=race,
+        retry_after_s=retry_after_s(response.headers),
+    )
+
+
+def _error_message(response: httpx.Response) -> tuple[str, str | None]:
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        err = body["error"]
+        code = err.get("code") if isinstance(err.get("code"), str) else None
+        return str(err.get("message") or response.reason_phrase)[:500], code
+    return (response.reason_phrase or "error"), None
+
+
+class Endpoint:
+    """One request target (method, URL, headers), checked and built once, sent many times.
+
+    A run's poll is the same GET every interval: building its URL (httpx parses and checks
+    every character) and its headers once per run, not per poll, saves a good share of a
+    poll's CPU. With the client's transport at hand the whole ``httpx.Request`` is reused too.
+    """
+
+    __slots__ = ("_request", "headers", "method", "url")
+
+    def __init__(self, method: str, url: httpx.URL, headers: httpx.Headers) -> None:
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self._request: httpx.Request | None = None
+
+
+# Distinct (key, beta) header sets kept at most; a worker usually sees a handful of keys.
+MAX_HEADER_SETS = 1024
+
+
+class ApiClient:
+    """Requests against one base URL, authenticated per call (keys can differ per job)."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        *,
+        assistants_version: int = 2,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """``transport``: the one ``http`` sends through; given, a prepared request without a
+        body is handed to it directly (httpx's transport API), skipping the client's per-call
+        machinery (auth and redirect flows, mount lookup, cookie handling): the client has
+        nothing to add to such a request (see :func:`make_http_client`)."""
+        self.http = http
+        self.transport = transport
+        self.base_url = base_url.rstrip("/")
+        self.beta = f"assistants=v{assistants_version}"
+        self._headers: dict[tuple[str, bool], httpx.Headers] = {}
+
+    def endpoint(
+        self,
+        method: str,
+        segments: Sequence[str | tuple[str, str]],
+        *,
+        api_key: str,
+        assistants: bool = False,
+    ) -> Endpoint:
+        """Check the ids and build the target. ``segments`` are literal path parts or
+        ``(what, id)`` pairs; an id that does not match the id pattern raises InvalidId."""
+        parts: list[str] = []
+        for segment in segments:
+            if isinstance(segment, tuple):
+                parts.append(check_id(segment[1], segment[0]))
+            else:
+                parts.append(segment)
+        url = httpx.URL(self.base_url + "/" + "/".join(parts))
+        return Endpoint(method, url, self._headers_for(api_key, assistants))
+
+    def _headers_for(self, api_key: str, assistants: bool) -> httpx.Headers:
+        headers = self._headers.get((api_key, assistants))
+        if headers is None:
+            if len(self._headers) >= MAX_HEADER_SETS:
+                self._headers.clear()
+            values = {"Authorization": f"Bearer {api_key}"}
+            if assistants:
+                values["OpenAI-Beta"] = self.beta
+            # Shared by every request with this key: httpx copies headers, never changes them.
+            headers = self._headers[(api_key, assistants)] = httpx.Headers(values)
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        segments: Sequence[str | tuple[str, str]],
+        *,
+        api_key: str,
+        assistants: bool = False,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> ApiResponse:
+        """Send one request. ``segments`` are literal path parts or ``(what, id)`` pairs."""
+        target = self.endpoint(method, segments, api_key=api_key, assistants=assistants)
+        return await self.send(target, json_body=json_body, params=params)
+
+    async def send(
+        self, target: Endpoint, *, json_body: Any = None, params: Mapping[str, str] | None = None
+    ) -> ApiResponse:
+        """Send a request to a prepared target (see :meth:`endpoint`)."""
+        http, transport = self.http, self.transport
+        try:
+            if transport is not None and json_body is None and params is None:
+                # Without a body or parameters the request a target builds is the same every
+                # time (the client keeps no cookies to merge): build it once, send it as is.
+                request = target._request
+                if request is None:
+                    request = target._request = http.build_request(
+                        target.method, target.url, headers=target.headers
+                    )
+                response = await transport.handle_async_request(request)
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
+            else:
+                response = await http.request(
+                    target.method, target.url, headers=target.headers, json=json_body, params=params
+                )
+        except httpx.TimeoutException as exc:
+            raise ApiFailure(
+                Failure(f"request timed out ({type(exc).__name__})", retryable=True)
+            ) from None
+        except httpx.HTTPError as exc:
+            raise ApiFailure(
+                Failure(f"connection error ({type(exc).__name__})", retryable=True)
+            ) from None
+        if response.status_code >= 300:
+            raise ApiFailure(classify(response))
+        try:
+            data = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = None
+        if not isinstance(data, dict):
+            raise ApiFailure(
+                Failure(
+                    f"HTTP {response.status_code}: the response body is not a JSON object",
+                    status_code=response.status_code,
+                    retryable=True,
+                )
+            )
+        return ApiResponse(data, response.headers)
+
+
+def make_http_client(
+    transport: str, *, connect_timeout_s: float, read_timeout_s: float, max_connections: int
+) -> tuple[httpx.AsyncClient, httpx.AsyncBaseTransport]:
+    """The worker's one shared client and the transport it sends through.
+
+    ``aiohttp`` uses httpx-aiohttp's transport (faster, see docs/performance.md). The client
+    keeps no cookies: it serves every job's API key, and a cookie one tenant's response set
+    must not ride along with another tenant's requests (the API needs none).
+    """
+    timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections
+    )
+    sender: httpx.AsyncBaseTransport
+    if transport == "aiohttp":
+        from httpx_aiohttp import AiohttpTransport
+
+        sender = AiohttpTransport(limits=limits)
+    else:
+        sender = httpx.AsyncHTTPTransport(limits=limits)
+    client = httpx.AsyncClient(
+        transport=sender, timeout=timeout, trust_env=False, cookies=no_cookies()
+    )
+    return client, sender
+
+
+def no_cookies() -> CookieJar:
+    """A cookie jar that stores nothing."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))

@@ -1,0 +1,542 @@
+"""The in-process driver: one lightweight task per in-flight run, plus worker housekeeping.
+
+arq hands us a run once (a short intake job); from then on the run lives here, in this
+process, until its final event: a task sleeps until the engine's next deadline, performs one
+request through the backend, feeds the answer to the engine and writes the resulting events
+to Redis. A steady poll (no status change) touches Redis not at all, so one process can hold
+thousands of runs, and arq's lease and head-of-line limits never apply to long runs.
+
+Housekeeping (one task): renew this worker's heartbeat, release the runs of workers whose
+heartbeat lapsed, and re-enqueue orphaned runs so any live worker picks them up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from runpoller import engine
+from runpoller.backends import Backend, RunResult
+from runpoller.engine import Failure, Observation, Op, RunState
+from runpoller.http.api import ApiFailure
+from runpoller.protocol import (
+    AcceptedEvent,
+    AssistantsRunJob,
+    ErrorInfo,
+    FinalEvent,
+    JobEnvelope,
+    ParsedReply,
+    ReplyRejectedEvent,
+    RequiresActionEvent,
+    ResponseJob,
+    StatusEvent,
+    ToolCall,
+)
+from runpoller.redis.store import RunStore
+from runpoller.worker.metrics import Metrics
+from runpoller.worker.ratelimit import RateLimiter
+
+log = structlog.get_logger("runpoller.runner")
+
+AnyJob = AssistantsRunJob | ResponseJob
+Clock = Callable[[], float]
+
+
+def now_ms(clock: Clock) -> int:
+    return int(clock() * 1000)
+
+
+@dataclass
+class ActiveRun:
+    run_id: str
+    job: AnyJob
+    state: RunState
+    api_key: str
+    backend: Backend
+    _inbox: asyncio.Queue[ParsedReply] | None = None
+    last_obs: Observation | None = None
+    result: RunResult | None = None
+    terminal_seen: float | None = None
+    asked_at: float | None = None
+    task: asyncio.Task[None] | None = None
+    memo: dict[str, Any] = field(default_factory=dict)
+    """The backend's per-run scratch space (its prepared poll request)."""
+    held: tuple[tuple[str, str], ...] = ()
+    """Events decided while fetching results, written by the finalize script before ``final``."""
+
+    @property
+    def inbox(self) -> asyncio.Queue[ParsedReply]:
+        """The app's replies for this run. Made when first needed: a queue costs ~3 KB, and
+        most runs never get a reply."""
+        if self._inbox is None:
+            self._inbox = asyncio.Queue()
+        return self._inbox
+
+
+# How long a request may wait for the shared budget before the engine decides instead.
+RATE_LIMIT_MAX_WAIT_S = 1.0
+
+
+class Lost(Exception):
+    """This worker no longer owns the run (it was presumed dead and the run moved on)."""
+
+
+class PrioritySemaphore:
+    """A semaphore whose urgent waiters are served before routine ones (FIFO within each).
+
+    A released slot is handed straight to the next waiter, so a newcomer cannot take it
+    ahead of those already queued. Used for HTTP slots: result fetches, submits and cancels
+    (someone is waiting on them) go before routine polls.
+    """
+
+    def __init__(self, value: int) -> None:
+        if value < 1:
+            raise ValueError("a semaphore needs at least one slot")
+        self._value = value
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._routine: deque[asyncio.Future[None]] = deque()
+        # ``async with sem.urgent:`` / ``async with sem.routine:`` hold one slot for the block.
+        self.urgent = _Slot(self, True)
+        self.routine = _Slot(self, False)
+
+    @property
+    def free(self) -> int:
+        return self._value
+
+    @property
+    def waiting(self) -> int:
+        return sum(not w.done() for w in (*self._urgent, *self._routine))
+
+    async def acquire(self, urgent: bool = False) -> None:
+        if self._value > 0 and not self._urgent and (urgent or not self._routine):
+            self._value -= 1
+            return
+        queue = self._urgent if urgent else self._routine
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the slot was handed over just as we were cancelled
+            else:
+                waiter.cancel()  # left in its queue; release() skips it
+            raise
+
+    def release(self) -> None:
+        self._value += 1
+        while self._value > 0:
+            queue = self._urgent if self._urgent else self._routine
+            if not queue:
+                return
+            waiter = queue.popleft()
+            if not waiter.done():
+                self._value -= 1
+                waiter.set_result(None)
+
+
+class _Slot:
+    __slots__ = ("_sem", "_urgent")
+
+    def __init__(self, sem: PrioritySemaphore, urgent: bool) -> None:
+        self._sem = sem
+        self._urgent = urgent
+
+    async def __aenter__(self) -> None:
+        await self._sem.acquire(self._urgent)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._sem.release()
+
+
+class Runner:
+    def __init__(
+        self,
+        store: RunStore,
+        backends: dict[str, Backend],
+        policy: engine.Policy,
+        *,
+        http_concurrency: int,
+        metrics: Metrics | None = None,
+        limiter: RateLimiter | None = None,
+        max_result_bytes: int = 1024 * 1024,
+        clock: Clock = time.time,
+    ) -> None:
+        self.max_result_bytes = max_result_bytes
+        self.metrics = metrics or Metrics()
+        self.limiter = limiter
+        self.store = store
+        self.backends = backends
+        self.policy = policy
+        self.clock = clock
+        self.runs: dict[str, ActiveRun] = {}
+        # Fetches, submits and cancels go before routine polls: someone waits on them.
+        self.http_slots = PrioritySemaphore(http_concurrency)
+        self.redis_down_since: float | None = None
+
+    # ------------------------------------------------------------------ adoption
+
+    def adopt(self, run_id: str, job: AnyJob, state: RunState, api_key: str) -> bool:
+        """Start driving a run; False (and nothing done) if this worker drives it already."""
+        if run_id in self.runs:
+            return False
+        run = ActiveRun(run_id, job, state, api_key, self.backends[job.kind])
+        self.runs[run_id] = run
+        run.task = asyncio.create_task(self._drive(run), name=f"run:{run_id}")
+        return True
+
+    async def stop_runs(self) -> None:
+        tasks = [run.task for run in self.runs.values() if run.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.runs.clear()
+
+    def deliver_reply(self, reply: ParsedReply) -> bool:
+        run = self.runs.get(reply.run_id)
+        if run is None:
+            return False
+        run.inbox.put_nowait(reply)
+        return True
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _drive(self, run: ActiveRun) -> None:
+        bound = log.bind(
+            run_id=run.run_id,
+            object_id=run.state.object_id,
+            thread_id=getattr(run.job, "thread_id", None),
+            kind=run.job.kind,
+            worker_id=self.store.worker_id,
+        )
+        nxt = engine.resume(run.state, self.clock())
+        try:
+            while nxt is not None:
+                decision = await self._wait(run, nxt)
+                if decision is None:
+                    decision = await self._perform(run, nxt)
+                await self._apply(run, decision, bound)
+                nxt = decision.next
+        except Lost:
+            bound.warning("run.lost", reason="another worker owns it now")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            bound.exception("run.crashed")
+            await self._finish_after_crash(run, exc)
+        finally:
+            # Only this driver's entry: a newer one for the same run may have replaced it.
+            if self.runs.get(run.run_id) is run:
+                del self.runs[run.run_id]
+
+    async def _finish_after_crash(self, run: ActiveRun, exc: Exception) -> None:
+        """A bug must not strand a run: end it with an error event (never retried blindly)."""
+        message = f"internal error while driving the run ({type(exc).__name__})"
+        last = run.state.last_status.value if run.state.last_status else None
+        fin = engine.Finished("error", message, last, ("internal_error", message))
+        done = replace(run.state, phase=engine.Phase.DONE)
+        bound = log.bind(run_id=run.run_id)
+        try:
+            await self._finish(run, done, fin, run.held, now_ms(self.clock), bound)
+        except Exception:
+            bound.exception("run.finalize_failed")
+
+    async def _wait(self, run: ActiveRun, nxt: engine.Next) -> engine.Decision | None:
+        """Sleep until ``nxt.at``; a reply from the app cuts the wait short."""
+        delay = nxt.at - self.clock()
+        if not nxt.wake_on_reply:
+            if delay > 0:
+                await asyncio.sleep(delay)
+            return None
+        while True:
+            try:
+                reply = await asyncio.wait_for(run.inbox.get(), max(delay, 0))
+            except TimeoutError:
+                return None
+            decision = engine.on_reply(
+                run.state, reply.round, reply.outputs, self.clock(), self.policy, reply.problem
+            )
+            if decision.next is not None:
+                if run.asked_at is not None:
+                    self.metrics.tool_wait.observe(max(self.clock() - run.asked_at, 0))
+                return decision
+            await self._apply(run, decision, log.bind(run_id=run.run_id))
+            delay = nxt.at - self.clock()
+
+    async def _perform(self, run: ActiveRun, nxt: engine.Next) -> engine.Decision:
+        m, kind, op = self.metrics, run.job.kind, nxt.op.value
+        started = self.clock()
+        if nxt.op is Op.GET:
+            m.poll_lateness.observe(max(started - nxt.at, 0.0))
+        decision = await self._request(run, nxt)
+        m.api_latency_of(kind, op).observe(max(self.clock() - started, 0.0))
+        return decision
+
+    async def _request(self, run: ActiveRun, nxt: engine.Next) -> engine.Decision:
+        backend, job, state, key = run.backend, run.job, run.state, run.api_key
+        m, kind, op = self.metrics, job.kind, nxt.op.value
+        if self.limiter is not None:
+            slot = await self.limiter.acquire(key, max_wait=RATE_LIMIT_MAX_WAIT_S)
+            if slot.waited > 0:
+                m.rate_limit_wait.observe(slot.waited)
+            if not slot.granted:
+                failure = Failure(
+                    f"rate limited before sending: {slot.why}",
+                    code="rate_limited",
+                    retryable=True,
+                    retry_after_s=slot.retry_after,
+                )
+                return engine.on_failure(
+                    state, nxt.op, failure, self.clock(), self.policy, random.random()
+                )
+        slots = self.http_slots
+        async with slots.routine if nxt.op is Op.GET else slots.urgent:
+            try:
+                if nxt.op is Op.FETCH_RESULT:
+                    run.result = await backend.fetch_result(job, state, key, run.last_obs)
+                    m.api_requests_of(kind, op, "200").inc()
+                    return engine.on_result_fetched(state, self.clock())
+                if nxt.op is Op.GET:
+                    obs = await backend.get(job, state, key, run.memo)
+                elif nxt.op is Op.CANCEL:
+                    obs = await backend.cancel(job, state, key)
+                else:
+                    obs = await backend.submit(job, state, key, nxt.outputs)
+            except ApiFailure as exc:
+                failure = exc.failure
+                m.api_requests_of(kind, op, str(failure.status_code or "error")).inc()
+                if failure.status_code == 429:
+                    m.rate_limited.labels(kind).inc()
+                    if self.limiter is not None and failure.retry_after_s:
+                        await self.limiter.pause(key, failure.retry_after_s)
+                if failure.retryable:
+                    m.retries_of(kind, op).inc()
+                return engine.on_failure(
+                    state, nxt.op, failure, self.clock(), self.policy, random.random()
+                )
+            except ValueError as exc:
+                failure = Failure(f"unexpected API response: {exc}", retryable=False)
+                return engine.on_failure(
+                    state, nxt.op, failure, self.clock(), self.policy, random.random()
+                )
+        m.api_requests_of(kind, op, "200").inc()
+        run.last_obs = obs
+        if obs.status.terminal and run.terminal_seen is None:
+            run.terminal_seen = self.clock()
+        return engine.on_observation(state, nxt.op, obs, self.clock(), self.policy)
+
+    # ------------------------------------------------------------------ effects
+
+    async def _apply(self, run: ActiveRun, decision: engine.Decision, bound: Any) -> None:
+        old, new = run.state, decision.state
+        run.state = new
+        events: list[tuple[str, str]] = []
+        ts = now_ms(self.clock)
+        finished: engine.Finished | None = None
+        for effect in decision.effects:
+            if isinstance(effect, engine.Finished):
+                finished = effect
+                continue
+            if isinstance(effect, engine.StatusChanged):
+                event = StatusEvent(
+                    run_id=run.run_id,
+                    ts=ts,
+                    status=effect.api_status,
+                    object_id=effect.object_id,
+                )
+                bound.info("run.status", status=effect.api_status)
+                events.append(("status", event.model_dump_json()))
+            elif isinstance(effect, engine.ActionRequired):
+                run.asked_at = self.clock()
+                action = RequiresActionEvent(
+                    run_id=run.run_id,
+                    ts=ts,
+                    round=effect.round,
+                    object_id=effect.object_id,
+                    tool_calls=[_tool_call(call) for call in effect.calls],
+                    deadline=int(effect.deadline * 1000),
+                )
+                events.append(("requires_action", action.model_dump_json()))
+            elif isinstance(effect, engine.ReplyIgnored):
+                bound.info("reply.ignored", round=effect.round, why=effect.why)
+            elif isinstance(effect, engine.ReplyRejected):
+                bound.warning("reply.rejected", round=effect.round, problems=effect.problems)
+                self.metrics.replies_rejected.inc()
+                rejected = ReplyRejectedEvent(
+                    run_id=run.run_id, ts=ts, round=effect.round, problems=list(effect.problems)
+                )
+                events.append(("reply_rejected", rejected.model_dump_json()))
+        if finished is not None:
+            # Events decided with the end (a status seen on the answer that ended the run)
+            # go out with the final event, after those held while the results were fetched.
+            await self._finish(run, new, finished, (*run.held, *events), ts, bound)
+            return
+        if new.phase is engine.Phase.CANCELLING and old.phase is not engine.Phase.CANCELLING:
+            reason = new.cancel_reason.value if new.cancel_reason else "unknown"
+            self.metrics.cancels.labels(reason).inc()
+            bound.info("run.cancelling", reason=reason, detail=new.cancel_detail)
+        if new.phase is engine.Phase.FETCHING:
+            # The terminal status is known, the results are not: hold its events (and the
+            # state) for the finalize script, one Redis round trip instead of two. A worker
+            # that dies meanwhile leaves the last durable state, whose owner polls again and
+            # sees the terminal status anew.
+            if events:
+                run.held += tuple(events)
+            return
+        if events or _durable_changed(old, new):
+            state_json = new.to_json()
+            ok = await self._redis(self.store.publish, run.run_id, state_json, events)
+            if not ok:
+                raise Lost
+
+    async def _finish(
+        self,
+        run: ActiveRun,
+        state: RunState,
+        fin: engine.Finished,
+        events: tuple[tuple[str, str], ...],
+        ts: int,
+        bound: Any,
+    ) -> None:
+        final = self._final_event(run, fin, ts)
+        written = await self._redis(
+            self.store.finalize, run.run_id, state.to_json(), final, fin.status, events
+        )
+        bound.info("run.final", status=fin.status, reason=fin.reason)
+        if written == -1:
+            raise Lost
+        self.metrics.runs_finished.labels(run.job.kind, fin.status).inc()
+        if run.terminal_seen is not None:
+            self.metrics.final_latency.observe(max(self.clock() - run.terminal_seen, 0))
+
+    def _final_event(self, run: ActiveRun, fin: engine.Finished, ts: int) -> str:
+        obs = run.last_obs
+        result = run.result or RunResult()
+        error = None
+        if fin.error is not None:
+            error = ErrorInfo(code=fin.error[0], message=fin.error[1])
+        elif obs is not None and obs.error is not None and fin.status == "failed":
+            error = ErrorInfo(code=obs.error[0], message=obs.error[1])
+        detail = dict(result.detail)
+        if len(run.state.object_ids) > 1:
+            detail.setdefault("object_ids", list(run.state.object_ids))
+        event = FinalEvent(
+            run_id=run.run_id,
+            ts=ts,
+            kind=run.job.kind,
+            status=fin.status,
+            api_status=fin.api_status,
+            reason=fin.reason,
+            error=error,
+            incomplete_details=dict(obs.incomplete_details)
+            if obs and obs.incomplete_details
+            else None,
+            output_text=result.output_text,
+            usage=dict(obs.usage) if obs and obs.usage else None,
+            model=obs.model if obs else None,
+            metadata=run.job.metadata,
+            detail=detail,
+        )
+        text = event.model_dump_json()
+        if len(text) <= self.max_result_bytes:
+            return text
+        # Too large to store as one event: keep ids and status, cut the bulk, say so.
+        kept = {k: v for k, v in detail.items() if k not in ("messages", "output")}
+        budget = max(self.max_result_bytes // 2, 1)
+        output = (result.output_text or "")[:budget]
+        event = event.model_copy(
+            update={"detail": {**kept, "truncated": True}, "output_text": output or None}
+        )
+        return event.model_dump_json()
+
+    async def _redis(self, call: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """Run a Redis call, waiting out an outage with backoff (logged once per outage)."""
+        delay = 0.1
+        while True:
+            try:
+                result = await call(*args)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                if self.redis_down_since is None:
+                    self.redis_down_since = self.clock()
+                    self.metrics.redis_outages.inc()
+                    log.warning("redis.unavailable", error=type(exc).__name__)
+                await asyncio.sleep(delay * (0.75 + random.random() / 2))
+                delay = min(delay * 2, 5.0)
+                continue
+            if self.redis_down_since is not None:
+                log.info("redis.back", down_s=round(self.clock() - self.redis_down_since, 1))
+                self.redis_down_since = None
+            return result
+
+
+_DURABLE_FIELDS = tuple(f.name for f in fields(RunState) if f.name != "failures")
+
+
+def _durable_changed(old: RunState, new: RunState) -> bool:
+    """Whether anything but the transient failure counter changed: worth persisting.
+
+    The engine hands back the very same state when a poll changes nothing (the common case).
+    """
+    if old is new:
+        return False
+    return any(getattr(old, name) != getattr(new, name) for name in _DURABLE_FIELDS)
+
+
+def _tool_call(call: engine.ToolCallRequest) -> ToolCall:
+    try:
+        parsed = json.loads(call.arguments)
+        valid = True
+    except (json.JSONDecodeError, TypeError):
+        parsed, valid = None, False
+    return ToolCall(
+        id=call.id,
+        name=call.name,
+        arguments=call.arguments,
+        parsed_arguments=parsed,
+        arguments_valid=valid,
+    )
+
+
+def parse_job(raw: Any) -> AnyJob:
+    """Validate a job payload (raises pydantic.ValidationError)."""
+    return JobEnvelope.model_validate({"job": raw}).job
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, naming the field: ``thread_id: String should match pattern…``."""
+    lines = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"] if p != "job")
+        lines.append(f"{loc or 'job'}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def accepted_event(run_id: str, job: AnyJob, state: RunState, clock: Clock) -> str:
+    return AcceptedEvent(
+        run_id=run_id,
+        ts=now_ms(clock),
+        kind=job.kind,
+        deadline=int(state.deadline * 1000),
+        poll_interval_ms=int(state.interval * 1000),
+        metadata=job.metadata,
+    ).model_dump_json()
+
+
+async def suppress_cancel(task: asyncio.Task[Any] | None) -> None:
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task

@@ -1,0 +1,236 @@
+"""Batched intake: take ready arq jobs a batch at a time, in two script calls.
+
+arq's ``Worker.start_jobs`` claims one job at a time: WATCH/EXISTS/ZSCORE/MULTI/PSETEX/EXEC,
+then MULTI/GET/INCR/EXPIRE/EXEC to load it, then MULTI/ZREM/ZREM/DEL/EXEC to finish it:
+sixteen commands and four round trips per job, each round trip waiting its turn in an event
+loop that is busy polling thousands of runs. Our jobs only hand a run to the in-process
+runner and return within milliseconds, so this module claims every ready job of one queue
+read in a single script, runs the batch concurrently, and settles the whole batch (delete the
+finished, re-schedule the deferred) in a second script.
+
+It keeps arq's claim protocol, so it runs safely beside arq's own workers on the same queue:
+a job is taken by ``SET arq:in-progress:<id> 1 NX PX <lease>`` only while its score in the
+queue is due, and while that key lives no other worker (ours or arq's) starts it. Taking a
+job also moves its score to the end of the lease, so no worker reads it as due (and tries it
+again) while the batch runs; arq's workers skip a job whose score is in the future too. A
+job that is never settled (the worker died, Redis went away mid-batch) becomes due again
+when its lease ends, and intake is idempotent (the run claim in ``runpoller.redis.store`` decides).
+
+What it does not keep: arq's per-job retry counter (``arq:retry:<id>``; our functions have
+no try limit that matters: ``max_tries`` is 100,000) and arq's job results (``keep_result=0``
+for all of them anyway). While a job is taken, the queue-depth metric counts it as deferred.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from arq import Retry
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from runpoller.protocol import FN_DEAD_LETTER
+from runpoller.protocol.serde import deserialize_job
+
+log = structlog.get_logger("runpoller.intake")
+
+_TAKE = """
+-- Take the due jobs among ARGV[4..] (job ids) the way arq's start_jobs takes one.
+-- KEYS: queue ; ARGV: now ms, in-progress ttl ms, in-progress prefix, then job ids
+local now = tonumber(ARGV[1])
+local out = {}
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local score = redis.call('ZSCORE', KEYS[1], id)
+  if score and tonumber(score) <= now
+     and redis.call('SET', ARGV[3] .. id, '1', 'NX', 'PX', ARGV[2]) then
+    -- Hidden from every reader of due jobs until the lease ends (a visibility timeout):
+    -- other workers do not try it again on every poll while this batch runs.
+    redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), id)
+    out[#out + 1] = id
+  end
+end
+return out
+"""
+
+_SETTLE = """
+-- KEYS: queue ; ARGV: in-progress prefix, job prefix, retry prefix, number of finished ids,
+--   finished ids, then (id, new score) pairs of deferred jobs
+local n = tonumber(ARGV[4])
+local dels, done, deferred = {}, {}, {}
+for i = 5, 4 + n do
+  local id = ARGV[i]
+  done[#done + 1] = id
+  dels[#dels + 1] = ARGV[1] .. id
+  dels[#dels + 1] = ARGV[2] .. id
+  dels[#dels + 1] = ARGV[3] .. id
+end
+for i = 5 + n, #ARGV, 2 do
+  local id = ARGV[i]
+  deferred[#deferred + 1] = ARGV[i + 1]
+  deferred[#deferred + 1] = id
+  dels[#dels + 1] = ARGV[1] .. id
+end
+if #done > 0 then redis.call('ZREM', KEYS[1], unpack(done)) end
+if #deferred > 0 then redis.call('ZADD', KEYS[1], 'XX', unpack(deferred)) end
+if #dels > 0 then redis.call('DEL', unpack(dels)) end
+return #done
+"""
+
+# A handler gets the job's positional and keyword arguments, its enqueue time (epoch s) and
+# its try number, as arq's function would.
+Handler = Callable[[Sequence[Any], Mapping[str, Any], float, int], Awaitable[Any]]
+
+_LEAVE_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, TimeoutError)
+
+
+@dataclass
+class BatchResult:
+    """What happened to one batch (for metrics, logs and tests)."""
+
+    done: list[str] = field(default_factory=list)
+    deferred: list[tuple[str, int]] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
+    """Taken but neither finished nor deferred (Redis failed): taken again when the lease ends."""
+    failed: int = 0
+    """Handlers that raised: their jobs were dead-lettered and finished."""
+
+
+class BatchIntake:
+    """Claims, runs and settles batches of arq jobs of one queue."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        queue_name: str,
+        handlers: Mapping[str, Handler],
+        *,
+        lease_ms: int,
+        job_timeout_s: float = 30.0,
+        concurrency: int = 16,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = redis
+        self.queue_name = queue_name
+        self.handlers = dict(handlers)
+        self.lease_ms = lease_ms
+        self.job_timeout_s = job_timeout_s
+        self.concurrency = concurrency
+        self._background: set[asyncio.Future[Any]] = set()
+        self.clock = clock
+        self._take = redis.register_script(_TAKE)
+        self._settle = redis.register_script(_SETTLE)
+
+    async def take(self, job_ids: Sequence[bytes | str]) -> list[str]:
+        """Claim the due jobs among ``job_ids``: the ids of those taken."""
+        ids = [j.decode() if isinstance(j, bytes) else j for j in job_ids]
+        if not ids:
+            return []
+        now_ms = int(self.clock() * 1000)
+        reply = await self._take(
+            keys=[self.queue_name], args=[now_ms, self.lease_ms, in_progress_key_prefix, *ids]
+        )
+        return [r.decode() if isinstance(r, bytes) else str(r) for r in reply]
+
+    async def settle(self, done: Sequence[str], deferred: Sequence[tuple[str, int]]) -> None:
+        """Delete finished jobs; put deferred ones back in the queue at their new score."""
+        if not done and not deferred:
+            return
+        args: list[Any] = [in_progress_key_prefix, job_key_prefix, retry_key_prefix, len(done)]
+        args.extend(done)
+        for job_id, score in deferred:
+            args.extend((job_id, score))
+        await self._settle(keys=[self.queue_name], args=args)
+
+    async def run(self, job_ids: Sequence[bytes | str]) -> BatchResult:
+        """Take what is due among ``job_ids``, run each job's handler, settle the batch."""
+        result = BatchResult()
+        taken = await self.take(job_ids)
+        if not taken:
+            return result
+        bodies = await self.redis.mget([job_key_prefix + job_id for job_id in taken])
+        # At most ``concurrency`` at a time (each in-flight Redis command holds a connection of
+        # its own; 500 at once would open 500), started in order (the semaphore is FIFO): a
+        # handler that reserves capacity before its first await sees the reservations of the
+        # jobs before it.
+        limit = asyncio.Semaphore(self.concurrency)
+        # Every job must be settled within its lease: one not started by this time (a slow
+        # batch: Redis browning out) goes back to the queue at once instead, and one started
+        # has job_timeout_s left before it is given up.
+        start_by = self.clock() + max(self.lease_ms / 1000 - self.job_timeout_s - 5, 1.0)
+
+        async def bounded(job_id: str, body: bytes | None) -> str | int:
+            async with limit:
+                if self.clock() > start_by:
+                    return 0  # a deferral of 0 ms: due again now, for any worker
+                return await self._one(job_id, body)
+
+        outcomes = await asyncio.gather(
+            *(bounded(job_id, body) for job_id, body in zip(taken, bodies, strict=True))
+        )
+        now_ms = int(self.clock() * 1000)
+        for job_id, outcome in zip(taken, outcomes, strict=True):
+            if outcome == "done":
+                result.done.append(job_id)
+            elif outcome == "failed":
+                result.done.append(job_id)
+                result.failed += 1
+            elif isinstance(outcome, int):
+                result.deferred.append((job_id, now_ms + outcome))
+            else:
+                result.left.append(job_id)
+        await self.settle(result.done, result.deferred)
+        return result
+
+    def _background_done(self, task: asyncio.Future[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("job.slow_failed", error=type(task.exception()).__name__)
+
+    async def _one(self, job_id: str, body: bytes | None) -> str | int:
+        """``done``, ``failed`` (dead-lettered), ``left``, or a deferral in ms."""
+        if body is None:
+            log.warning("job.expired", job_id=job_id, why="the job body is gone")
+            return "done"
+        job = deserialize_job(body)
+        handler = self.handlers.get(job["f"])
+        if handler is None:  # the serializer only lets known functions through
+            handler = self.handlers[FN_DEAD_LETTER]
+            job = {**job, "f": FN_DEAD_LETTER, "a": [body.decode("utf-8", "replace"), "no handler"]}
+        enqueue_s = job["et"] / 1000
+        job_try = job["t"] if isinstance(job["t"], int) and job["t"] > 0 else 1
+        # Shielded: a handler that outlives its timeout is not cancelled half-way (between
+        # claiming a run and adopting it, say); it finishes in the background and the job,
+        # left in the queue, is taken again when its lease ends (intake is idempotent).
+        task = asyncio.ensure_future(handler(job["a"], job["k"], enqueue_s, job_try))
+        try:
+            await asyncio.wait_for(asyncio.shield(task), self.job_timeout_s)
+        except TimeoutError:
+            self._background.add(task)
+            task.add_done_callback(self._background_done)
+            log.warning("job.slow", job_id=job_id, function=job["f"], timeout_s=self.job_timeout_s)
+            return "left"
+        except Retry as exc:
+            return int(exc.defer_score or 0)
+        except _LEAVE_ERRORS as exc:
+            log.warning("job.left", job_id=job_id, function=job["f"], error=type(exc).__name__)
+            return "left"
+        except Exception as exc:
+            log.exception("job.crashed", job_id=job_id, function=job["f"])
+            reason = f"{job['f']} raised {type(exc).__name__}: {str(exc)[:300]}"
+            try:
+                await self.handlers[FN_DEAD_LETTER](
+                    [body.decode("utf-8", "replace"), reason], {}, enqueue_s, job_try
+                )
+            except Exception:
+                log.exception("job.dead_letter_failed", job_id=job_id)
+                return "left"
+            return "failed"
+        return "done"

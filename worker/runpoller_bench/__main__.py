@@ -1,0 +1,44 @@
+"""``python -m runpoller_bench``: run the benchmark, print the table, write the JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from runpoller_bench.config import parse_args
+from runpoller_bench.harness import run_bench
+from runpoller_bench.report import default_out, summary_line, write_results
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    started = time.time()
+    print(f"bench: {config.describe()}", file=sys.stderr, flush=True)
+    try:
+        results = asyncio.run(run_bench(config))
+    except KeyboardInterrupt:
+        return 130
+    path = write_results(results, Path(config.out) if config.out else default_out(config, started))
+    print()
+    code = results.get("code") or {}
+    commit = f", commit {code['commit']}" if code.get("commit") else ""
+    if code.get("worker_code_modified"):
+        commit += " (worker code modified)"
+    print(
+        f"runpoller bench — {results['date']}, {results['machine']['cpus']} CPUs "
+        f"({results['machine']['cpu_model']}){commit}; {config.describe()}"
+    )
+    print()
+    print(results["table"])
+    print()
+    print(summary_line(results))
+    for note in results["notes"]:
+        print(f"note: {note}")
+    print(f"results written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""The benchmark's settings and command line (``python -m runpoller_bench --help``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from runpoller_bench.mix import DEFAULT_MIX, SMOKE_MIX, Mix, parse_mix
+
+Transport = Literal["aiohttp", "httpx"]
+DESIGNS = ("floor", "naive", "ours")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    runs: int = 2000
+    interval_ms: int = 1000
+    duration_s: float = 30.0
+    workers: int = 2
+    function_call_share: float = 0.1
+    transport: Transport = "aiohttp"
+    # The event loop of our workers and of the floor (the same, so the ratio is ours alone).
+    event_loop: str = "auto"
+    mix: Mix = field(default_factory=lambda: DEFAULT_MIX)
+    smoke: bool = False
+    out: str | None = None
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    private_redis: bool = False
+    designs: tuple[str, ...] = DESIGNS
+    seed: int = 1
+    log_level: str = "INFO"
+    keep_logs: bool = False
+    # Wait at the end until every run of ours has its final event (smoke runs are short).
+    drain: bool = False
+    # Longest wait for intake before the window starts anyway (seconds).
+    ramp_timeout_s: float = 120.0
+    # Print progress lines to stderr.
+    verbose: bool = True
+    # Write py-spy profiles of the workers (taken during the window) into this directory.
+    profile: str | None = None
+    # Before each window, wait up to this long for other processes to leave the CPUs alone.
+    wait_quiet_s: float = 0.0
+
+    @property
+    def interval_s(self) -> float:
+        return self.interval_ms / 1000
+
+    def describe(self) -> str:
+        return (
+            f"K={self.runs} runs, interval {self.interval_ms} ms, window {self.duration_s:g} s, "
+            f"{self.workers} worker(s), transport {self.transport}, loop {self.event_loop}, "
+            f"function-call share {self.function_call_share:g}, mix {self.mix.describe()}"
+        )
+
+
+def smoke_config(**overrides: object) -> BenchConfig:
+    """Tiny sizes for ``tests/bench``: seconds, not minutes; the same code paths."""
+    base = BenchConfig(
+        runs=20,
+        interval_ms=200,
+        duration_s=2.0,
+        workers=2,
+        function_call_share=0.25,
+        mix=SMOKE_MIX,
+        smoke=True,
+        drain=True,
+        ramp_timeout_s=20.0,
+    )
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m runpoller_bench",
+        description="Benchmark runpoller against the floor (bare aiohttp loop) and the naive "
+        "design (one arq job per poll), on the bundled fake OpenAI server.",
+    )
+    p.add_argument("--runs", type=int, help="K: runs in flight (default 2000; smoke 20)")
+    p.add_argument("--interval-ms", type=int, help="poll interval (default 1000; smoke 200)")
+    p.add_argument("--duration-s", type=float, help="measurement window (default 30; smoke 2)")
+    p.add_argument("--workers", type=int, help="worker processes for ours (default 2)")
+    p.add_argument(
+        "--function-call-share",
+        type=float,
+        help="share of runs that ask for one tool call the harness answers (default 0.1)",
+    )
+    p.add_argument("--transport", choices=["aiohttp", "httpx"], help="RUNPOLLER_HTTP_TRANSPORT")
+    p.add_argument(
+        "--event-loop",
+        choices=["auto", "uvloop", "asyncio"],
+        help="RUNPOLLER_EVENT_LOOP for the workers, and the floor's loop (default auto)",
+    )
+    p.add_argument(
+        "--mix",
+        help="run lifetimes as 'share:min-max' seconds, comma-separated "
+        f"(default {DEFAULT_MIX.describe()})",
+    )
+    p.add_argument("--smoke", action="store_true", help="tiny sizes (what the tests run)")
+    p.add_argument("--out", help="JSON output path (default bench/results/<stamp>-....json)")
+    p.add_argument("--redis-url", help="Redis to use (default: REDIS_URL, else 127.0.0.1:6379)")
+    p.add_argument(
+        "--private-redis",
+        action="store_true",
+        help="start a throw-away redis-server for exact Redis figures (no other clients)",
+    )
+    p.add_argument(
+        "--designs",
+        help="comma-separated subset of floor,naive,ours (default: all three)",
+    )
+    p.add_argument("--seed", type=int, help="random seed for the run mix (default 1)")
+    p.add_argument("--log-level", help="RUNPOLLER_LOG_LEVEL for the workers (default INFO)")
+    p.add_argument("--keep-logs", action="store_true", help="keep the processes' log files")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument(
+        "--ramp-timeout-s",
+        type=float,
+        help="longest wait for the workers to take the first K runs (default 120)",
+    )
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        metavar="S",
+        help="before each window, wait up to S seconds until other processes use < 0.15 "
+        "cores (a shared machine); the load seen is reported either way",
+    )
+    p.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="py-spy profiles of ours' workers during the window, into DIR (needs py-spy)",
+    )
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
+    args = build_parser().parse_args(argv)
+    config = smoke_config() if args.smoke else BenchConfig()
+    updates: dict[str, object] = {}
+    for name in ("runs", "interval_ms", "duration_s", "workers", "function_call_share"):
+        value = getattr(args, name)
+        if value is not None:
+            updates[name] = value
+    names = ("transport", "event_loop", "out", "seed", "log_level", "profile", "ramp_timeout_s")
+    for name in names:
+        value = getattr(args, name)
+        if value is not None:
+            updates[name] = value
+    if args.mix:
+        updates["mix"] = parse_mix(args.mix)
+    updates["redis_url"] = (
+        args.redis_url or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    )
+    updates["private_redis"] = args.private_redis
+    if args.wait_quiet is not None:
+        updates["wait_quiet_s"] = args.wait_quiet
+    updates["keep_logs"] = args.keep_logs
+    updates["verbose"] = not args.quiet
+    if args.designs:
+        designs = tuple(d.strip() for d in args.designs.split(",") if d.strip())
+        unknown = [d for d in designs if d not in DESIGNS]
+        if unknown or not designs:
+            raise SystemExit(f"--designs: unknown {unknown}; choose from {', '.join(DESIGNS)}")
+        updates["designs"] = tuple(d for d in DESIGNS if d in designs)
+    config = replace(config, **updates)  # type: ignore[arg-type]
+    check(config)
+    return config
+
+
+def check(config: BenchConfig) -> None:
+    problems = []
+    if config.runs < 1:
+        problems.append("--runs must be at least 1")
+    if config.interval_ms < 100:
+        problems.append("--interval-ms must be at least 100 (the workers' minimum)")
+    if config.duration_s <= 0:
+        problems.append("--duration-s must be positive")
+    if config.workers < 1:
+        problems.append("--workers must be at least 1")
+    if not 0 <= config.function_call_share <= 1:
+        problems.append("--function-call-share must be between 0 and 1")
+    if problems:
+        raise SystemExit("python -m runpoller_bench: " + "; ".join(problems))

@@ -1,0 +1,357 @@
+"""The results document (JSON), the targets of issue 8, and the one table printed at the end."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from runpoller_bench.analysis import ratio
+from runpoller_bench.config import BenchConfig
+from runpoller_bench.procs import git_state
+
+Figures = dict[str, Any]
+
+
+@dataclass
+class Target:
+    name: str
+    target: str
+    value: str
+    status: str  # "pass", "FAIL" or "n/a"
+    at_spec: bool  # measured under the conditions the target names
+    conditions: str
+
+
+def _get(figures: Figures | None, key: str, sub: str | None = None) -> float | None:
+    if figures is None:
+        return None
+    value = figures.get(key)
+    if sub is not None:
+        value = value.get(sub) if isinstance(value, dict) else None
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _status(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("pass" if ok else "FAIL")
+
+
+def evaluate_targets(config: BenchConfig, designs: dict[str, Figures]) -> list[Target]:
+    ours, floor = designs.get("ours"), designs.get("floor")
+    k, interval, n = config.runs, config.interval_ms, config.workers
+    out: list[Target] = []
+
+    cpu_ratio = ratio(_get(ours, "cpu_ms_per_poll"), _get(floor, "cpu_ms_per_poll"))
+    out.append(
+        Target(
+            "CPU per poll",
+            "≤ 3x floor",
+            "n/a" if cpu_ratio is None else f"{cpu_ratio:.2f}x floor",
+            _status(None if cpu_ratio is None else cpu_ratio <= 3),
+            True,
+            "any size, same run",
+        )
+    )
+
+    cmds = _get(ours, "redis_commands_per_poll")
+    out.append(
+        Target(
+            "Redis commands per poll",
+            "≤ 1",
+            _num(cmds, 2),
+            _status(None if cmds is None else cmds <= 1),
+            k >= 2000,
+            "2,000 runs in flight",
+        )
+    )
+
+    rss = _get(ours, "rss_kb_per_run")
+    in_flight = _get(ours, "in_flight_mean")
+    attained = _get(ours, "poll_rate_attained")
+    holds = (
+        None if in_flight is None or attained is None else in_flight >= 0.95 * k and attained >= 0.9
+    )
+    out.append(
+        Target(
+            "RSS per in-flight run",
+            "≤ 10 KB, K held",
+            f"{_num(rss, 1)} KB; {_num(in_flight, 0)} held, {_pct(attained)} of polls",
+            _status(None if rss is None or holds is None else rss <= 10 and holds),
+            n == 1 and k >= 10_000 and interval <= 5000,
+            "10,000 runs at 5 s in one process",
+        )
+    )
+
+    at_latency_spec = k >= 2000 and interval <= 1000
+    for name, key, limit in (
+        ("poll lateness p99", "poll_lateness_ms", 50),
+        ("final status → final event p99", "final_event_ms", 20),
+        ("app reply → submit p99", "reply_to_submit_ms", 50),
+    ):
+        value = _get(ours, key, "p99")
+        out.append(
+            Target(
+                name,
+                f"≤ {limit} ms",
+                f"{_num(value, 1)} ms",
+                _status(None if value is None else value <= limit),
+                at_latency_spec,
+                "2,000 runs at 1 s",
+            )
+        )
+
+    overlaps = _get(ours, "overlapping_polls")
+    out.append(
+        Target(
+            "overlapping polls",
+            "0",
+            _num(overlaps, 0),
+            _status(None if overlaps is None else overlaps == 0),
+            n >= 2,
+            "2 worker processes",
+        )
+    )
+    dev = _get(ours, "split_max_deviation")
+    out.append(
+        Target(
+            "split between workers",
+            "±20%",
+            "n/a" if dev is None else f"±{dev * 100:.1f}%",
+            _status(None if dev is None else dev <= 0.2),
+            n >= 2,
+            "2 worker processes",
+        )
+    )
+    return out
+
+
+def _num(value: float | None, digits: int) -> str:
+    if value is None:
+        return "n/a"
+    if digits == 0:
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    r = ratio(a, b)
+    if r is None:
+        return ""
+    return f"{r:.2f}x" if r < 100 else f"{r:,.0f}x"
+
+
+Row = tuple[str, Callable[[Figures | None], float | None], int, str]
+
+
+def _rows() -> list[Row]:
+    def g(key: str, sub: str | None = None) -> Callable[[Figures | None], float | None]:
+        return lambda f: _get(f, key, sub)
+
+    return [
+        ("runs in flight (mean)", g("in_flight_mean"), 0, ""),
+        ("polls/s", g("polls_per_s"), 0, ""),
+        ("polls attained (% of in-flight ÷ interval)", _attained, 1, ""),
+        ("CPU per poll, ms", g("cpu_ms_per_poll"), 3, "CPU per poll"),
+        ("CPU busy, cores", g("cpu_cores_busy"), 2, ""),
+        (
+            "Redis commands per poll (incl. inside Lua)",
+            g("redis_commands_per_poll"),
+            3,
+            "Redis commands per poll",
+        ),
+        ("Redis client commands per poll", g("redis_client_commands_per_poll"), 3, ""),
+        ("RSS per in-flight run, KB", g("rss_kb_per_run"), 2, "RSS per in-flight run"),
+        ("API requests per finished run", g("api_requests_per_run"), 1, ""),
+        ("poll lateness p50, ms", g("poll_lateness_ms", "p50"), 1, ""),
+        ("poll lateness p99, ms", g("poll_lateness_ms", "p99"), 1, "poll lateness p99"),
+        ("final status → final event p50, ms", g("final_event_ms", "p50"), 1, ""),
+        (
+            "final status → final event p99, ms",
+            g("final_event_ms", "p99"),
+            1,
+            "final status → final event p99",
+        ),
+        ("API's terminal answer → final event p99, ms", g("final_event_from_api_ms", "p99"), 1, ""),
+        ("app reply → submit p50, ms", g("reply_to_submit_ms", "p50"), 1, ""),
+        ("app reply → submit p99, ms", g("reply_to_submit_ms", "p99"), 1, "app reply → submit p99"),
+        ("overlapping polls", g("overlapping_polls"), 0, "overlapping polls"),
+        ("workers presumed dead in the window", _dead_workers, 0, ""),
+        ("heartbeat found lapsed (1 s samples)", g("heartbeats_lapsed_in_window"), 0, ""),
+        ("split between workers, max deviation %", _split, 1, "split between workers"),
+        ("fake server CPU per request, ms", g("fake_server_cpu_ms_per_request"), 3, ""),
+        ("other processes on the machine, cores", g("other_processes_cores"), 2, ""),
+    ]
+
+
+def _dead_workers(f: Figures | None) -> float | None:
+    events = f.get("worker_events_in_window") if f else None
+    return float(events.get("dead_worker", 0)) if isinstance(events, dict) else None
+
+
+def _attained(f: Figures | None) -> float | None:
+    value = _get(f, "poll_rate_attained")
+    return None if value is None else value * 100
+
+
+def _split(f: Figures | None) -> float | None:
+    value = _get(f, "split_max_deviation")
+    return None if value is None else value * 100
+
+
+NO_RATIO = frozenset(
+    {
+        "runs in flight (mean)",
+        "overlapping polls",
+        "workers presumed dead in the window",
+        "heartbeat found lapsed (1 s samples)",
+        "other processes on the machine, cores",
+        "fake server CPU per request, ms",
+    }
+)
+COLUMNS = ("figure", "ours", "floor", "naive", "ours/floor", "ours/naive", "target", "result")
+
+
+def table_rows(results: dict[str, Any]) -> list[list[str]]:
+    designs: dict[str, Figures] = results["designs"]
+    targets = {t["name"]: t for t in results["targets"]}
+    rows: list[list[str]] = []
+    for label, get, digits, target_name in _rows():
+        values = {d: get(designs.get(d)) for d in ("ours", "floor", "naive")}
+        if all(v is None for v in values.values()):
+            continue
+        target = targets.get(target_name) if target_name else None
+        result = ""
+        if target is not None:
+            result = target["status"] + ("" if target["at_spec"] else "*")
+        is_ratio_row = label not in NO_RATIO
+        rows.append(
+            [
+                label,
+                _num(values["ours"], digits),
+                _num(values["floor"], digits),
+                _num(values["naive"], digits),
+                _ratio(values["ours"], values["floor"]) if is_ratio_row else "",
+                _ratio(values["ours"], values["naive"]) if is_ratio_row else "",
+                target["target"] if target else "",
+                result,
+            ]
+        )
+    return rows
+
+
+def render_table(results: dict[str, Any], *, markdown: bool = False) -> str:
+    rows = table_rows(results)
+    if markdown:
+        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += ["| " + " | ".join(cell or " " for cell in row) + " |" for row in rows]
+    else:
+        widths = [max(len(r[i]) for r in [list(COLUMNS), *rows]) for i in range(len(COLUMNS))]
+
+        def line(cells: list[str]) -> str:
+            first = cells[0].ljust(widths[0])
+            rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+            return "  ".join([first, *rest]).rstrip()
+
+        lines = [line(list(COLUMNS)), "  ".join("-" * w for w in widths)]
+        lines += [line(row) for row in rows]
+    off_spec = [t for t in results["targets"] if not t["at_spec"]]
+    if off_spec:
+        lines.append("")
+        lines.append(
+            "* measured off the target's conditions: "
+            + "; ".join(f"{t['name']} is set for {t['conditions']}" for t in off_spec)
+        )
+    return "\n".join(lines)
+
+
+def build_results(
+    config: BenchConfig,
+    designs: dict[str, Figures],
+    *,
+    started: float,
+    finished: float,
+    machine: dict[str, object],
+    notes: list[str],
+    redis_url: str,
+    key_prefix: str,
+    code: dict[str, object] | None = None,
+) -> dict[str, Any]:
+    targets = evaluate_targets(config, designs)
+    results: dict[str, Any] = {
+        "date": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(timespec="seconds"),
+        "elapsed_s": round(finished - started, 1),
+        "machine": machine,
+        "code": code if code is not None else git_state(),
+        "config": {
+            "runs": config.runs,
+            "interval_ms": config.interval_ms,
+            "duration_s": config.duration_s,
+            "workers": config.workers,
+            "function_call_share": config.function_call_share,
+            "transport": config.transport,
+            "event_loop": config.event_loop,
+            "event_loop_used": _loop_used(config.event_loop),
+            "mix": config.mix.describe(),
+            "mean_lifetime_s": config.mix.mean_s,
+            "smoke": config.smoke,
+            "seed": config.seed,
+            "designs": list(config.designs),
+            "redis": _hide_password(redis_url),
+            "key_prefix": key_prefix,
+        },
+        "designs": designs,
+        "targets": [asdict(t) for t in targets],
+        "notes": notes,
+    }
+    results["table"] = render_table(results)
+    results["table_markdown"] = render_table(results, markdown=True)
+    return results
+
+
+def _loop_used(choice: str) -> str:
+    from runpoller.worker.loops import new_event_loop
+
+    loop = new_event_loop(choice)
+    try:
+        return f"{type(loop).__module__}.{type(loop).__name__}"
+    finally:
+        loop.close()
+
+
+def _hide_password(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def default_out(config: BenchConfig, when: float) -> Path:
+    stamp = dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = f"{stamp}-k{config.runs}-i{config.interval_ms}-w{config.workers}-{config.transport}"
+    if config.smoke:
+        name += "-smoke"
+    return Path("bench") / "results" / f"{name}.json"
+
+
+def write_results(results: dict[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, sort_keys=False, default=str) + "\n")
+    return path
+
+
+def summary_line(results: dict[str, Any]) -> str:
+    counts: dict[str, int] = {}
+    for t in results["targets"]:
+        counts[t["status"]] = counts.get(t["status"], 0) + 1
+    parts = [f"{counts.get(s, 0)} {s}" for s in ("pass", "FAIL", "n/a") if counts.get(s)]
+    return "targets: " + ", ".join(parts)

@@ -1,0 +1,1 @@
+"""runpoller_dev"""

@@ -1,0 +1,168 @@
+"""``/_fake/...``: endpoints tests and benchmarks use to script and observe the fake.
+
+Not part of the OpenAI surface: no auth, no fault injection, no OpenAI headers.
+
+- ``POST /_fake/scenarios {name, script}`` registers a named script; ``GET`` lists names.
+- ``POST /_fake/runs {script, assistant_id?, model?, thread_id?, metadata?}`` → RunObject.
+- ``POST /_fake/responses {script, model?, metadata?}`` → background Response.
+- ``POST /_fake/faults`` (a fault, a list, or ``{"faults": [...]}``) sets server-wide faults;
+  ``GET`` shows them with their counters; ``DELETE`` clears them.
+- ``GET /_fake/stats``; ``GET /_fake/runs/{id}/log`` (also ``/_fake/responses/{id}/log``).
+- ``POST /_fake/reset``; ``GET /_fake/health``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from runpoller_fake import objects
+from runpoller_fake.errors import ApiError
+from runpoller_fake.ops import STATE_KEY, read_json, script_for, start_response, start_run
+from runpoller_fake.script import (
+    BUILTIN_SCENARIOS,
+    Fault,
+    ScriptError,
+    describe_validation_error,
+    parse_script,
+)
+from runpoller_fake.state import FakeState
+
+ControlHandler = Callable[[FakeState, web.Request], Awaitable[Any]]
+
+
+def _control(handler: ControlHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def serve(request: web.Request) -> web.Response:
+        try:
+            status, body = 200, await handler(request.app[STATE_KEY], request)
+        except ApiError as exc:
+            status, body = exc.status, exc.body()
+        return web.json_response(body, status=status, dumps=json.dumps)
+
+    return serve
+
+
+async def _register_scenario(state: FakeState, request: web.Request) -> Any:
+    body = await read_json(request)
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip() or name.lstrip().startswith("{"):
+        raise ApiError(
+            400, "'name' must be a non-empty string not starting with '{'.", param="name"
+        )
+    try:
+        script = parse_script(body.get("script"))
+    except ScriptError as exc:
+        raise ApiError(400, f"Invalid fake script in 'script': {exc}", param="script") from None
+    state.scenarios[name.strip()] = script
+    return {"name": name.strip(), "script": script.model_dump(mode="json", exclude_none=True)}
+
+
+async def _list_scenarios(state: FakeState, request: web.Request) -> Any:
+    return {
+        "registered": sorted(state.scenarios),
+        "builtin": {kind: sorted(names) for kind, names in BUILTIN_SCENARIOS.items()},
+    }
+
+
+async def _create_run(state: FakeState, request: web.Request) -> Any:
+    body = await read_json(request, allow_empty=True)
+    script = script_for(state, body.get("script"), "run", param="script")
+    thread_id = body.get("thread_id")
+    if thread_id is None or thread_id not in state.threads:
+        thread_id = state.create_thread(thread_id=thread_id).id
+    run_body = {
+        "assistant_id": body.get("assistant_id") or "asst_fake",
+        "model": body.get("model"),
+        "metadata": body.get("metadata"),
+    }
+    return objects.run_object(start_run(state, run_body, thread_id, script=script))
+
+
+async def _create_response(state: FakeState, request: web.Request) -> Any:
+    body = await read_json(request, allow_empty=True)
+    script = script_for(state, body.get("script"), "response", param="script")
+    response_body = {
+        "model": body.get("model"),
+        "metadata": body.get("metadata"),
+        "input": body.get("input", "Hello"),
+        "background": True,
+    }
+    return objects.response_object(start_response(state, response_body, script))
+
+
+async def _set_faults(state: FakeState, request: web.Request) -> Any:
+    try:
+        raw = json.loads(await request.read() or b"[]")
+    except ValueError:
+        raise ApiError(400, "The request body is not valid JSON.") from None
+    if isinstance(raw, dict):
+        raw = raw.get("faults", [raw])
+    if not isinstance(raw, list):
+        raise ApiError(400, "Send a fault object, a list of them, or {'faults': [...]}.")
+    faults = []
+    for index, item in enumerate(raw):
+        try:
+            faults.append(Fault.model_validate(item))
+        except ValidationError as exc:
+            problem = describe_validation_error(exc)
+            raise ApiError(400, f"faults.{index}: {problem}", param=f"faults.{index}") from None
+    state.set_faults(faults)
+    return await _get_faults(state, request)
+
+
+async def _get_faults(state: FakeState, request: web.Request) -> Any:
+    return {
+        "faults": [
+            {**c.fault.model_dump(mode="json", exclude_none=True), "seen": c.seen, "fired": c.fired}
+            for c in state.faults
+        ]
+    }
+
+
+async def _clear_faults(state: FakeState, request: web.Request) -> Any:
+    state.set_faults([])
+    return {"faults": []}
+
+
+async def _stats(state: FakeState, request: web.Request) -> Any:
+    return state.stats.as_dict()
+
+
+async def _log(state: FakeState, request: web.Request) -> Any:
+    object_id = request.match_info["object_id"]
+    obj = state.lookup(object_id)
+    if obj is None:
+        raise ApiError(404, f"No run or response found with id '{object_id}'.")
+    return obj.log
+
+
+async def _reset(state: FakeState, request: web.Request) -> Any:
+    state.reset()
+    return {"reset": True}
+
+
+async def _health(state: FakeState, request: web.Request) -> Any:
+    return {"status": "ok"}
+
+
+def add_control_routes(app: web.Application) -> None:
+    app.router.add_routes(
+        [
+            web.post("/_fake/scenarios", _control(_register_scenario)),
+            web.get("/_fake/scenarios", _control(_list_scenarios)),
+            web.post("/_fake/runs", _control(_create_run)),
+            web.post("/_fake/responses", _control(_create_response)),
+            web.post("/_fake/faults", _control(_set_faults)),
+            web.get("/_fake/faults", _control(_get_faults)),
+            web.delete("/_fake/faults", _control(_clear_faults)),
+            web.get("/_fake/stats", _control(_stats)),
+            web.get("/_fake/runs/{object_id}/log", _control(_log)),
+            web.get("/_fake/responses/{object_id}/log", _control(_log)),
+            web.post("/_fake/reset", _control(_reset)),
+            web.get("/_fake/health", _control(_health)),
+        ]
+    )
