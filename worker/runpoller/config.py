@@ -4,16 +4,19 @@ Mirrors LibreChat's ``assistants`` endpoint (``ASSISTANTS_API_KEY`` incl. ``user
 ``ASSISTANTS_BASE_URL``, ``ASSISTANTS_MODELS``; ``endpoints.assistants`` in ``librechat.yaml``
 for ``pollIntervalMs``, ``timeoutMs``, ``supportedIds``, ``excludedIds``, ``privateAssistants``).
 runpoller's own settings share the ``RUNPOLLER_`` prefix. Unlike LibreChat, nonsense values are
-refused at start-up with one message naming the setting and where its value came from.
+refused: the rules live on :class:`Settings` (so ``Settings(...)`` built in code is checked too,
+once, with messages in field names), and :func:`load_settings` turns the first problem into one
+:class:`ConfigError` line naming the variable and where its value came from.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
@@ -24,8 +27,10 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -38,6 +43,9 @@ ENV_PREFIX = "RUNPOLLER_"
 LIBRECHAT_CONFIG_ENV = "RUNPOLLER_LIBRECHAT_CONFIG"
 
 MIN_POLL_INTERVAL_MS = 100
+
+SETTING_ERROR = "runpoller_setting"
+"""The pydantic error type of every rule of :class:`Settings` (see :func:`_problem`)."""
 
 
 class ConfigError(Exception):
@@ -77,8 +85,14 @@ CsvList = Annotated[list[str], NoDecode]
 class Settings(BaseSettings):
     """Every setting of a worker, the CLI and the demo."""
 
+    # hide_input_in_errors: a rule's error has the whole input as its input (API key included);
+    # str(ValidationError) must not print it. errors() still carries it.
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True, frozen=True
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+        hide_input_in_errors=True,
     )
 
     # LibreChat-compatible names (no prefix, as LibreChat users know them).
@@ -161,6 +175,16 @@ class Settings(BaseSettings):
     _split = field_validator("assistants_models", "supported_ids", "excluded_ids", mode="before")(
         _split_csv
     )
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Self:
+        # After every field has parsed (type errors come first), in a fixed order; the first
+        # broken rule is the error, as load_settings has always reported one problem.
+        for rule in _RULES:
+            problem = rule(self)
+            if problem is not None:
+                raise problem
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -279,21 +303,31 @@ def load_settings(**overrides: Any) -> tuple[Settings, list[str]]:
         sources[field] = "argument"
     token = _FILE_VALUES.set(file_values)
     try:
-        settings = Settings(**overrides)
+        settings = Settings(**overrides)  # the one place the rules run
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = _field_for_alias(str(err["loc"][0])) if err["loc"] else "?"
-        raise ConfigError(
-            f"{_env_name(field)} ({sources.get(field, 'default')}): {err['msg']} "
-            f"(got {err.get('input')!r})"
-        ) from None
+        raise ConfigError(_config_message(exc.errors()[0], sources)) from None
     finally:
         _FILE_VALUES.reset(token)
-    _check(settings, sources)
+    # Not a rule of the model: nothing is wrong, a value is dropped (LibreChat semantics), and
+    # the caller is told so. Settings(...) built in code keeps both lists, as it always has.
+    # model_copy does not validate again.
     if settings.supported_ids and settings.excluded_ids:
         warnings.append("both supported_ids and excluded_ids are set; excluded_ids is ignored")
         settings = settings.model_copy(update={"excluded_ids": None})
     return settings, warnings
+
+
+def _config_message(err: ErrorDetails, sources: Mapping[str, str]) -> str:
+    """One line for the person who sets the variables: env name, source, problem."""
+    if err["type"] == SETTING_ERROR:
+        ctx = err.get("ctx") or {}
+        template: str = ctx["template"]
+        return template.format(w=_EnvNames(sources), v=ctx["values"])
+    field = _field_for_alias(str(err["loc"][0])) if err["loc"] else "?"
+    return (
+        f"{_env_name(field)} ({sources.get(field, 'default')}): {err['msg']} "
+        f"(got {err.get('input')!r})"
+    )
 
 
 def _field_for_alias(name: str) -> str:
@@ -304,55 +338,162 @@ def _field_for_alias(name: str) -> str:
     return name
 
 
-def _check(s: Settings, sources: Mapping[str, str]) -> None:
-    def where(field: str) -> str:
-        return f"{_env_name(field)} (from {sources.get(field, 'default')})"
+# The rules of Settings. Each message template names a setting as ``{w[field]}`` and a value as
+# ``{v[name]}``: Settings(...) renders the names as field names, load_settings as
+# "ENV_NAME (from <source>)". One template per rule, so both say the same thing.
 
-    if s.poll_interval_ms < MIN_POLL_INTERVAL_MS:
-        raise ConfigError(
-            f"{where('poll_interval_ms')} is {s.poll_interval_ms} ms; it must be at least "
-            f"{MIN_POLL_INTERVAL_MS} ms"
-        )
-    if s.timeout_ms <= s.poll_interval_ms:
-        raise ConfigError(
-            f"{where('timeout_ms')} is {s.timeout_ms} ms; it must be larger than the poll "
-            f"interval {s.poll_interval_ms} ms ({where('poll_interval_ms')})"
-        )
-    if s.max_poll_interval_ms < s.poll_interval_ms:
-        raise ConfigError(
-            f"{where('max_poll_interval_ms')} ({s.max_poll_interval_ms} ms) is below the poll "
-            f"interval ({s.poll_interval_ms} ms)"
-        )
-    if s.max_timeout_ms < s.timeout_ms:
-        raise ConfigError(
-            f"{where('max_timeout_ms')} ({s.max_timeout_ms} ms) is below the timeout "
-            f"({s.timeout_ms} ms)"
-        )
-    if s.dead_worker_after_ms <= 2 * s.heartbeat_interval_ms:
-        raise ConfigError(
-            f"{where('dead_worker_after_ms')} ({s.dead_worker_after_ms} ms) must exceed twice "
-            f"the heartbeat interval ({s.heartbeat_interval_ms} ms)"
-        )
-    if s.loop_stall_limit_ms <= s.heartbeat_interval_ms:
-        raise ConfigError(
-            f"{where('loop_stall_limit_ms')} ({s.loop_stall_limit_ms} ms) must exceed the "
-            f"heartbeat interval ({s.heartbeat_interval_ms} ms, {where('heartbeat_interval_ms')})"
-        )
+_Rule = Callable[[Settings], PydanticCustomError | None]
+_NAMED = re.compile(r"\{w\[(\w+)\]\}")
+
+
+class _FieldNames:
+    def __getitem__(self, field: str) -> str:
+        return field
+
+
+class _EnvNames:
+    def __init__(self, sources: Mapping[str, str]) -> None:
+        self._sources = sources
+
+    def __getitem__(self, field: str) -> str:
+        return f"{_env_name(field)} (from {self._sources.get(field, 'default')})"
+
+
+def _problem(template: str, **values: Any) -> PydanticCustomError:
+    """A broken rule, as a pydantic error of type :data:`SETTING_ERROR`.
+
+    ``ctx`` carries ``field`` (the setting at fault, named first), ``fields`` (every setting
+    the rule involves), ``values`` and the ``template``, so a caller can phrase it in its own
+    names.
+    """
+    named = _NAMED.findall(template)
+    fields = list(dict.fromkeys([*named, *(k for k in values if k in Settings.model_fields)]))
+    return PydanticCustomError(
+        SETTING_ERROR,
+        "{message}",
+        {
+            "message": template.format(w=_FieldNames(), v=values),
+            "field": named[0],
+            "fields": fields,
+            "template": template,
+            "values": values,
+        },
+    )
+
+
+def _poll_interval_minimum(s: Settings) -> PydanticCustomError | None:
+    if s.poll_interval_ms >= MIN_POLL_INTERVAL_MS:
+        return None
+    return _problem(
+        "{w[poll_interval_ms]} is {v[poll_interval_ms]} ms; it must be at least {v[minimum]} ms",
+        poll_interval_ms=s.poll_interval_ms,
+        minimum=MIN_POLL_INTERVAL_MS,
+    )
+
+
+def _timeout_above_interval(s: Settings) -> PydanticCustomError | None:
+    if s.timeout_ms > s.poll_interval_ms:
+        return None
+    return _problem(
+        "{w[timeout_ms]} is {v[timeout_ms]} ms; it must be larger than the poll interval "
+        "{v[poll_interval_ms]} ms ({w[poll_interval_ms]})",
+        timeout_ms=s.timeout_ms,
+        poll_interval_ms=s.poll_interval_ms,
+    )
+
+
+def _max_poll_interval_bound(s: Settings) -> PydanticCustomError | None:
+    if s.max_poll_interval_ms >= s.poll_interval_ms:
+        return None
+    return _problem(
+        "{w[max_poll_interval_ms]} ({v[max_poll_interval_ms]} ms) is below the poll interval "
+        "({v[poll_interval_ms]} ms)",
+        max_poll_interval_ms=s.max_poll_interval_ms,
+        poll_interval_ms=s.poll_interval_ms,
+    )
+
+
+def _max_timeout_bound(s: Settings) -> PydanticCustomError | None:
+    if s.max_timeout_ms >= s.timeout_ms:
+        return None
+    return _problem(
+        "{w[max_timeout_ms]} ({v[max_timeout_ms]} ms) is below the timeout ({v[timeout_ms]} ms)",
+        max_timeout_ms=s.max_timeout_ms,
+        timeout_ms=s.timeout_ms,
+    )
+
+
+def _dead_worker_after_heartbeats(s: Settings) -> PydanticCustomError | None:
+    if s.dead_worker_after_ms > 2 * s.heartbeat_interval_ms:
+        return None
+    return _problem(
+        "{w[dead_worker_after_ms]} ({v[dead_worker_after_ms]} ms) must exceed twice the "
+        "heartbeat interval ({v[heartbeat_interval_ms]} ms)",
+        dead_worker_after_ms=s.dead_worker_after_ms,
+        heartbeat_interval_ms=s.heartbeat_interval_ms,
+    )
+
+
+def _loop_stall_above_heartbeat(s: Settings) -> PydanticCustomError | None:
+    if s.loop_stall_limit_ms > s.heartbeat_interval_ms:
+        return None
+    return _problem(
+        "{w[loop_stall_limit_ms]} ({v[loop_stall_limit_ms]} ms) must exceed the heartbeat "
+        "interval ({v[heartbeat_interval_ms]} ms, {w[heartbeat_interval_ms]})",
+        loop_stall_limit_ms=s.loop_stall_limit_ms,
+        heartbeat_interval_ms=s.heartbeat_interval_ms,
+    )
+
+
+def _counts_at_least_one(s: Settings) -> PydanticCustomError | None:
     for field in ("max_runs_per_worker", "http_concurrency", "event_stream_maxlen"):
-        if getattr(s, field) < 1:
-            raise ConfigError(f"{where(field)} must be at least 1")
-    if not s.assistants_base_url.startswith(("http://", "https://")):
-        raise ConfigError(
-            f"{where('assistants_base_url')}: {s.assistants_base_url!r} is not an http(s) URL"
-        )
-    if s.secret_keys is not None:
-        from runpoller.secrets import SecretError
+        value = getattr(s, field)
+        if value < 1:
+            return _problem(f"{{w[{field}]}} must be at least 1", **{field: value})
+    return None
 
-        try:
-            s.key_ring  # noqa: B018 - parse to validate
-        except SecretError as exc:
-            raise ConfigError(f"{where('secret_keys')}: {exc}") from None
+
+def _http_base_url(s: Settings) -> PydanticCustomError | None:
+    if s.assistants_base_url.startswith(("http://", "https://")):
+        return None
+    return _problem(
+        "{w[assistants_base_url]}: {v[assistants_base_url]!r} is not an http(s) URL",
+        assistants_base_url=s.assistants_base_url,
+    )
+
+
+def _key_ring_parses(s: Settings) -> PydanticCustomError | None:
+    if s.secret_keys is None:
+        return None
+    from runpoller.secrets import SecretError
+
+    try:
+        s.key_ring  # noqa: B018 - parse to validate
+    except SecretError as exc:  # its message never contains key material
+        return _problem("{w[secret_keys]}: {v[problem]}", problem=str(exc))
+    return None
+
+
+def _id_lists_not_empty(s: Settings) -> PydanticCustomError | None:
     for field in ("supported_ids", "excluded_ids"):
         value = getattr(s, field)
         if value is not None and not value:
-            raise ConfigError(f"{where(field)}: an empty list is invalid; leave it unset instead")
+            return _problem(
+                f"{{w[{field}]}}: an empty list is invalid; leave it unset instead",
+                **{field: value},
+            )
+    return None
+
+
+_RULES: tuple[_Rule, ...] = (
+    _poll_interval_minimum,
+    _timeout_above_interval,
+    _max_poll_interval_bound,
+    _max_timeout_bound,
+    _dead_worker_after_heartbeats,
+    _loop_stall_above_heartbeat,
+    _counts_at_least_one,
+    _http_base_url,
+    _key_ring_parses,
+    _id_lists_not_empty,
+)
