@@ -1,1 +1,1 @@
-"""redis"""
+"""The Redis room: every Redis command the worker sends, and its Lua scripts (scripts/)."""

@@ -1,9 +1,10 @@
 """Redis I/O for runs: durable run records, ownership, event streams, results, liveness.
 
-Each operation that must be atomic is one Lua script, so it costs one round trip and one
-command. Ownership is fenced: every write checks that the run's ``owner`` is still this
-worker, so a worker that was presumed dead (and whose runs were handed to others) can never
-publish for a run it lost.
+Each operation that must be atomic is one Lua script (``runpoller/redis/scripts/*.lua``,
+their KEYS and ARGV in each file's header), so it costs one round trip and one command.
+Ownership is fenced: every write checks that the run's ``owner`` is still this worker, so a
+worker that was presumed dead (and whose runs were handed to others) can never publish for a
+run it lost.
 
 Keys (prefix ``runpoller`` by default; see ``runpoller.protocol.Keys`` and docs/protocol.md):
 
@@ -12,119 +13,31 @@ Keys (prefix ``runpoller`` by default; see ``runpoller.protocol.Keys`` and docs/
 - ``events:<id>`` stream of events (fields ``type`` and ``data``), capped and expiring.
 - ``result:<id>`` the final event JSON, expiring.
 - ``worker:<wid>`` heartbeat (PX TTL); ``workers`` zset of worker ids by last beat;
-  ``owned:<wid>`` set of run ids a worker holds; ``orphans`` set of run ids to re-enqueue.
+  ``owned:<wid>`` set of run ids a worker holds; ``orphans`` set of run ids to re-enqueue;
+  ``orphans:lock`` the token of the one worker re-enqueueing them (PX TTL).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from redis.asyncio import Redis
 
 from runpoller.protocol import DeadLetter, Keys
+from runpoller.redis import scripts
 from runpoller.secrets import scrub
 
-_CLAIM = """
--- KEYS: run, owned(me), events
--- ARGV: me, heartbeat prefix, job json, state json, ttl s, run id, accepted data, maxlen
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if redis.call('HEXISTS', KEYS[1], 'final') == 1 then return {'done'} end
-  local owner = redis.call('HGET', KEYS[1], 'owner')
-  if owner and owner ~= '' and owner ~= ARGV[1]
-     and redis.call('EXISTS', ARGV[2] .. owner) == 1 then
-    return {'owned', owner}
-  end
-  redis.call('HSET', KEYS[1], 'owner', ARGV[1])
-  redis.call('SADD', KEYS[2], ARGV[6])
-  return {'resumed', redis.call('HGET', KEYS[1], 'job'), redis.call('HGET', KEYS[1], 'state')}
-end
-redis.call('HSET', KEYS[1], 'job', ARGV[3], 'state', ARGV[4], 'owner', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('SADD', KEYS[2], ARGV[6])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[8], '*', 'type', 'accepted', 'data', ARGV[7])
-redis.call('EXPIRE', KEYS[3], ARGV[5])
-return {'new'}
-"""
+# Read by liveness.py's heartbeat thread too: both beats run this very text.
+_HEARTBEAT = scripts.source("heartbeat")
 
-_PUBLISH = """
--- KEYS: run, events ; ARGV: me, state json, maxlen, then pairs of (type, data)
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[2])
-for i = 4, #ARGV, 2 do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', ARGV[i], 'data', ARGV[i + 1])
-end
-return 1
-"""
-
-_FINALIZE = """
--- KEYS: run, events, result, owned(me), outcomes(this minute)
--- ARGV: me, state json, maxlen, final data, ttl, run id, final status, then pairs of
---       (type, data): events held back while the results were fetched, written first
-if redis.call('HEXISTS', KEYS[1], 'final') == 1 then return 0 end
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return -1 end
--- 1 means this field was just created (and the hash with it, if it is the first): set the
--- TTL then, not on every run.
-if redis.call('HINCRBY', KEYS[5], ARGV[7], 1) == 1 then
-  redis.call('EXPIRE', KEYS[5], 7200)
-end
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'final', '1', 'owner', '')
-redis.call('HDEL', KEYS[1], 'job')
-for i = 8, #ARGV, 2 do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', ARGV[i], 'data', ARGV[i + 1])
-end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'final', 'data', ARGV[4])
-redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-redis.call('SREM', KEYS[4], ARGV[6])
-return 1
-"""
-
-_REJECT = """
--- A job that names a run but is invalid: record a final error unless the run exists.
--- KEYS: run, events, result ; ARGV: maxlen, final data, ttl
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'final', '1', 'owner', '')
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'type', 'final', 'data', ARGV[2])
-redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-return 1
-"""
-
-_HEARTBEAT = """
--- KEYS: heartbeat, workers ; ARGV: me, now ms, ttl ms, value
-local alive = redis.call('EXISTS', KEYS[1])
-redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-return alive
-"""
-
-_RELEASE = """
--- Hand a worker's runs to the orphan set. Refuses (-1) while its heartbeat lives, unless forced.
--- KEYS: workers, orphans ; ARGV: wid, heartbeat key, owned key, run key prefix, force
-if ARGV[5] ~= '1' and redis.call('EXISTS', ARGV[2]) == 1 then return -1 end
--- Already released by another worker's housekeeping: nothing to do, nothing to report.
-if ARGV[5] ~= '1' and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return -1 end
-local ids = redis.call('SMEMBERS', ARGV[3])
-local n = 0
-for _, id in ipairs(ids) do
-  local key = ARGV[4] .. id
-  if redis.call('HGET', key, 'owner') == ARGV[1] then
-    redis.call('HSET', key, 'owner', '')
-    redis.call('SADD', KEYS[2], id)
-    n = n + 1
-  end
-end
-redis.call('DEL', ARGV[3])
-redis.call('ZREM', KEYS[1], ARGV[1])
-if ARGV[5] == '1' then redis.call('DEL', ARGV[2]) end
-return n
-"""
+ORPHAN_LOCK_TTL_MS = 10_000
+"""How long the orphan re-enqueue lock lives if its holder never releases it."""
 
 
 def heartbeat_args(worker_id: str, ttl_ms: int, in_flight: int) -> list[Any]:
@@ -148,6 +61,11 @@ def _s(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _str(value: Any) -> str:
+    """A stream name or entry id as str, whether or not the client decodes responses."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class RunStore:
     """All of a worker's Redis operations on runs."""
 
@@ -165,12 +83,13 @@ class RunStore:
         self.worker_id = worker_id
         self.maxlen = maxlen
         self.ttl_s = ttl_s
-        self._claim = redis.register_script(_CLAIM)
-        self._publish = redis.register_script(_PUBLISH)
-        self._finalize = redis.register_script(_FINALIZE)
-        self._reject = redis.register_script(_REJECT)
-        self._heartbeat = redis.register_script(_HEARTBEAT)
-        self._release = redis.register_script(_RELEASE)
+        self._claim = scripts.register(redis, "claim")
+        self._publish = scripts.register(redis, "publish")
+        self._finalize = scripts.register(redis, "finalize")
+        self._reject = scripts.register(redis, "reject")
+        self._heartbeat = scripts.register(redis, "heartbeat")
+        self._release = scripts.register(redis, "release")
+        self._unlock = scripts.register(redis, "unlock")
 
     async def claim(self, run_id: str, job_json: str, state_json: str, accepted: str) -> Claim:
         """Create the run record (first enqueue) or take over an unowned one."""
@@ -272,14 +191,13 @@ class RunStore:
     async def release(self, worker_id: str, *, force: bool = False) -> int:
         """Move a dead (or, forced, a stopping) worker's runs to the orphan set."""
         result = await self._release(
-            keys=[self.keys.workers, self.keys.orphans],
-            args=[
-                worker_id,
+            keys=[
+                self.keys.workers,
+                self.keys.orphans,
                 self.keys.heartbeat(worker_id),
                 self.keys.owned(worker_id),
-                self.keys.run(""),
-                "1" if force else "0",
             ],
+            args=[worker_id, self.keys.run(""), "1" if force else "0"],
         )
         return int(result)
 
@@ -324,3 +242,74 @@ class RunStore:
             for run_id in run_ids:
                 pipe.hget(self.keys.run(run_id), "owner")
             return [_s(x) for x in await pipe.execute()]
+
+    @contextlib.asynccontextmanager
+    async def orphan_lock(self, ttl_ms: int = ORPHAN_LOCK_TTL_MS) -> AsyncIterator[bool]:
+        """Hold the orphan re-enqueue lock (one worker at a time); yields whether it is held.
+
+        Fenced: the lock's value is a token of this holding, and it is released by a
+        compare-and-delete script, so a holder that outlived ``ttl_ms`` cannot delete the lock
+        another worker has taken since. Not held: yields False and releases nothing.
+        """
+        key = self.orphan_lock_key
+        token = f"{self.worker_id}:{secrets.token_hex(8)}"
+        held = bool(await self.redis.set(key, token, nx=True, px=ttl_ms))
+        try:
+            yield held
+        finally:
+            if held:
+                await self._unlock(keys=[key], args=[token])
+
+    @property
+    def orphan_lock_key(self) -> str:
+        """The key of :meth:`orphan_lock` (a string holding the holder's token)."""
+        return f"{self.keys.orphans}:lock"
+
+    async def run_exists(self, run_id: str) -> bool:
+        """Whether the run has a record (a resume job for an expired one is dead-lettered)."""
+        return bool(await self.redis.exists(self.keys.run(run_id)))
+
+    async def queue_sample(self, queue_name: str, now_ms: float) -> tuple[int, int, float]:
+        """Ready and deferred job counts of an arq queue, and the oldest ready job's age in s.
+
+        One pipelined round trip, for the queue-depth metrics; the age is 0.0 when no job is
+        due.
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcount(queue_name, "-inf", now_ms)
+            pipe.zcount(queue_name, f"({now_ms}", "+inf")
+            pipe.zrange(queue_name, 0, 0, withscores=True)
+            ready, deferred, head = await pipe.execute()
+        age = (now_ms - head[0][1]) / 1000 if head and head[0][1] <= now_ms else 0.0
+        return int(ready), int(deferred), float(age)
+
+    async def replies_since(
+        self, entry_id_min: str, count: int = 10_000
+    ) -> list[tuple[str, dict[Any, Any]]]:
+        """Entries of the replies stream from ``entry_id_min`` on, to replay after a takeover.
+
+        Fields are as the client returns them (bytes unless it decodes); ids are str.
+        """
+        entries = await self.redis.xrange(self.keys.replies, min=entry_id_min, max="+", count=count)
+        return [(_str(entry_id), fields) for entry_id, fields in entries]
+
+    async def read_inbox(
+        self, cursors: Mapping[str, str], block_ms: int = 1000, count: int = 500
+    ) -> list[tuple[str, list[tuple[str, dict[Any, Any]]]]]:
+        """Wait up to ``block_ms`` for entries after the ``cursors`` (stream -> last id seen).
+
+        The worker's inbox is the replies and the control stream (``keys.replies``,
+        ``keys.control``; ``$`` for "only new ones"). Returns (stream, entries) per stream
+        with news, names and ids as str, fields as the client returns them; [] when none came.
+        The caller advances its cursors.
+        """
+        streams: dict[Any, Any] = dict(cursors)  # a copy: the caller's cursors stay its own
+        reply = await self.redis.xread(streams, block=block_ms, count=count)
+        return [
+            (_str(stream), [(_str(entry_id), fields) for entry_id, fields in entries])
+            for stream, entries in reply or []
+        ]
+
+    async def ping(self) -> bool:
+        """Whether Redis answers (a readiness probe); raises as the client does when it does not."""
+        return bool(await self.redis.ping())

@@ -38,55 +38,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from runpoller.protocol import FN_DEAD_LETTER
 from runpoller.protocol.serde import deserialize_job
+from runpoller.redis import scripts
 
 log = structlog.get_logger("runpoller.intake")
-
-_TAKE = """
--- Take the due jobs among ARGV[4..] (job ids) the way arq's start_jobs takes one.
--- KEYS: queue ; ARGV: now ms, in-progress ttl ms, in-progress prefix, then job ids
-local now = tonumber(ARGV[1])
-local out = {}
-for i = 4, #ARGV do
-  local id = ARGV[i]
-  local score = redis.call('ZSCORE', KEYS[1], id)
-  if score and tonumber(score) <= now
-     and redis.call('SET', ARGV[3] .. id, '1', 'NX', 'PX', ARGV[2]) then
-    -- Hidden from every reader of due jobs until the lease ends (a visibility timeout):
-    -- other workers do not try it again on every poll while this batch runs.
-    redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), id)
-    out[#out + 1] = id
-  end
-end
-return out
-"""
-
-_SETTLE = """
--- KEYS: queue ; ARGV: in-progress prefix, job prefix, retry prefix, number of finished ids,
---   finished ids, then (id, new score) pairs of deferred jobs
-local n = tonumber(ARGV[4])
-local dels, done, deferred = {}, {}, {}
-for i = 5, 4 + n do
-  local id = ARGV[i]
-  done[#done + 1] = id
-  dels[#dels + 1] = ARGV[1] .. id
-  dels[#dels + 1] = ARGV[2] .. id
-  dels[#dels + 1] = ARGV[3] .. id
-end
-for i = 5 + n, #ARGV, 2 do
-  local id = ARGV[i]
-  deferred[#deferred + 1] = ARGV[i + 1]
-  deferred[#deferred + 1] = id
-  dels[#dels + 1] = ARGV[1] .. id
-end
-if #done > 0 then redis.call('ZREM', KEYS[1], unpack(done)) end
-if #deferred > 0 then redis.call('ZADD', KEYS[1], 'XX', unpack(deferred)) end
-if #dels > 0 then redis.call('DEL', unpack(dels)) end
-return #done
-"""
 
 # A handler gets the job's positional and keyword arguments, its enqueue time (epoch s) and
 # its try number, as arq's function would.
 Handler = Callable[[Sequence[Any], Mapping[str, Any], float, int], Awaitable[Any]]
+
+# The arq keys of a finished job, deleted when it is settled.
+_FINISHED_KEY_PREFIXES = (in_progress_key_prefix, job_key_prefix, retry_key_prefix)
 
 _LEAVE_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, TimeoutError)
 
@@ -125,8 +86,8 @@ class BatchIntake:
         self.concurrency = concurrency
         self._background: set[asyncio.Future[Any]] = set()
         self.clock = clock
-        self._take = redis.register_script(_TAKE)
-        self._settle = redis.register_script(_SETTLE)
+        self._take = scripts.register(redis, "intake_take")
+        self._settle = scripts.register(redis, "intake_settle")
 
     async def take(self, job_ids: Sequence[bytes | str]) -> list[str]:
         """Claim the due jobs among ``job_ids``: the ids of those taken."""
@@ -135,7 +96,8 @@ class BatchIntake:
             return []
         now_ms = int(self.clock() * 1000)
         reply = await self._take(
-            keys=[self.queue_name], args=[now_ms, self.lease_ms, in_progress_key_prefix, *ids]
+            keys=[self.queue_name, *(in_progress_key_prefix + job_id for job_id in ids)],
+            args=[now_ms, self.lease_ms, *ids],
         )
         return [r.decode() if isinstance(r, bytes) else str(r) for r in reply]
 
@@ -143,11 +105,14 @@ class BatchIntake:
         """Delete finished jobs; put deferred ones back in the queue at their new score."""
         if not done and not deferred:
             return
-        args: list[Any] = [in_progress_key_prefix, job_key_prefix, retry_key_prefix, len(done)]
-        args.extend(done)
+        keys = [self.queue_name]
+        for job_id in done:
+            keys.extend(prefix + job_id for prefix in _FINISHED_KEY_PREFIXES)
+        keys.extend(in_progress_key_prefix + job_id for job_id, _ in deferred)
+        args: list[Any] = [len(done), *done]
         for job_id, score in deferred:
             args.extend((job_id, score))
-        await self._settle(keys=[self.queue_name], args=args)
+        await self._settle(keys=keys, args=args)
 
     async def run(self, job_ids: Sequence[bytes | str]) -> BatchResult:
         """Take what is due among ``job_ids``, run each job's handler, settle the batch."""

@@ -36,12 +36,14 @@ from redis.retry import Retry
 
 from runpoller.config import Settings
 from runpoller.protocol import Keys
+from runpoller.redis import scripts
 
 # One script and one argument list for both beats (the loop-side RunStore.heartbeat and this
 # thread): the same key, value and TTL.
-from runpoller.redis.store import _HEARTBEAT as HEARTBEAT_SCRIPT
 from runpoller.redis.store import heartbeat_args
 from runpoller.secrets import scrub
+
+HEARTBEAT_SCRIPT = scripts.source("heartbeat")
 
 log = structlog.get_logger("runpoller.liveness")
 

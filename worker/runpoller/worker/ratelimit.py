@@ -27,16 +27,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from runpoller.protocol import Keys
-
-_TAKE = """
--- KEYS: window counter ; ARGV: limit, batch, ttl s
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-local grant = math.min(tonumber(ARGV[2]), tonumber(ARGV[1]) - used)
-if grant <= 0 then return 0 end
-redis.call('INCRBY', KEYS[1], grant)
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return grant
-"""
+from runpoller.redis import scripts
 
 
 @functools.lru_cache(maxsize=4096)
@@ -81,7 +72,7 @@ class RateLimiter:
         self.clock = clock
         self.batch = max(1, min(10, requests // 20))
         self._buckets: dict[str, _Bucket] = {}
-        self._take = redis.register_script(_TAKE)
+        self._take = scripts.register(redis, "ratelimit_take")
 
     def _bucket(self, kid: str) -> _Bucket:
         bucket = self._buckets.get(kid)

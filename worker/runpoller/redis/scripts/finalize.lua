@@ -1,0 +1,39 @@
+-- finalize: write a run's final event and result exactly once, while this worker owns it.
+--
+-- KEYS[1]  run hash <prefix>:run:<id>
+-- KEYS[2]  the run's events stream <prefix>:events:<id>
+-- KEYS[3]  the run's result string <prefix>:result:<id>
+-- KEYS[4]  this worker's owned set <prefix>:owned:<me>
+-- KEYS[5]  this minute's outcome counts <prefix>:outcomes:<epoch minute> (hash status -> n)
+-- ARGV[1]  me: this worker's id (must be the run's owner)
+-- ARGV[2]  engine state JSON
+-- ARGV[3]  approximate MAXLEN of the events stream
+-- ARGV[4]  final event data (also the result's value)
+-- ARGV[5]  TTL in s of the result, the run hash and the events stream from now on
+-- ARGV[6]  run id (the member removed from the owned set)
+-- ARGV[7]  final status (the field counted in KEYS[5])
+-- ARGV[8..] pairs of (event type, event data): events held back while the results were
+--          fetched, written before the final event
+--
+-- Returns:
+--   1  written (final event, result, outcome count; owner cleared, job dropped)
+--   0  the run was already final: nothing written
+--  -1  this worker does not own the run: nothing written
+if redis.call('HEXISTS', KEYS[1], 'final') == 1 then return 0 end
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return -1 end
+-- 1 means this field was just created (and the hash with it, if it is the first): set the
+-- TTL then, not on every run.
+if redis.call('HINCRBY', KEYS[5], ARGV[7], 1) == 1 then
+  redis.call('EXPIRE', KEYS[5], 7200)
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'final', '1', 'owner', '')
+redis.call('HDEL', KEYS[1], 'job')
+for i = 8, #ARGV, 2 do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', ARGV[i], 'data', ARGV[i + 1])
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'final', 'data', ARGV[4])
+redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('SREM', KEYS[4], ARGV[6])
+return 1

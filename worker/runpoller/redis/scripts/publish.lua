@@ -1,0 +1,18 @@
+-- publish: persist a run's state and append its events, only while this worker owns it.
+--
+-- KEYS[1]  run hash <prefix>:run:<id>
+-- KEYS[2]  the run's events stream <prefix>:events:<id>
+-- ARGV[1]  me: this worker's id (must be the run's owner)
+-- ARGV[2]  engine state JSON
+-- ARGV[3]  approximate MAXLEN of the events stream
+-- ARGV[4..] pairs of (event type, event data), appended in order
+--
+-- Returns:
+--   1  written
+--   0  this worker does not own the run (any more): nothing written
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2])
+for i = 4, #ARGV, 2 do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', ARGV[i], 'data', ARGV[i + 1])
+end
+return 1
