@@ -15,7 +15,8 @@ from redis.asyncio import Redis
 from runpoller.client import RunpollerClient
 from runpoller.config import Settings, load_settings
 from runpoller.secrets import new_key
-from runpoller.worker.app import WorkerApp, build_worker
+from runpoller.worker.app import WorkerApp
+from runpoller.worker.arqworker import build_worker
 from runpoller_fake import FakeServer, FakeState, start_fake_server
 from tests.conftest import test_redis_url
 

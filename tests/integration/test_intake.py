@@ -341,7 +341,7 @@ async def test_an_error_reply_from_redis_does_not_end_the_workers_poll_loop(
     from arq.worker import Worker
     from redis.exceptions import ResponseError
 
-    from runpoller.worker.app import build_worker
+    from runpoller.worker.arqworker import build_worker
 
     async def failing(self: Worker) -> None:
         raise ResponseError("READONLY You can't write against a read only replica.")
@@ -372,6 +372,6 @@ async def test_a_resume_job_for_a_run_still_driven_here_takes_its_ownership_back
         await asyncio.sleep(0.02)
     await redis.hset(run_key, "owner", "")  # what the other worker's release did
     await redis.srem(app.keys.owned(app.worker_id), rid)
-    assert await app.resume(rid) == "already_here"
+    assert await app.admission.resume(rid) == "already_here"
     assert (await redis.hget(run_key, "owner")) == app.worker_id.encode()
     assert await redis.sismember(app.keys.owned(app.worker_id), rid)

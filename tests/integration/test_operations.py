@@ -61,6 +61,6 @@ async def test_metrics_count_known_runs_and_probes_answer(
 
 async def test_readyz_fails_when_shutting_down(start_worker: StartWorker) -> None:
     handle = await start_worker()
-    handle.app.stopping = True
-    ok, reason = await handle.app.readyz()
+    handle.app.probes.stopping = True
+    ok, reason = await handle.app.probes.readyz()
     assert not ok and reason == "shutting down"

@@ -183,13 +183,13 @@ async def test_health_exit_codes_follow_the_probes(
     code, out, _ = await run_cli(["health", "--url", base, "--ready"], capsys)
     assert code == 0 and out == "ok (readyz): 0/10000 runs\n"
 
-    app.stopping = True
+    app.probes.stopping = True
     code, out, _ = await run_cli(["health", "--url", base, "--ready"], capsys)
     assert (code, out) == (1, "not ok (readyz): shutting down\n")
 
     # Housekeeping has stopped: liveness fails, with the reason.
-    app._tasks[0].cancel()
-    app.last_housekeeping = time.time() - 60
+    app.tasks.get("housekeeping").cancel()  # type: ignore[union-attr]
+    app.housekeeping.last_run = time.time() - 60
     code, out, _ = await run_cli(["health", "--url", base], capsys)
     assert code == 1 and out.startswith("not ok (healthz): ") and "housekeeping" in out
 

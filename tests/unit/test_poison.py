@@ -65,12 +65,12 @@ class World:
         body = deserialize_job(raw)
         function, args = body["f"], body["a"]
         if function == FN_DEAD_LETTER:
-            return await self.app.dead_letter(*args)
+            return await self.app.admission.dead_letter(*args)
         if function == FN_RESUME:
-            return await self.app.resume(args[0] if args else None)  # type: ignore[arg-type]
+            return await self.app.admission.resume(args[0] if args else None)  # type: ignore[arg-type]
         assert function == FN_RUN
         job = args[0] if args else None
-        return await self.app.intake(job, body["et"] / 1000)
+        return await self.app.admission.intake(job, body["et"] / 1000)
 
     async def count_dead_letters(self) -> int:
         return int(await self.redis.xlen(f"{PREFIX}:dead-letters"))

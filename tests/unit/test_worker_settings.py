@@ -1,4 +1,4 @@
-"""`arq runpoller.main.WorkerSettings` loads the same worker `runpoller worker` runs."""
+"""The arq options `runpoller worker` runs with; `arq runpoller.main.WorkerSettings` refuses."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ from runpoller.protocol import FN_DEAD_LETTER, FN_RESUME, FN_RUN
 from runpoller.protocol.serde import deserialize_job, serialize_job
 
 
-def test_worker_settings_is_an_arq_settings_class() -> None:
-    from runpoller.main import WorkerSettings
+def test_the_worker_runs_our_functions_with_json_and_short_leases() -> None:
+    from types import SimpleNamespace
 
+    from runpoller.config import load_settings
+    from runpoller.worker.arqworker import arq_options
+
+    settings, _ = load_settings(assistants_api_key="sk-test")
+    WorkerSettings = SimpleNamespace(**arq_options(settings))
     names = {f.name for f in WorkerSettings.functions}
     assert names == {FN_RUN, FN_RESUME, FN_DEAD_LETTER}
     assert WorkerSettings.job_serializer is serialize_job
@@ -26,12 +31,22 @@ def test_worker_settings_is_an_arq_settings_class() -> None:
 def test_bad_config_exits_with_one_line_not_a_traceback() -> None:
     env = {**os.environ, "RUNPOLLER_TIMEOUT_MS": "50", "RUNPOLLER_POLL_INTERVAL_MS": "100"}
     done = subprocess.run(
-        [sys.executable, "-c", "import runpoller.main"],
+        [sys.executable, "-m", "runpoller", "worker"],
         env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.startswith("runpoller: configuration error: RUNPOLLER_TIMEOUT_MS")
     assert "Traceback" not in done.stderr
+
+
+def test_arq_cli_entry_point_refuses_with_one_line_pointing_at_runpoller_worker() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "import runpoller.main"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith("runpoller: start workers with `runpoller worker`")
+    assert len(done.stderr.strip().splitlines()) == 1
 
 
 def test_the_event_loop_is_uvloop_unless_asyncio_is_chosen() -> None:

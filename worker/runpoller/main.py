@@ -1,32 +1,19 @@
-"""``arq runpoller.main.WorkerSettings`` starts the same worker as ``runpoller worker``.
+"""Not an arq settings module: ``arq runpoller.main.WorkerSettings`` says so and exits.
 
-Settings are read from the environment when this module is imported; a configuration error
-prints one line and exits with status 2.
+arq's CLI always builds arq's own ``Worker`` class from a settings class (it has no hook to
+choose another), and that worker lacks what runpoller's needs: batch intake and surviving a
+Redis outage (runpoller/worker/arqworker.py). Rather than start a lesser worker under the same
+name, this module refuses with one line pointing at ``runpoller worker``.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Any
 
-from runpoller.config import ConfigError, Settings, load_settings
-from runpoller.worker.app import worker_options
-
-
-def _load() -> Settings:
-    try:
-        settings, warnings = load_settings()
-    except ConfigError as exc:
-        print(f"runpoller: configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    for warning in warnings:
-        print(f"runpoller: warning: {warning}", file=sys.stderr)
-    return settings
-
-
-# arq reads the class __dict__, so plain attributes (not methods) are what it needs.
-WorkerSettings: type[Any] = type(
-    "WorkerSettings",
-    (),
-    {"__doc__": "arq settings for a runpoller worker.", **worker_options(_load())},
+print(
+    "runpoller: start workers with `runpoller worker` (or `python -m runpoller worker`): "
+    "arq's CLI would run arq's plain Worker, without runpoller's batch intake and outage "
+    "survival",
+    file=sys.stderr,
 )
+raise SystemExit(2)

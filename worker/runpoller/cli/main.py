@@ -39,7 +39,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     from runpoller.logs import configure_logging
-    from runpoller.worker.app import build_worker
+    from runpoller.worker.arqworker import build_worker
     from runpoller.worker.loops import new_event_loop
 
     settings = _settings()
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="validate and print the effective configuration")
     p.set_defaults(func=_cmd_config)
 
-    p = sub.add_parser("worker", help="start a worker (same as: arq runpoller.main.WorkerSettings)")
+    p = sub.add_parser("worker", help="start a worker")
     p.set_defaults(func=_cmd_worker)
 
     p = sub.add_parser("fake-openai", help="serve the bundled fake OpenAI API")

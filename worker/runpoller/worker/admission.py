@@ -1,0 +1,269 @@
+"""Admission: arq's jobs become runs driven here, or a precise refusal.
+
+``runpoller.run`` jobs are validated, their API key resolved and their bounds checked, the
+run record is claimed in Redis (create, take over if unowned, or leave it to its live owner)
+and the run handed to the driver. ``runpoller.resume`` jobs take over runs released by dead
+or stopping workers. Nothing here raises for bad input: a job that names a run gets a final
+error event under that run's key, anything else becomes a dead letter.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from runpoller import engine
+from runpoller.config import Settings
+from runpoller.protocol import (
+    FN_DEAD_LETTER,
+    FN_RESUME,
+    FN_RUN,
+    RUN_ID_PATTERN,
+    ErrorInfo,
+    FinalEvent,
+)
+from runpoller.redis.store import RunStore
+from runpoller.secrets import SecretError, decrypt, is_encrypted
+from runpoller.worker.capacity import Capacity
+from runpoller.worker.driver import (
+    AnyJob,
+    Runner,
+    accepted_event,
+    describe_validation_error,
+    parse_job,
+)
+from runpoller.worker.intake import Handler
+from runpoller.worker.metrics import Metrics
+
+log = structlog.get_logger("runpoller.worker")
+
+_RUN_ID_CHARS = re.compile(RUN_ID_PATTERN)
+
+
+class RunRefused(Exception):
+    """A job that is well-formed but cannot be run (missing key, bounds exceeded)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Admission:
+    def __init__(
+        self,
+        settings: Settings,
+        store: RunStore,
+        runner: Runner,
+        capacity: Capacity,
+        metrics: Metrics,
+        replay: Callable[[str, engine.RunState], Awaitable[None]],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.runner = runner
+        self.capacity = capacity
+        self.metrics = metrics
+        self.replay = replay
+        self._key_ring = settings.key_ring
+
+    async def intake(self, raw: Any, enqueue_time: float, job_try: int = 1) -> str:
+        """Validate a job, claim its run and start driving it. Never raises for bad input."""
+        try:
+            job = parse_job(raw)
+        except ValidationError as exc:
+            return await self._refuse_raw(raw, "invalid_job", describe_validation_error(exc))
+        run_id = job.run_key
+        try:
+            api_key, timeout_s, interval_s = self._job_parameters(job)
+        except RunRefused as exc:
+            return await self._refuse(run_id, job.kind, exc.code, str(exc))
+        self.capacity.check()
+        state = engine.new_state(
+            job.object_id, now=enqueue_time, timeout_s=timeout_s, interval_s=interval_s
+        )
+        stored = job.model_dump(mode="python", exclude_none=True)
+        if job.api_key is not None:
+            stored["api_key"] = job.api_key.get_secret_value()
+        with self.capacity.reservation():
+            claim = await self.store.claim(
+                run_id,
+                json.dumps(stored),
+                state.to_json(),
+                accepted_event(run_id, job, state, time.time),
+            )
+            if claim.outcome in ("owned", "done"):
+                log.info("run.duplicate", run_id=run_id, outcome=claim.outcome, owner=claim.owner)
+                return claim.outcome
+            if claim.outcome == "resumed" and claim.state_json:
+                state = engine.RunState.from_json(claim.state_json)
+            if not self.runner.adopt(run_id, job, state, api_key):
+                return "already_here"
+        self.metrics.runs_accepted.labels(job.kind, claim.outcome).inc()
+        await self.replay(run_id, state)
+        log.info("run.accepted", run_id=run_id, outcome=claim.outcome, job_try=job_try)
+        return claim.outcome
+
+    async def resume(self, run_id: str, job_try: int = 1) -> str:
+        """Take over a run released by a dead or stopping worker."""
+        if not isinstance(run_id, str) or not _RUN_ID_CHARS.fullmatch(run_id):
+            await self.store.dead_letter("resume job with an invalid run id", repr(run_id))
+            return "invalid"
+        # Claim even a run this worker still drives: after our lease lapsed, another worker
+        # may have released it (owner '') and queued this job; returning without claiming
+        # would leave it with no owner at all.
+        if run_id not in self.runner.runs:
+            self.capacity.check()
+        with self.capacity.reservation():
+            if not await self.store.run_exists(run_id):
+                # The record expired (or never existed) before anyone resumed it.
+                await self.store.dead_letter("resume of a run that has no record", run_id)
+                self.metrics.dead_letters.inc()
+                return "expired"
+            claim = await self.store.claim(run_id, "", "", "")
+            if claim.outcome != "resumed" or not claim.job_json or not claim.state_json:
+                return claim.outcome
+            if run_id in self.runner.runs:
+                return "already_here"  # driven here, and owned by us again
+            job = parse_job(json.loads(claim.job_json))
+            state = engine.RunState.from_json(claim.state_json)
+            try:
+                api_key, _, _ = self._job_parameters(job)
+            except RunRefused as exc:
+                return await self._refuse(run_id, job.kind, exc.code, str(exc))
+            if not self.runner.adopt(run_id, job, state, api_key):
+                return "already_here"
+        self.metrics.runs_accepted.labels(job.kind, "resumed").inc()
+        self.metrics.runs_recovered.inc()
+        await self.replay(run_id, state)
+        log.info("run.resumed", run_id=run_id, phase=state.phase.value, job_try=job_try)
+        return "resumed"
+
+    async def dead_letter(self, raw: str, reason: str) -> str:
+        await self.store.dead_letter(reason, raw)
+        self.metrics.dead_letters.inc()
+        log.warning("job.dead_letter", reason=reason)
+        return "dead_letter"
+
+    def handlers(self) -> dict[str, Handler]:
+        """The arq functions, as :class:`~runpoller.worker.intake.BatchIntake` calls them."""
+
+        def one(function: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+            if len(args) != 1 or kwargs:
+                raise ValueError(f"{function} takes exactly one argument, got {len(args)}")
+            return args[0]
+
+        async def run(args: Sequence[Any], kwargs: Mapping[str, Any], et: float, t: int) -> Any:
+            return await self.intake(one(FN_RUN, args, kwargs), et, t)
+
+        async def resume(args: Sequence[Any], kwargs: Mapping[str, Any], et: float, t: int) -> Any:
+            return await self.resume(one(FN_RESUME, args, kwargs), t)
+
+        async def dead(args: Sequence[Any], kwargs: Mapping[str, Any], et: float, t: int) -> Any:
+            raw = str(args[0]) if args else ""
+            reason = str(args[1]) if len(args) > 1 else "dead-letter job without a reason"
+            return await self.dead_letter(raw, reason)
+
+        return {FN_RUN: run, FN_RESUME: resume, FN_DEAD_LETTER: dead}
+
+    # ------------------------------------------------------------------ refusals
+
+    def _job_parameters(self, job: AnyJob) -> tuple[str, float, float]:
+        s = self.settings
+        if job.api_key is not None:
+            api_key = self._job_key(job.api_key.get_secret_value())
+        elif s.assistants_api_key is None:
+            raise RunRefused(
+                "missing_api_key", "no API key: set ASSISTANTS_API_KEY or give api_key in the job"
+            )
+        elif s.user_provided_key:
+            raise RunRefused(
+                "missing_api_key",
+                "ASSISTANTS_API_KEY is user_provided: the job must carry its own api_key",
+            )
+        else:
+            api_key = s.assistants_api_key.get_secret_value()
+        interval_ms = job.poll_interval_ms or s.poll_interval_ms
+        timeout_ms = job.timeout_ms or s.timeout_ms
+        if interval_ms > s.max_poll_interval_ms:
+            raise RunRefused(
+                "invalid_job",
+                f"poll_interval_ms {interval_ms} exceeds the maximum {s.max_poll_interval_ms}",
+            )
+        if timeout_ms > s.max_timeout_ms:
+            raise RunRefused(
+                "invalid_job", f"timeout_ms {timeout_ms} exceeds the maximum {s.max_timeout_ms}"
+            )
+        if timeout_ms <= interval_ms:
+            raise RunRefused(
+                "invalid_job",
+                f"timeout_ms {timeout_ms} must be larger than poll_interval_ms {interval_ms}",
+            )
+        return api_key, timeout_ms / 1000, interval_ms / 1000
+
+    def _job_key(self, value: str) -> str:
+        if is_encrypted(value):
+            try:
+                return decrypt(value, self._key_ring)
+            except SecretError as exc:
+                raise RunRefused("undecryptable_api_key", f"api_key: {exc}") from None
+        if not self.settings.allow_plaintext_keys:
+            raise RunRefused(
+                "plaintext_api_key",
+                "api_key must be encrypted (enc:v1:...): give workers and clients "
+                "RUNPOLLER_SECRET_KEYS (RUNPOLLER_ALLOW_PLAINTEXT_KEYS=true allows plaintext "
+                "for development only)",
+            )
+        return value
+
+    async def _refuse_raw(self, raw: Any, code: str, message: str) -> str:
+        run_id = _identifiable_run_id(raw)
+        if run_id is not None:
+            kind = raw.get("kind") if raw.get("kind") in ("assistants_run", "response") else None
+            return await self._refuse(run_id, kind, code, message)
+        await self.store.dead_letter(f"{code}: {message}", _safe_dump(raw))
+        self.metrics.dead_letters.inc()
+        log.warning("job.dead_letter", reason=message)
+        return "dead_letter"
+
+    async def _refuse(self, run_id: str, kind: str | None, code: str, message: str) -> str:
+        final = FinalEvent(
+            run_id=run_id,
+            ts=int(time.time() * 1000),
+            kind=kind,
+            status="error",
+            reason=f"the job was refused: {message}",
+            error=ErrorInfo(code=code, message=message),
+        ).model_dump_json()
+        if await self.store.reject(run_id, final):
+            log.warning("job.refused", run_id=run_id, code=code, reason=message)
+            return "refused"
+        await self.store.dead_letter(
+            f"{code}: {message} (run {run_id} already exists; left untouched)", run_id
+        )
+        return "dead_letter"
+
+
+def _identifiable_run_id(raw: Any) -> str | None:
+    if not isinstance(raw, dict):
+        return None
+    for name in ("id", "run_id", "response_id"):
+        value = raw.get(name)
+        if isinstance(value, str) and _RUN_ID_CHARS.fullmatch(value):
+            return value
+    return None
+
+
+def _safe_dump(raw: Any) -> str:
+    """The raw job for a dead letter, with any api_key blanked."""
+    if isinstance(raw, dict) and "api_key" in raw:
+        raw = {**raw, "api_key": "**********"}
+    try:
+        return json.dumps(raw, default=str)[:4096]
+    except (TypeError, ValueError):
+        return repr(raw)[:4096]
