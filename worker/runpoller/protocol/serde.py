@@ -12,7 +12,7 @@ import json
 import time
 from typing import Any
 
-from runpoller.protocol import FN_DEAD_LETTER, FN_RESUME, FN_RUN
+from runpoller.protocol.jobs import FN_DEAD_LETTER, FN_RESUME, FN_RUN
 
 KNOWN_FUNCTIONS = frozenset({FN_RUN, FN_RESUME, FN_DEAD_LETTER})
 _ARQ_FIELDS = ("f", "a", "k", "t", "et")

@@ -1,0 +1,103 @@
+"""Events: what a worker appends to a run's stream, and the final one stored as its result."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from runpoller.protocol.jobs import MetadataValue
+
+FinalStatus = Literal[
+    "completed", "failed", "incomplete", "expired", "cancelled", "timed_out", "refused", "error"
+]
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="Machine-readable code, e.g. `server_error`, `not_found`.")
+    message: str
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str = Field(description="The logical run id.")
+    ts: int = Field(description="When the worker wrote the event, Unix epoch milliseconds.")
+
+
+class AcceptedEvent(_Event):
+    """A worker took the run; first event of every stream."""
+
+    type: Literal["accepted"] = "accepted"
+    kind: Literal["assistants_run", "response"]
+    deadline: int = Field(description="Wall-clock deadline, epoch ms; never moves.")
+    poll_interval_ms: int
+    metadata: dict[str, MetadataValue] | None = None
+
+
+class StatusEvent(_Event):
+    """The API reported a new status for the run."""
+
+    type: Literal["status"] = "status"
+    status: str = Field(description="Status as the API reports it (e.g. `in_progress`).")
+    object_id: str = Field(description="The run id or response id that was polled.")
+
+
+class ToolCall(BaseModel):
+    id: str = Field(description="The tool call id to answer (`tool_call_id` / `call_id`).")
+    name: str
+    arguments: str = Field(description="Arguments exactly as the model produced them.")
+    parsed_arguments: Any = Field(
+        None, description="The arguments parsed as JSON, or null when they are not valid JSON."
+    )
+    arguments_valid: bool = Field(description="False when `arguments` is not valid JSON.")
+
+
+class RequiresActionEvent(_Event):
+    """The run waits for the app's function outputs."""
+
+    type: Literal["requires_action"] = "requires_action"
+    round: int = Field(description="1 for the first round of tool calls, then 2, ...")
+    object_id: str
+    tool_calls: list[ToolCall]
+    deadline: int = Field(
+        description="Epoch ms by which outputs must arrive: the earlier of the run's deadline "
+        "and the API's own expiry."
+    )
+
+
+class ReplyRejectedEvent(_Event):
+    """The app's reply could not be used; the run keeps waiting for a correct one."""
+
+    type: Literal["reply_rejected"] = "reply_rejected"
+    round: int
+    problems: list[str]
+
+
+class FinalEvent(_Event):
+    """The last event of a run. Also stored as the run's result."""
+
+    type: Literal["final"] = "final"
+    kind: Literal["assistants_run", "response"] | None = None
+    status: FinalStatus
+    api_status: str | None = Field(None, description="The last status the API reported, if any.")
+    reason: str = Field(description="One sentence a person can read.")
+    error: ErrorInfo | None = None
+    incomplete_details: dict[str, Any] | None = None
+    output_text: str | None = Field(
+        None, description="All assistant text the run produced, joined by blank lines."
+    )
+    usage: dict[str, Any] | None = None
+    model: str | None = None
+    metadata: dict[str, MetadataValue] | None = None
+    detail: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Backend-specific detail: `assistants` has thread_id, run_id, messages; "
+        "`responses` has response_ids and output items.",
+    )
+
+
+Event = Annotated[
+    AcceptedEvent | StatusEvent | RequiresActionEvent | ReplyRejectedEvent | FinalEvent,
+    Field(discriminator="type"),
+]

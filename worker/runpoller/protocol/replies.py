@@ -1,0 +1,110 @@
+"""Replies: how an app answers a ``requires_action`` event, and how the worker reads the answer.
+
+The models below are both the documented contract (docs/protocol.md is generated from them)
+and the worker's parser: ``parse_reply`` validates a replies-stream entry with
+``ToolOutputsReply`` and its ``outputs`` with ``ToolOutput``. Parsing decides only whether
+the entry is readable; whether it answers the pending calls (every id once, no unknown ids,
+string outputs) is the engine's rule (``runpoller.engine.on_reply``), which names each
+problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+)
+from pydantic_core import ErrorDetails
+
+
+class _ReplyTarget(BaseModel):
+    # The run and round an entry answers: what the worker routes it by, readable even when the
+    # outputs are not. parse_reply passes on only the documented fields, so an entry's other
+    # fields are ignored (ToolOutputsReply documents that there should be none).
+    model_config = ConfigDict(extra="ignore")
+
+    run_id: str
+    round: int = Field(description="The `round` of the requires_action event answered.")
+
+
+class ToolOutputsReply(_ReplyTarget):
+    """The app's answer to a `requires_action` event: one entry on the replies stream.
+
+    Stream entries are flat field/value pairs, so `outputs` travels as a JSON string holding
+    an array of `ToolOutput` objects.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    outputs: str = Field(description="JSON array of {tool_call_id, output} objects.")
+
+
+class ToolOutput(BaseModel):
+    # The contract (what the schema documents): exactly these two keys, `output` a string. The
+    # parser is lenient on purpose: other keys are ignored, and an output of any JSON type is
+    # kept so that the engine rejects the reply naming the call and the type ("output for
+    # 'call_1' must be a string, got int"), together with the reply's other problems.
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"additionalProperties": False})
+    tool_call_id: str
+    output: Annotated[Any, WithJsonSchema({"type": "string"})]
+
+
+_OUTPUTS = TypeAdapter(list[ToolOutput])  # validate_json: the text is the array
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedReply:
+    """A replies-stream entry as the worker understood it."""
+
+    run_id: str
+    round: int
+    outputs: list[tuple[str, Any]] | None
+    problem: str = ""
+
+
+def parse_reply(fields: Mapping[Any, Any]) -> ParsedReply | None:
+    """Decode one entry of the replies stream; None when it names no run or round at all.
+
+    A reply to a run and round whose outputs cannot be read comes back with ``outputs=None``
+    and a one-line ``problem`` naming the field (the worker reports it as ``reply_rejected``).
+    """
+    entry: dict[str, Any] = {}
+    for name in ToolOutputsReply.model_fields:
+        value = fields.get(name.encode(), fields.get(name))
+        if value is not None:
+            entry[name] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    if not entry.get("run_id"):
+        return None
+    try:
+        target = _ReplyTarget.model_validate(entry)
+    except ValidationError:
+        return None
+    if "outputs" not in entry:
+        return ParsedReply(target.run_id, target.round, None, "the reply has no outputs field")
+    try:
+        reply = ToolOutputsReply.model_validate(entry)
+        items = _OUTPUTS.validate_json(reply.outputs)
+    except ValidationError as exc:
+        return ParsedReply(target.run_id, target.round, None, _problem(exc.errors()[0]))
+    return ParsedReply(reply.run_id, reply.round, [(i.tool_call_id, i.output) for i in items])
+
+
+def _problem(error: ErrorDetails) -> str:
+    """The first thing wrong with ``outputs``, in one line naming the place."""
+    loc = error["loc"]
+    if loc[:1] == ("outputs",):  # the entry's field itself (not text)
+        return f"outputs: {error['msg']}"
+    if error["type"] == "json_invalid":
+        return f"outputs is not valid JSON: {error.get('ctx', {}).get('error', error['msg'])}"
+    if not loc:
+        return "outputs must be a JSON array"
+    if loc[1:] == ("output",):
+        return f"outputs[{loc[0]}] has no output"
+    return f"outputs[{loc[0]}] needs a string tool_call_id"
