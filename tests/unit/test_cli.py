@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import pytest
 
 from runpoller.cli.main import build_parser, main
@@ -32,3 +36,77 @@ def test_actions_convert_is_wired(capsys: pytest.CaptureFixture[str], tmp_path: 
 def test_enqueue_needs_an_id(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit, match="--thread-id and --run-id, or --response-id"):
         main(["enqueue", "--thread-id", "t"])
+
+
+def test_an_invalid_job_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["enqueue", "--thread-id", "../etc", "--run-id", "run_1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("runpoller enqueue: invalid job: assistants_run.thread_id: String")
+    assert err.count("\n") == 1
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_enqueue_errors_are_formatted_without_the_run_driver() -> None:
+    done = run_python(
+        """
+        import sys
+        from runpoller.cli.main import main
+        assert main(["enqueue", "--thread-id", "../etc", "--run-id", "r"]) == 2
+        print([m for m in sys.modules if m.startswith("runpoller.worker")])
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_operator_commands_run_alone_without_the_main_command_line() -> None:
+    from runpoller.cli import ops
+
+    assert ops.build_parser().parse_args(["stats", "--json"]).func is ops.cmd_stats
+    with pytest.raises(SystemExit):
+        ops.build_parser().parse_args(["config"])  # only stats and health
+    done = run_python(
+        """
+        import sys
+        from runpoller.cli import ops
+        code = ops.main(["health", "--url", "http://127.0.0.1:1", "--timeout", "0.5"])
+        print(code, "runpoller.cli.main" in sys.modules)
+        """
+    )
+    assert done.stdout.strip() == "2 False", done.stderr
+    assert done.stderr.startswith("unreachable: http://127.0.0.1:1/healthz")
+
+
+def test_fake_openai_without_the_fake_extra_says_so() -> None:
+    done = run_python(
+        """
+        import sys
+        sys.modules["jsonschema"] = None  # as if the `fake` extra were not installed
+        from runpoller.cli.main import main
+        main(["fake-openai", "--port", "1"])
+        """
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        "runpoller fake-openai: needs the fake extra (jsonschema is not installed): "
+        "pip install 'runpoller[fake]'\n"
+    )
+
+
+def test_only_the_fake_extra_is_explained() -> None:
+    from runpoller.cli.main import _needs_fake_extra
+
+    explained = r"runpoller demo: needs the fake extra \(fakeredis"
+    with pytest.raises(SystemExit, match=explained), _needs_fake_extra("demo"):
+        raise ModuleNotFoundError("No module named 'fakeredis'", name="fakeredis")
+    with pytest.raises(ModuleNotFoundError), _needs_fake_extra("demo"):
+        raise ModuleNotFoundError("No module named 'nope'", name="nope")

@@ -2,6 +2,8 @@
 
 Works with the app's own ``redis.asyncio`` connection; speaks exactly the protocol in
 docs/protocol.md (an app in another language does the same with plain Redis commands).
+Loads redis, pydantic and cryptography: none of the worker's runtime (arq, aiohttp,
+uvloop, httpx, prometheus_client); tests/unit/test_client.py keeps it so.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from pydantic import TypeAdapter
 from redis.asyncio import Redis
 
-from runpoller.protocol import FN_RUN, Event, FinalEvent, JobEnvelope, Keys
+from runpoller.protocol import FN_RUN, Event, FinalEvent, Keys, parse_job
 from runpoller.protocol.serde import serialize_job
 from runpoller.secrets import encrypt, is_encrypted, parse_key_ring
 
@@ -55,7 +57,7 @@ class RunpollerClient:
         ``job`` is the job object of docs/protocol.md, e.g.
         ``{"kind": "assistants_run", "thread_id": "thread_1", "run_id": "run_1"}``.
         """
-        parsed = JobEnvelope.model_validate({"job": dict(job)}).job
+        parsed = parse_job(dict(job))
         run_id = parsed.run_key
         now_ms = int(time.time() * 1000)
         payload = dict(job)

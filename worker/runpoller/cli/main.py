@@ -5,24 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
+from runpoller.cli.common import run
+from runpoller.cli.common import settings as _settings
 from runpoller.cli.ops import register as register_ops
-from runpoller.config import ConfigError, Settings, load_settings
+from runpoller.protocol import describe_validation_error
 from runpoller_actions.cli import register as register_actions
-
-
-def _settings() -> Settings:
-    settings, warnings = load_settings()
-    for warning in warnings:
-        print(f"runpoller: warning: {warning}", file=sys.stderr)
-    return settings
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -52,8 +46,27 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+# What the `fake` extra installs (pyproject.toml); the worker itself needs neither.
+_FAKE_EXTRA = frozenset({"fakeredis", "jsonschema", "referencing", "lupa"})
+
+
+@contextlib.contextmanager
+def _needs_fake_extra(command: str) -> Iterator[None]:
+    """A one-line exit instead of a traceback when the `fake` extra is not installed."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in _FAKE_EXTRA:
+            raise
+        raise SystemExit(
+            f"runpoller {command}: needs the fake extra ({exc.name} is not installed): "
+            "pip install 'runpoller[fake]'"
+        ) from None
+
+
 def _cmd_fake_openai(args: argparse.Namespace) -> int:
-    from runpoller_fake import serve
+    with _needs_fake_extra("fake-openai"):
+        from runpoller_fake import serve
 
     keys = set(args.api_key) if args.api_key else None
     serve(args.host, args.port, keys)
@@ -90,16 +103,15 @@ def _cmd_enqueue(args: argparse.Namespace) -> int:
             enqueue_and_follow(settings, job, wait=args.wait or args.json, as_json=args.json)
         )
     except ValidationError as exc:
-        from runpoller.worker.driver import describe_validation_error
-
         print(f"runpoller enqueue: invalid job: {describe_validation_error(exc)}", file=sys.stderr)
         return 2
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from runpoller_dev.demo import run_demo
+    with _needs_fake_extra("demo"):
+        from runpoller_dev.demo import run_demo
 
-    return asyncio.run(run_demo(fast=args.fast))
+        return asyncio.run(run_demo(fast=args.fast))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,17 +160,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        code: int = args.func(args)
-    except ConfigError as exc:
-        print(f"runpoller: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return code
-
-
-def dump(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)
+    return run(build_parser(), argv)

@@ -1,7 +1,8 @@
 """Operator commands: ``runpoller stats`` (cluster view from Redis) and ``runpoller health``.
 
-``register(subparsers)`` adds both to the ``runpoller`` parser (``worker/cli.py``). Until then,
-or anywhere, ``python -m runpoller.cli.ops stats|health ...`` runs them too.
+``register(subparsers)`` adds both to the ``runpoller`` parser (``runpoller.cli.main``).
+``python -m runpoller.cli.ops stats|health ...`` runs them alone, with the same exit codes,
+without loading the rest of the command line.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
-from runpoller.config import Settings, load_settings
+from runpoller.cli.common import run
+from runpoller.cli.common import settings as _settings
+from runpoller.config import Settings
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -106,13 +109,6 @@ def _positive_int(text: str) -> int:
 
 
 # ---------------------------------------------------------------------------- stats
-
-
-def _settings() -> Settings:
-    settings, warnings = load_settings()
-    for warning in warnings:
-        print(f"runpoller: warning: {warning}", file=sys.stderr)
-    return settings
 
 
 def safe_url(url: str) -> str:
@@ -318,11 +314,18 @@ def cmd_health(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- standalone
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """A parser with the operator commands only (``runpoller.cli.main`` adds them to its own)."""
+    parser = argparse.ArgumentParser(
+        prog="runpoller", description="Operator commands: cluster stats and worker health."
+    )
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m runpoller.cli.ops stats ...``: the same as ``runpoller stats ...``."""
-    from runpoller.cli.main import main as runpoller_main
-
-    return runpoller_main(argv)
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":
