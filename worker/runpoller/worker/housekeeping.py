@@ -16,7 +16,7 @@ import structlog
 from arq.connections import ArqRedis
 
 from runpoller.config import Settings
-from runpoller.protocol import FN_RESUME
+from runpoller.redis.queue import enqueue_resume
 from runpoller.redis.store import RunStore
 from runpoller.worker.capacity import Capacity
 from runpoller.worker.driver import Runner, suppress_cancel
@@ -88,12 +88,8 @@ class Housekeeping:
                 return
             orphans = await self.store.orphans()
             for run_id in orphans:
-                await self.redis.enqueue_job(
-                    FN_RESUME,
-                    run_id,
-                    _job_id=f"resume:{run_id}:{uuid.uuid4().hex[:8]}",
-                    _queue_name=self.settings.queue_name,
-                )
+                job_id = f"resume:{run_id}:{uuid.uuid4().hex[:8]}"
+                await enqueue_resume(self.redis, self.settings.queue_name, run_id, job_id)
             if orphans:
                 await self.store.forget_orphans(orphans)
                 log.info("runs.requeued", count=len(orphans))

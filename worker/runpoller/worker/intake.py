@@ -31,23 +31,19 @@ from typing import Any
 
 import structlog
 from arq import Retry
-from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from runpoller.protocol import FN_DEAD_LETTER
 from runpoller.protocol.serde import deserialize_job
-from runpoller.redis import scripts
+from runpoller.redis.queue import JobQueue
 
 log = structlog.get_logger("runpoller.intake")
 
 # A handler gets the job's positional and keyword arguments, its enqueue time (epoch s) and
 # its try number, as arq's function would.
 Handler = Callable[[Sequence[Any], Mapping[str, Any], float, int], Awaitable[Any]]
-
-# The arq keys of a finished job, deleted when it is settled.
-_FINISHED_KEY_PREFIXES = (in_progress_key_prefix, job_key_prefix, retry_key_prefix)
 
 _LEAVE_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, TimeoutError)
 
@@ -86,33 +82,16 @@ class BatchIntake:
         self.concurrency = concurrency
         self._background: set[asyncio.Future[Any]] = set()
         self.clock = clock
-        self._take = scripts.register(redis, "intake_take")
-        self._settle = scripts.register(redis, "intake_settle")
+        self.queue = JobQueue(redis, queue_name)
 
     async def take(self, job_ids: Sequence[bytes | str]) -> list[str]:
         """Claim the due jobs among ``job_ids``: the ids of those taken."""
         ids = [j.decode() if isinstance(j, bytes) else j for j in job_ids]
-        if not ids:
-            return []
-        now_ms = int(self.clock() * 1000)
-        reply = await self._take(
-            keys=[self.queue_name, *(in_progress_key_prefix + job_id for job_id in ids)],
-            args=[now_ms, self.lease_ms, *ids],
-        )
-        return [r.decode() if isinstance(r, bytes) else str(r) for r in reply]
+        return await self.queue.take(ids, int(self.clock() * 1000), self.lease_ms)
 
     async def settle(self, done: Sequence[str], deferred: Sequence[tuple[str, int]]) -> None:
         """Delete finished jobs; put deferred ones back in the queue at their new score."""
-        if not done and not deferred:
-            return
-        keys = [self.queue_name]
-        for job_id in done:
-            keys.extend(prefix + job_id for prefix in _FINISHED_KEY_PREFIXES)
-        keys.extend(in_progress_key_prefix + job_id for job_id, _ in deferred)
-        args: list[Any] = [len(done), *done]
-        for job_id, score in deferred:
-            args.extend((job_id, score))
-        await self._settle(keys=keys, args=args)
+        await self.queue.settle(done, deferred)
 
     async def run(self, job_ids: Sequence[bytes | str]) -> BatchResult:
         """Take what is due among ``job_ids``, run each job's handler, settle the batch."""
@@ -120,7 +99,7 @@ class BatchIntake:
         taken = await self.take(job_ids)
         if not taken:
             return result
-        bodies = await self.redis.mget([job_key_prefix + job_id for job_id in taken])
+        bodies = await self.queue.bodies(taken)
         # At most ``concurrency`` at a time (each in-flight Redis command holds a connection of
         # its own; 500 at once would open 500), started in order (the semaphore is FIFO): a
         # handler that reserves capacity before its first await sees the reservations of the

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from runpoller.protocol import Keys
-from runpoller.redis import scripts
+from runpoller.redis.budget import Budgets
 
 
 @functools.lru_cache(maxsize=4096)
@@ -72,7 +72,7 @@ class RateLimiter:
         self.clock = clock
         self.batch = max(1, min(10, requests // 20))
         self._buckets: dict[str, _Bucket] = {}
-        self._take = scripts.register(redis, "ratelimit_take")
+        self.budgets = Budgets(redis, keys)
 
     def _bucket(self, kid: str) -> _Bucket:
         bucket = self._buckets.get(kid)
@@ -105,11 +105,9 @@ class RateLimiter:
                 if bucket.window != window:
                     bucket.window, bucket.tokens = window, 0
                 if bucket.tokens == 0:
-                    granted = await self._take(
-                        keys=[f"{self.keys.prefix}:ratelimit:{kid}:{window}"],
-                        args=[self.requests, self.batch, int(self.window_s * 2) + 1],
+                    bucket.tokens = await self.budgets.take(
+                        kid, window, self.requests, self.batch, int(self.window_s * 2) + 1
                     )
-                    bucket.tokens = int(granted)
                 if bucket.tokens > 0:
                     bucket.tokens -= 1
                     return Slot(True, self.clock() - started)
@@ -132,12 +130,7 @@ class RateLimiter:
         if until <= self._bucket(kid).paused_until:
             return
         self.pause_local(kid, until)
-        await self.redis.xadd(
-            self.keys.control,
-            {"data": json.dumps({"type": "pause", "kid": kid, "until": until})},
-            maxlen=1000,
-            approximate=True,
-        )
+        await self.budgets.broadcast_pause(kid, until)
 
     def on_control(self, data: str) -> None:
         """A control message from another worker (or ourselves)."""

@@ -1,0 +1,51 @@
+"""Connections that wait out an outage, and the monitor that says so once per outage."""
+
+from __future__ import annotations
+
+from structlog.testing import capture_logs
+
+from runpoller.redis.connection import OutageMonitor, redis_settings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_outage_is_logged_once_per_quiet_period_and_remembered() -> None:
+    clock = Clock()
+    monitor = OutageMonitor(quiet_s=30, clock=clock)
+    assert not monitor.waiting()
+    with capture_logs() as logs:
+        monitor.note_failure("ConnectionError")
+        clock.now += 5
+        monitor.note_failure("ConnectionError")
+        assert monitor.waiting(within_s=10)
+        clock.now += 31
+        monitor.note_failure("TimeoutError")
+    warnings = [e for e in logs if e["event"] == "redis.unavailable"]
+    assert [w["error"] for w in warnings] == ["ConnectionError", "TimeoutError"]
+    clock.now += 11
+    assert not monitor.waiting(within_s=10)
+
+
+def test_two_monitors_keep_separate_records() -> None:
+    a, b = OutageMonitor(), OutageMonitor()
+    a.note_failure("x")
+    assert a.waiting() and not b.waiting()
+
+
+def test_settings_retry_forever_and_tell_their_monitor_on_the_first_failure() -> None:
+    clock = Clock()
+    monitor = OutageMonitor(clock=clock)
+    settings = redis_settings("redis://:pw@127.0.0.1:6390/3", monitor)
+    assert (settings.host, settings.port, settings.database) == ("127.0.0.1", 6390, 3)
+    assert settings.retry is not None and settings.retry_on_timeout
+    backoff = settings.retry._backoff
+    assert not monitor.waiting()
+    assert 0 <= backoff.compute(1) <= 5.0
+    assert monitor.waiting()
+    assert backoff.compute(30) <= 5.0  # capped
