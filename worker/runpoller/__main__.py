@@ -1,3 +1,6 @@
+"""``python -m runpoller``: the ``runpoller`` command."""
+
 from runpoller.cli.main import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())
