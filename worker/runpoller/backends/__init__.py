@@ -18,11 +18,16 @@ class RunResult:
 
 
 class Backend(Protocol):
-    """The I/O an engine decision may ask for, for one kind of job.
+    """The I/O an engine decision may ask for (one method per :class:`~runpoller.engine.Op`),
+    for one kind of job.
 
     ``memo`` is the run's own scratch space, kept by the driver for the run's lifetime: a
     backend may keep what it prepared for the run there (its poll request), not per poll.
     """
+
+    async def create(self, job: Any, api_key: str) -> Observation:
+        """Create the run's object from the job (asked for when the state has no object id)."""
+        ...
 
     async def get(
         self, job: Any, state: RunState, api_key: str, memo: dict[str, Any]

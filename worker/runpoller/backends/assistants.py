@@ -82,6 +82,10 @@ class AssistantsBackend:
     def _run_path(self, job: AssistantsRunJob, *tail: str) -> tuple[str | tuple[str, str], ...]:
         return ("threads", ("thread_id", job.thread_id), "runs", ("run_id", job.run_id), *tail)
 
+    async def create(self, job: AssistantsRunJob, api_key: str) -> Observation:
+        """Never asked for: an Assistants job always names the run the app created."""
+        raise NotImplementedError("assistants runs are created by the app, not the worker")
+
     async def get(
         self, job: AssistantsRunJob, state: RunState, api_key: str, memo: dict[str, Any]
     ) -> Observation:

@@ -2,9 +2,11 @@
 
 Mapped onto the engine's neutral terms: ``queued``/``in_progress`` poll on; ``completed``,
 ``failed``, ``cancelled``, ``incomplete`` end the run. A response that completed with
-``function_call`` items becomes ``requires_action``: when the app answers, the "submit" is a
-new background response (``previous_response_id`` + ``function_call_output`` items), whose
-id the engine then follows under the same run and deadline.
+``function_call`` items becomes ``requires_action``, with nothing left to cancel on the API
+side (the engine then ends a cancel without a request): when the app answers, the "submit" is
+a new background response (``previous_response_id`` + ``function_call_output`` items), whose
+id the engine then follows under the same run and deadline. A job that carries a ``request``
+instead of a response id has the worker create the response (the engine's CREATE).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ def observe(data: Mapping[str, Any], poll_after_s: float | None = None) -> Obser
         calls = function_calls(data)
         if calls:
             status, api_status = Status.REQUIRES_ACTION, REQUIRES_ACTION
+    # A completed response runs no more: the function calls wait for a new one, not a cancel.
+    cancellable = status is not Status.REQUIRES_ACTION
     error = data.get("error")
     incomplete = data.get("incomplete_details")
     usage = data.get("usage")
@@ -70,6 +74,7 @@ def observe(data: Mapping[str, Any], poll_after_s: float | None = None) -> Obser
         incomplete_details=incomplete if isinstance(incomplete, Mapping) else None,
         usage=usage if isinstance(usage, Mapping) else None,
         poll_after_s=poll_after_s,
+        cancellable=cancellable,
         payload=data,
     )
 
@@ -100,12 +105,13 @@ class ResponsesBackend:
         )
         return _observe(response)
 
+    async def create(self, job: ResponseJob, api_key: str) -> Observation:
+        """Create the response the job describes (its ``request``)."""
+        return await self._create(job.request or {}, api_key)
+
     async def get(
         self, job: ResponseJob, state: RunState, api_key: str, memo: dict[str, Any]
     ) -> Observation:
-        if not state.object_id:
-            # The job asked the worker to create the response (``request``).
-            return await self._create(job.request or {}, api_key)
         # Built once per response followed (a tool round continues under a new id).
         prepared = memo.get("get")
         if prepared is None or prepared[0] != state.object_id:
@@ -116,9 +122,6 @@ class ResponsesBackend:
         return _observe(await self.api.send(prepared[1]))
 
     async def cancel(self, job: ResponseJob, state: RunState, api_key: str) -> Observation:
-        if state.last_status is Status.REQUIRES_ACTION:
-            # Completed with function calls: nothing runs on the API side; stop following it.
-            return Observation(Status.CANCELLED, "cancelled", state.object_id)
         response = await self.api.request(
             "POST", ("responses", ("response_id", state.object_id), "cancel"), api_key=api_key
         )

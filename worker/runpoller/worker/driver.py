@@ -19,7 +19,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -97,8 +97,8 @@ class PrioritySemaphore:
     """A semaphore whose urgent waiters are served before routine ones (FIFO within each).
 
     A released slot is handed straight to the next waiter, so a newcomer cannot take it
-    ahead of those already queued. Used for HTTP slots: result fetches, submits and cancels
-    (someone is waiting on them) go before routine polls.
+    ahead of those already queued. Used for HTTP slots: creates, result fetches, submits and
+    cancels (someone is waiting on them) go before routine polls.
     """
 
     def __init__(self, value: int) -> None:
@@ -182,7 +182,7 @@ class Runner:
         self.policy = policy
         self.clock = clock
         self.runs: dict[str, ActiveRun] = {}
-        # Fetches, submits and cancels go before routine polls: someone waits on them.
+        # Creates, fetches, submits and cancels go before routine polls: someone waits on them.
         self.http_slots = PrioritySemaphore(http_concurrency)
         self.redis_down_since: float | None = None
 
@@ -242,14 +242,14 @@ class Runner:
                 del self.runs[run.run_id]
 
     async def _finish_after_crash(self, run: ActiveRun, exc: Exception) -> None:
-        """A bug must not strand a run: end it with an error event (never retried blindly)."""
-        message = f"internal error while driving the run ({type(exc).__name__})"
-        last = run.state.last_status.value if run.state.last_status else None
-        fin = engine.Finished("error", message, last, ("internal_error", message))
-        done = replace(run.state, phase=engine.Phase.DONE)
+        """A bug must not strand a run: the engine ends it with an error (never retried)."""
+        decision = engine.on_crash(run.state, type(exc).__name__)
         bound = log.bind(run_id=run.run_id)
+        ts = now_ms(self.clock)
         try:
-            await self._finish(run, done, fin, run.held, now_ms(self.clock), bound)
+            for effect in decision.effects:
+                if isinstance(effect, engine.Finished):
+                    await self._finish(run, decision.state, effect, run.held, ts, bound)
         except Exception:
             bound.exception("run.finalize_failed")
 
@@ -310,6 +310,8 @@ class Runner:
                     return engine.on_result_fetched(state, self.clock())
                 if nxt.op is Op.GET:
                     obs = await backend.get(job, state, key, run.memo)
+                elif nxt.op is Op.CREATE:
+                    obs = await backend.create(job, key)
                 elif nxt.op is Op.CANCEL:
                     obs = await backend.cancel(job, state, key)
                 else:
@@ -333,15 +335,18 @@ class Runner:
                 )
         m.api_requests_of(kind, op, "200").inc()
         run.last_obs = obs
-        if obs.status.terminal and run.terminal_seen is None:
-            run.terminal_seen = self.clock()
         return engine.on_observation(state, nxt.op, obs, self.clock(), self.policy)
 
     # ------------------------------------------------------------------ effects
 
     async def _apply(self, run: ActiveRun, decision: engine.Decision, bound: Any) -> None:
         old, new = run.state, decision.state
-        run.state = new
+        if run.last_obs is not None and run.last_obs.status is not new.last_status:
+            # The engine overruled the last answer (it let go of a run with nothing left to
+            # cancel): that answer no longer describes how the run ended.
+            run.last_obs = None
+        if run.terminal_seen is None and new.last_status is not None and new.last_status.terminal:
+            run.terminal_seen = self.clock()
         events: list[tuple[str, str]] = []
         ts = now_ms(self.clock)
         finished: engine.Finished | None = None
@@ -378,15 +383,18 @@ class Runner:
                     run_id=run.run_id, ts=ts, round=effect.round, problems=list(effect.problems)
                 )
                 events.append(("reply_rejected", rejected.model_dump_json()))
+            elif isinstance(effect, engine.CancelStarted):
+                self.metrics.cancels.labels(effect.reason.value).inc()
+                bound.info("run.cancelling", reason=effect.reason.value, detail=effect.detail)
         if finished is not None:
             # Events decided with the end (a status seen on the answer that ended the run)
             # go out with the final event, after those held while the results were fetched.
+            # The state is the run's only once that is written: a crash meanwhile leaves the
+            # run open for the engine to end.
             await self._finish(run, new, finished, (*run.held, *events), ts, bound)
+            run.state = new
             return
-        if new.phase is engine.Phase.CANCELLING and old.phase is not engine.Phase.CANCELLING:
-            reason = new.cancel_reason.value if new.cancel_reason else "unknown"
-            self.metrics.cancels.labels(reason).inc()
-            bound.info("run.cancelling", reason=reason, detail=new.cancel_detail)
+        run.state = new
         if new.phase is engine.Phase.FETCHING:
             # The terminal status is known, the results are not: hold its events (and the
             # state) for the finalize script, one Redis round trip instead of two. A worker
@@ -395,7 +403,7 @@ class Runner:
             if events:
                 run.held += tuple(events)
             return
-        if events or _durable_changed(old, new):
+        if events or old.durable_changed(new):
             state_json = new.to_json()
             ok = await self._redis(self.store.publish, run.run_id, state_json, events)
             if not ok:
@@ -410,7 +418,7 @@ class Runner:
         ts: int,
         bound: Any,
     ) -> None:
-        final = self._final_event(run, fin, ts)
+        final = self._final_event(run, state, fin, ts)
         written = await self._redis(
             self.store.finalize, run.run_id, state.to_json(), final, fin.status, events
         )
@@ -421,7 +429,7 @@ class Runner:
         if run.terminal_seen is not None:
             self.metrics.final_latency.observe(max(self.clock() - run.terminal_seen, 0))
 
-    def _final_event(self, run: ActiveRun, fin: engine.Finished, ts: int) -> str:
+    def _final_event(self, run: ActiveRun, state: RunState, fin: engine.Finished, ts: int) -> str:
         obs = run.last_obs
         result = run.result or RunResult()
         error = None
@@ -430,8 +438,8 @@ class Runner:
         elif obs is not None and obs.error is not None and fin.status == "failed":
             error = ErrorInfo(code=obs.error[0], message=obs.error[1])
         detail = dict(result.detail)
-        if len(run.state.object_ids) > 1:
-            detail.setdefault("object_ids", list(run.state.object_ids))
+        if len(state.object_ids) > 1:
+            detail.setdefault("object_ids", list(state.object_ids))
         event = FinalEvent(
             run_id=run.run_id,
             ts=ts,
@@ -479,19 +487,6 @@ class Runner:
                 log.info("redis.back", down_s=round(self.clock() - self.redis_down_since, 1))
                 self.redis_down_since = None
             return result
-
-
-_DURABLE_FIELDS = tuple(f.name for f in fields(RunState) if f.name != "failures")
-
-
-def _durable_changed(old: RunState, new: RunState) -> bool:
-    """Whether anything but the transient failure counter changed: worth persisting.
-
-    The engine hands back the very same state when a poll changes nothing (the common case).
-    """
-    if old is new:
-        return False
-    return any(getattr(old, name) != getattr(new, name) for name in _DURABLE_FIELDS)
 
 
 def _tool_call(call: engine.ToolCallRequest) -> ToolCall:

@@ -8,13 +8,15 @@ import time
 from typing import Any
 
 import fakeredis
+import httpx
 import pytest
 
 from runpoller import engine
 from runpoller.backends import RunResult
+from runpoller.backends.responses import ResponsesBackend
 from runpoller.engine import Failure, Observation, RunState, Status
-from runpoller.http.api import ApiFailure
-from runpoller.protocol import AssistantsRunJob, FinalEvent, Keys
+from runpoller.http.api import ApiClient, ApiFailure
+from runpoller.protocol import AssistantsRunJob, FinalEvent, Keys, ResponseJob
 from runpoller.redis.store import RunStore
 from runpoller.worker.driver import Runner
 
@@ -213,3 +215,94 @@ async def test_a_status_seen_on_the_answer_that_ends_the_run_still_gets_its_even
         ("status", "completed"),
         ("final", "refused"),
     ]
+
+
+# ---------------------------------------------------------------------------- Responses backend
+
+
+class ResponsesApi:
+    """A Responses API behind httpx.MockTransport: records requests, answers from a script."""
+
+    def __init__(self, answers: list[httpx.Response]) -> None:
+        self.answers = answers
+        self.requests: list[tuple[str, str, Any]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        self.requests.append((request.method, request.url.path, body))
+        return self.answers[min(len(self.requests) - 1, len(self.answers) - 1)]
+
+
+def response(status: str, rid: str = "resp_1", **extra: Any) -> httpx.Response:
+    data = {"id": rid, "object": "response", "status": status, "model": "gpt-4o"} | extra
+    return httpx.Response(200, json=data)
+
+
+FUNCTION_CALL = {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"}
+
+
+def sample(runner: Runner, name: str, **labels: str) -> float | None:
+    return runner.metrics.registry.get_sample_value(name, labels)
+
+
+async def drive_response(
+    api: ResponsesApi, job: ResponseJob, *, timeout_s: float = 600
+) -> tuple[fakeredis.FakeAsyncRedis, Runner]:
+    redis = fakeredis.FakeAsyncRedis()
+    store = RunStore(redis, Keys("t"), worker_id="w1", maxlen=100, ttl_s=60)
+    http = httpx.AsyncClient(transport=httpx.MockTransport(api))
+    backend = ResponsesBackend(ApiClient(http, "http://api.test/v1"))
+    runner = Runner(store, {"response": backend}, engine.Policy(), http_concurrency=4)
+    state = engine.new_state(job.object_id, now=time.time(), timeout_s=timeout_s, interval_s=0.01)
+    claim = await store.claim(job.run_key, job.model_dump_json(), state.to_json(), "{}")
+    assert claim.outcome == "new"
+    runner.adopt(job.run_key, job, state, "sk-test")
+    await finished(runner)
+    return redis, runner
+
+
+async def test_a_response_past_its_tool_deadline_ends_cancelled_without_a_cancel_request() -> None:
+    api = ResponsesApi([response("completed", output=[FUNCTION_CALL], usage={"total_tokens": 3})])
+    job = ResponseJob(kind="response", response_id="resp_1", id="run_1")
+    redis, runner = await drive_response(api, job, timeout_s=0.3)
+    assert {method for method, _, _ in api.requests} == {"GET"}, "nothing to cancel: no POST"
+    assert sample(runner, "runpoller_cancels_total", reason="tool_timeout") == 1
+    events = await events_of(redis)
+    assert [(t, d.get("status")) for t, d in events] == [
+        ("accepted", None),
+        ("status", "requires_action"),
+        ("requires_action", None),
+        ("status", "cancelled"),
+        ("final", "timed_out"),
+    ]
+    final = FinalEvent.model_validate(events[-1][1])
+    assert final.api_status == "cancelled"
+    assert final.reason == "timed out waiting for tool outputs (unanswered call ids: call_1)"
+    assert final.error is None and final.output_text is None
+    assert final.model is None and final.usage is None
+    assert final.detail == {"response_ids": ["resp_1"]}
+
+
+async def test_a_response_job_with_a_request_creates_the_response_then_follows_it() -> None:
+    api = ResponsesApi(
+        [
+            httpx.Response(500, json={"error": {"message": "busy"}}),
+            response("queued", "resp_new"),
+            response("completed", "resp_new"),
+        ]
+    )
+    job = ResponseJob(kind="response", id="run_1", request={"model": "gpt-4o", "input": "hi"})
+    redis, runner = await drive_response(api, job)
+    created = {"model": "gpt-4o", "input": "hi", "background": True, "store": True}
+    assert api.requests == [
+        ("POST", "/v1/responses", created),
+        ("POST", "/v1/responses", created),
+        ("GET", "/v1/responses/resp_new", None),
+    ]
+    final = FinalEvent.model_validate_json(await redis.get("t:result:run_1"))
+    assert final.status == "completed" and final.detail["response_ids"] == ["resp_new"]
+    requests = "runpoller_api_requests_total"
+    assert sample(runner, requests, backend="response", op="create", code="500") == 1
+    assert sample(runner, requests, backend="response", op="create", code="200") == 1
+    assert sample(runner, requests, backend="response", op="get", code="200") == 1
+    assert sample(runner, "runpoller_api_retries_total", backend="response", op="create") == 1

@@ -1,4 +1,4 @@
-"""The decision core, without I/O: every status, deadline and error."""
+"""The rules (engine.rules), without I/O: every status, deadline and error."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from runpoller import engine
 from runpoller.engine import (
     ActionRequired,
     CancelReason,
+    CancelStarted,
     Failure,
     Finished,
     Observation,
@@ -52,17 +53,6 @@ def test_new_state_anchors_deadline() -> None:
     s = engine.new_state("run_1", now=T0, timeout_s=60, interval_s=2)
     assert s.deadline == T0 + 60 and s.phase is Phase.POLLING
     assert engine.resume(s, T0) == engine.Next(Op.GET, T0)
-
-
-def test_state_round_trips_through_json() -> None:
-    s = state(
-        phase=Phase.CANCELLING,
-        cancel_reason=CancelReason.TIMEOUT,
-        last_status=Status.IN_PROGRESS,
-        pending_calls=("call_1",),
-        object_ids=("resp_1", "resp_2"),
-    )
-    assert RunState.from_json(s.to_json()) == s
 
 
 @pytest.mark.parametrize("status", NON_TERMINAL)
@@ -420,3 +410,175 @@ def test_new_object_id_is_followed_and_recorded() -> None:
     assert d.state.object_id == "resp_2"
     assert d.state.object_ids == ("resp_1", "resp_2")
     assert d.effects == (StatusChanged(Status.QUEUED, "queued", "resp_2"),)
+
+
+# ----------------------------------------------------------------- creating the object
+
+
+def created(status: Status = Status.QUEUED) -> Observation:
+    return Observation(status, status.value, "resp_new")
+
+
+def test_a_run_without_an_object_starts_by_creating_it() -> None:
+    s = engine.new_state("", now=T0, timeout_s=60, interval_s=2)
+    assert engine.resume(s, T0) == engine.Next(Op.CREATE, T0)
+    d = engine.on_observation(s, Op.CREATE, created(), T0, POLICY)
+    assert d.state.object_id == "resp_new" and d.state.object_ids == ("resp_new",)
+    assert d.next == engine.Next(Op.GET, T0 + 2)
+    assert d.effects == (StatusChanged(Status.QUEUED, "queued", "resp_new"),)
+
+
+def test_a_failed_create_is_retried_as_a_create_within_the_deadline() -> None:
+    s = engine.new_state("", now=T0, timeout_s=60, interval_s=2)
+    d = engine.on_failure(s, Op.CREATE, RETRYABLE[0], T0, POLICY, 0)
+    assert d.next == engine.Next(Op.CREATE, T0 + 0.5)
+    late = Failure("HTTP 429", 429, retryable=True, retry_after_s=100)
+    d = engine.on_failure(s, Op.CREATE, late, T0 + 50, POLICY, 0)
+    assert d.next == engine.Next(Op.CREATE, T0 + 60)
+    race = Failure("HTTP 400: Cannot cancel", 400, race=True)
+    assert engine.on_failure(s, Op.CREATE, race, T0, POLICY, 0).next == engine.Next(Op.CREATE, T0)
+
+
+def test_a_refused_create_ends_the_run_with_an_error() -> None:
+    s = engine.new_state("", now=T0, timeout_s=60, interval_s=2)
+    f = Failure("HTTP 401: bad key", 401, retryable=False)
+    fin = finished(engine.on_failure(s, Op.CREATE, f, T0, POLICY, 0))
+    assert fin.status == "error" and fin.error == ("unauthorized", "HTTP 401: bad key")
+
+
+# ----------------------------------------------------------------- cancel started
+
+
+def cancels_started(d: engine.Decision) -> list[CancelStarted]:
+    return [e for e in d.effects if isinstance(e, CancelStarted)]
+
+
+def test_the_deadline_starts_a_cancel_once() -> None:
+    d = engine.on_observation(state(), Op.GET, obs(Status.IN_PROGRESS), T0 + 60, POLICY)
+    assert cancels_started(d) == [CancelStarted(CancelReason.TIMEOUT, "")]
+    d = engine.on_observation(d.state, Op.CANCEL, obs(Status.CANCELLING), T0 + 60, POLICY)
+    assert cancels_started(d) == []
+
+
+def test_a_failure_at_the_deadline_starts_a_cancel() -> None:
+    d = engine.on_failure(state(), Op.GET, RETRYABLE[0], T0 + 60, POLICY, 0)
+    assert cancels_started(d) == [CancelStarted(CancelReason.TIMEOUT, "")]
+
+
+def test_a_refusal_starts_a_cancel_naming_why() -> None:
+    policy = Policy(allowed_models=frozenset({"gpt-4o"}))
+    d = engine.on_observation(state(), Op.GET, obs(Status.QUEUED, model="gpt-3.5"), T0, policy)
+    why = "model gpt-3.5 is not in ASSISTANTS_MODELS"
+    assert cancels_started(d) == [CancelStarted(CancelReason.REFUSED, why)]
+
+
+def test_a_run_already_cancelling_is_not_announced_again() -> None:
+    # The API was down until the deadline; the cancel's answer is the first look at the run.
+    d = engine.on_failure(state(), Op.GET, RETRYABLE[0], T0 + 60, POLICY, 0)
+    policy = Policy(allowed_models=frozenset({"gpt-4o"}))
+    d = engine.on_observation(d.state, Op.CANCEL, obs(Status.QUEUED, model="x"), T0 + 60, policy)
+    assert d.state.cancel_reason is CancelReason.REFUSED and d.next == engine.Next(
+        Op.CANCEL, T0 + 60
+    )
+    assert cancels_started(d) == []
+
+
+def test_a_tool_timeout_names_the_calls_in_its_cancel() -> None:
+    d = engine.on_observation(state(), Op.GET, requires_action(), T0, POLICY)
+    d = engine.on_observation(d.state, Op.GET, requires_action(), T0 + 60, POLICY)
+    (started,) = cancels_started(d)
+    assert started.reason is CancelReason.TOOL_TIMEOUT and "call_a, call_b" in started.detail
+
+
+# ----------------------------------------------------------------- nothing left to cancel
+
+
+def done_with_calls() -> Observation:
+    """A response that completed with function calls: nothing runs that a cancel could stop."""
+    return replace(requires_action(), cancellable=False)
+
+
+def test_the_last_answer_says_whether_there_is_anything_to_cancel() -> None:
+    d = engine.on_observation(state(), Op.GET, done_with_calls(), T0, POLICY)
+    assert d.state.cancellable is False
+    d = engine.on_observation(d.state, Op.GET, obs(Status.IN_PROGRESS), T0 + 2, POLICY)
+    assert d.state.cancellable is True
+
+
+def test_a_tool_timeout_with_nothing_to_cancel_ends_cancelled_without_a_request() -> None:
+    d = engine.on_observation(state(), Op.GET, done_with_calls(), T0, POLICY)
+    d = engine.on_observation(d.state, Op.GET, done_with_calls(), T0 + 60, POLICY)
+    assert d.next == engine.Next(Op.FETCH_RESULT, T0 + 60), "no CANCEL request"
+    assert [type(e) for e in d.effects] == [CancelStarted, StatusChanged]
+    assert d.effects[1] == StatusChanged(Status.CANCELLED, "cancelled", "run_1")
+    assert d.state.phase is Phase.FETCHING and d.state.cancel_sent
+    fin = finished(engine.on_result_fetched(d.state, T0 + 60))
+    assert fin == Finished(
+        "timed_out",
+        "timed out waiting for tool outputs (unanswered call ids: call_a, call_b)",
+        "cancelled",
+    )
+
+
+def test_a_refused_run_with_nothing_to_cancel_ends_refused_without_a_request() -> None:
+    policy = Policy(allowed_models=frozenset({"gpt-4o"}))
+    o = replace(done_with_calls(), model="gpt-3.5")
+    d = engine.on_observation(state(), Op.GET, o, T0, policy)
+    assert d.next == engine.Next(Op.FETCH_RESULT, T0)
+    assert [type(e) for e in d.effects] == [StatusChanged, CancelStarted, StatusChanged]
+    fin = finished(engine.on_result_fetched(d.state, T0))
+    assert fin.status == "refused" and fin.api_status == "cancelled"
+    assert fin.reason == "refused: model gpt-3.5 is not in ASSISTANTS_MODELS"
+
+
+def test_an_api_outage_at_the_deadline_with_nothing_to_cancel_lets_go_too() -> None:
+    d = engine.on_observation(state(), Op.GET, done_with_calls(), T0, POLICY)
+    d = engine.on_failure(d.state, Op.GET, RETRYABLE[1], T0 + 30, POLICY, 0)
+    d = engine.on_failure(d.state, Op.GET, RETRYABLE[1], T0 + 60, POLICY, 0)
+    assert d.next == engine.Next(Op.FETCH_RESULT, T0 + 60)
+    assert d.state.failures == 0, "the fetch starts its backoff afresh"
+    assert finished(engine.on_result_fetched(d.state, T0 + 60)).status == "timed_out"
+
+
+def test_a_restart_mid_cancel_with_nothing_to_cancel_reads_the_run_first() -> None:
+    s = state(
+        phase=Phase.CANCELLING,
+        phase_since=T0 + 60,
+        cancel_reason=CancelReason.TOOL_TIMEOUT,
+        cancel_detail="timed out waiting for tool outputs (unanswered call ids: call_a)",
+        last_status=Status.REQUIRES_ACTION,
+        checked=True,
+        cancellable=False,
+    )
+    assert engine.resume(s, T0 + 61) == engine.Next(Op.GET, T0 + 61)
+    d = engine.on_observation(s, Op.GET, done_with_calls(), T0 + 61, POLICY)
+    assert d.next == engine.Next(Op.FETCH_RESULT, T0 + 61)
+    assert cancels_started(d) == [], "announced when it started, before the restart"
+
+
+# ----------------------------------------------------------------- crash, and after the end
+
+
+def test_a_crash_ends_the_run_with_an_internal_error() -> None:
+    s = state(last_status=Status.IN_PROGRESS)
+    fin = finished(engine.on_crash(s, "RuntimeError"))
+    message = "internal error while driving the run (RuntimeError)"
+    assert fin == Finished("error", message, "in_progress", ("internal_error", message))
+
+
+def test_a_crash_before_any_status_has_no_api_status() -> None:
+    assert finished(engine.on_crash(state(), "KeyError")).api_status is None
+
+
+def test_nothing_is_decided_after_the_end() -> None:
+    done = engine.on_crash(state(), "KeyError").state
+    assert done.phase is Phase.DONE
+    decisions = [
+        engine.on_observation(done, Op.GET, obs(Status.COMPLETED), T0, POLICY),
+        engine.on_failure(done, Op.GET, RETRYABLE[0], T0, POLICY, 0),
+        engine.on_result_fetched(done, T0),
+        engine.on_reply(done, 1, [], T0, POLICY),
+        engine.on_crash(done, "KeyError"),
+    ]
+    assert all(d == engine.Decision(done) for d in decisions)
+    assert engine.resume(done, T0) is None

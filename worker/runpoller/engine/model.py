@@ -1,0 +1,243 @@
+"""The engine's vocabulary: what goes into a decision and what comes out of it.
+
+Inputs are what a backend observed (:class:`Observation`) or how a request failed
+(:class:`Failure`), plus the :class:`Policy`. The run's durable state is :class:`RunState`.
+Outputs are a :class:`Decision`: the new state, small immutable effects for the driver to
+write or count, and the :class:`Next` request. Nothing here decides anything (that is
+``rules``); everything here is plain data, and a state survives JSON unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+# ---------------------------------------------------------------------------- inputs
+
+
+class Status(StrEnum):
+    """Backend-neutral run status."""
+
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    REQUIRES_ACTION = "requires_action"
+    CANCELLING = "cancelling"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INCOMPLETE = "incomplete"
+    EXPIRED = "expired"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.INCOMPLETE, Status.EXPIRED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRequest:
+    """One function call the model wants the app to answer."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the API reported about the run, mapped onto neutral terms by a backend."""
+
+    status: Status
+    api_status: str
+    object_id: str
+    model: str | None = None
+    assistant_id: str | None = None
+    tool_calls: tuple[ToolCallRequest, ...] = ()
+    action_expires_at: float | None = None
+    error: tuple[str, str] | None = None
+    incomplete_details: Mapping[str, Any] | None = None
+    usage: Mapping[str, Any] | None = None
+    poll_after_s: float | None = None
+    cancellable: bool = True
+    """False when nothing runs on the API side that a cancel could stop (a response that
+    completed with function calls): the engine then ends a cancel without a request."""
+    payload: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    """The backend's own object, handed back to it when results are collected."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A request that did not produce an observation, classified by the API client."""
+
+    message: str
+    status_code: int | None = None
+    code: str | None = None
+    retryable: bool = False
+    race: bool = False
+    retry_after_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The parts of the configuration that decisions depend on."""
+
+    cancel_grace_s: float = 30.0
+    max_retry_after_s: float = 120.0
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 8.0
+    supported_ids: frozenset[str] | None = None
+    excluded_ids: frozenset[str] | None = None
+    allowed_models: frozenset[str] | None = None
+    max_reply_bytes: int = 1024 * 1024
+
+
+# ---------------------------------------------------------------------------- state
+
+
+class Phase(StrEnum):
+    POLLING = "polling"
+    AWAITING_OUTPUTS = "awaiting_outputs"
+    CANCELLING = "cancelling"
+    FETCHING = "fetching"
+    DONE = "done"
+
+
+class CancelReason(StrEnum):
+    TIMEOUT = "timeout"
+    TOOL_TIMEOUT = "tool_timeout"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """The durable state of one run: enough for any worker to resume it after a crash."""
+
+    deadline: float
+    interval: float
+    object_id: str
+    phase: Phase = Phase.POLLING
+    phase_since: float = 0.0
+    cancel_reason: CancelReason | None = None
+    cancel_detail: str = ""
+    cancel_sent: bool = False
+    last_status: Status | None = None
+    round: int = 0
+    pending_calls: tuple[str, ...] = ()
+    outputs_deadline: float | None = None
+    failures: int = 0
+    checked: bool = False
+    object_ids: tuple[str, ...] = field(default=())
+    cancellable: bool = True
+    """What the last observation said (:attr:`Observation.cancellable`), kept for a restart."""
+
+    def durable_changed(self, other: RunState) -> bool:
+        """Whether ``other`` differs in more than the transient fields: worth persisting."""
+        if self is other:  # what the rules hand back when a poll changes nothing
+            return False
+        return any(getattr(self, name) != getattr(other, name) for name in _DURABLE_FIELDS)
+
+    def to_json(self) -> str:
+        data = {name: getattr(self, name) for name in self.__slots__}
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RunState:
+        data = json.loads(text)
+        data["phase"] = Phase(data["phase"])
+        if data.get("cancel_reason"):
+            data["cancel_reason"] = CancelReason(data["cancel_reason"])
+        if data.get("last_status"):
+            data["last_status"] = Status(data["last_status"])
+        data["pending_calls"] = tuple(data.get("pending_calls") or ())
+        data["object_ids"] = tuple(data.get("object_ids") or ())
+        return cls(**data)
+
+
+# A new owner loses nothing without the retry count: at worst one backoff starts over.
+_TRANSIENT_FIELDS = frozenset({"failures"})
+_DURABLE_FIELDS = tuple(name for name in RunState.__slots__ if name not in _TRANSIENT_FIELDS)
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+class Op(StrEnum):
+    """The requests a decision asks for; the values are the metrics' ``op`` label."""
+
+    CREATE = "create"
+    GET = "get"
+    CANCEL = "cancel"
+    SUBMIT = "submit"
+    FETCH_RESULT = "fetch_result"
+
+
+@dataclass(frozen=True, slots=True)
+class Next:
+    """The next request to make, and when. ``outputs`` travel with a SUBMIT."""
+
+    op: Op
+    at: float
+    wake_on_reply: bool = False
+    outputs: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChanged:
+    status: Status
+    api_status: str
+    object_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRequired:
+    round: int
+    object_id: str
+    calls: tuple[ToolCallRequest, ...]
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyRejected:
+    round: int
+    problems: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyIgnored:
+    round: int
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelStarted:
+    """The run started cancelling (once per run): for the driver's log and counter."""
+
+    reason: CancelReason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The run is over. ``status`` is the protocol's final status."""
+
+    status: str
+    reason: str
+    api_status: str | None
+    error: tuple[str, str] | None = None
+
+
+Effect = StatusChanged | ActionRequired | ReplyRejected | ReplyIgnored | CancelStarted | Finished
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    state: RunState
+    effects: tuple[Effect, ...] = ()
+    next: Next | None = None

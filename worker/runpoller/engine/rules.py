@@ -1,0 +1,428 @@
+"""The run lifecycle's rules: every decision about a run that exists, as a pure function.
+
+Everything that affects what happens to a run lives in this module, and this module does not
+know which backend it drives. Each rule takes the durable state, what just happened (an
+observation, a failure, a reply, a crash), the clock and the policy, and returns a
+:class:`Decision`. No rule does I/O, reads a clock or draws a random number: the driver
+(``runpoller.worker.driver``) does, and feeds the results in.
+
+Theory of operation. A run is in one of five phases:
+
+- ``polling``: GET the object every interval until it is terminal, needs tool outputs, or the
+  wall-clock deadline passes (then cancel). The deadline is fixed when the run is first
+  accepted and never moves: not for tool rounds, not for restarts. A run whose object the
+  worker must create first (no object id yet) starts with CREATE instead of GET.
+- ``awaiting_outputs``: the app has been asked for tool outputs (one round). Keep polling (the
+  run may be cancelled or expire meanwhile) and wake up at once when the reply arrives.
+- ``cancelling``: we asked the API to cancel (timeout, refused assistant or model). Keep
+  polling until the API reports a terminal status or the grace period ends. When the last
+  observation said nothing runs that a cancel could stop, no CANCEL is sent: the run counts
+  as cancelled at once.
+- ``fetching``: the API reported a terminal status; collect the results (messages).
+- ``done``: the final event was decided. Nothing is decided after it.
+
+Failures: retryable errors back off (jittered exponential, or the server's retry-after),
+never past the run's deadline or the grace period; a race 400 ("Cannot cancel run with
+status …", "… do not accept tool outputs") means the run moved on: re-read it and report
+what really happened. Fatal errors (401/403/404, …) end the run with an ``error`` event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from .model import (
+    ActionRequired,
+    CancelReason,
+    CancelStarted,
+    Decision,
+    Effect,
+    Failure,
+    Finished,
+    Next,
+    Observation,
+    Op,
+    Phase,
+    Policy,
+    ReplyIgnored,
+    ReplyRejected,
+    RunState,
+    Status,
+    StatusChanged,
+)
+
+# ---------------------------------------------------------------------------- tables
+
+_TERMINAL_REASONS: Mapping[Status, str] = {
+    Status.COMPLETED: "the run completed",
+    Status.FAILED: "the run failed",
+    Status.INCOMPLETE: "the run ended incomplete",
+    Status.EXPIRED: "the run expired (tool outputs were not submitted in time)",
+    Status.CANCELLED: "the run was cancelled outside runpoller",
+}
+
+# Why a cancel was started -> (final status, reason); ``{detail}`` is the state's cancel detail.
+_CANCEL_OUTCOMES: Mapping[CancelReason, tuple[str, str]] = {
+    CancelReason.TIMEOUT: ("timed_out", "the run passed its deadline and was cancelled"),
+    CancelReason.TOOL_TIMEOUT: ("timed_out", "{detail}"),
+    CancelReason.REFUSED: ("refused", "refused: {detail}"),
+}
+
+_ERROR_CODES: Mapping[int, str] = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+}
+
+# Phases bounded by the cancel grace period (counted from entering them), not the deadline.
+_GRACE_BOUNDED = frozenset({Phase.CANCELLING, Phase.FETCHING})
+
+
+def _cancel_answered(state: RunState, now: float) -> RunState:
+    return replace(state, cancel_sent=True)
+
+
+def _back_to_polling(state: RunState, now: float) -> RunState:
+    """Leave a tool round (answered here, elsewhere, or overtaken by the run's own end)."""
+    return replace(
+        state, phase=Phase.POLLING, phase_since=now, pending_calls=(), outputs_deadline=None
+    )
+
+
+# What any answer to a request tells, whatever it says (a race included): a cancel was
+# received; submitted outputs ended the tool round.
+_ANSWERED: Mapping[Op, Callable[[RunState, float], RunState]] = {
+    Op.CANCEL: _cancel_answered,
+    Op.SUBMIT: _back_to_polling,
+}
+
+# ---------------------------------------------------------------------------- decisions
+
+
+def new_state(object_id: str, *, now: float, timeout_s: float, interval_s: float) -> RunState:
+    """The state of a run accepted at ``now``: the deadline is anchored here for good."""
+    return RunState(
+        deadline=now + timeout_s,
+        interval=interval_s,
+        object_id=object_id,
+        phase_since=now,
+        object_ids=(object_id,) if object_id else (),
+    )
+
+
+def resume(state: RunState, now: float) -> Next | None:
+    """The first request for a run just accepted or taken over from another worker."""
+    if state.phase is Phase.DONE:
+        return None
+    if state.phase is Phase.CANCELLING and not state.cancel_sent and state.cancellable:
+        return Next(Op.CANCEL, now)
+    return Next(_read(state), now, wake_on_reply=state.phase is Phase.AWAITING_OUTPUTS)
+
+
+def on_observation(
+    state: RunState, op: Op, obs: Observation, now: float, policy: Policy
+) -> Decision:
+    """The API answered a CREATE, GET, CANCEL or SUBMIT with the run object."""
+    if state.phase is Phase.DONE:
+        return Decision(state)
+    effects: list[Effect] = []
+    if state.failures:
+        state = replace(state, failures=0)
+    if obs.object_id != state.object_id:
+        state = replace(
+            state, object_id=obs.object_id, object_ids=(*state.object_ids, obs.object_id)
+        )
+    if obs.cancellable is not state.cancellable:
+        state = replace(state, cancellable=obs.cancellable)
+    answered = _ANSWERED.get(op)
+    if answered is not None:
+        state = answered(state, now)
+    if obs.status != state.last_status:
+        effects.append(StatusChanged(obs.status, obs.api_status, obs.object_id))
+        state = replace(state, last_status=obs.status)
+
+    if not state.checked:
+        state = replace(state, checked=True)
+        refusal = _refusal(obs, policy)
+        if refusal is not None:
+            if obs.status.terminal:
+                return _finish(state, "refused", refusal, obs.api_status, effects)
+            state = _start_cancel(state, CancelReason.REFUSED, refusal, now, effects)
+            return _send_cancel(state, now, effects)
+
+    if obs.status.terminal:
+        state = replace(state, phase=Phase.FETCHING, phase_since=now)
+        return Decision(state, tuple(effects), Next(Op.FETCH_RESULT, now))
+
+    if state.phase is Phase.CANCELLING:
+        if now >= state.phase_since + policy.cancel_grace_s:
+            status, reason = _cancel_outcome(state, confirmed=False, why="")
+            return _finish(state, status, reason, obs.api_status, effects)
+        if not state.cancel_sent:
+            return _send_cancel(state, now, effects)
+        at = min(now + _interval(state, obs), state.phase_since + policy.cancel_grace_s)
+        return Decision(state, tuple(effects), Next(_read(state), at))
+
+    if obs.status is Status.REQUIRES_ACTION:
+        call_ids = tuple(call.id for call in obs.tool_calls)
+        if state.phase is not Phase.AWAITING_OUTPUTS or call_ids != state.pending_calls:
+            until = state.deadline
+            if obs.action_expires_at is not None:
+                until = min(until, obs.action_expires_at)
+            state = replace(
+                state,
+                phase=Phase.AWAITING_OUTPUTS,
+                phase_since=now,
+                round=state.round + 1,
+                pending_calls=call_ids,
+                outputs_deadline=until,
+            )
+            effects.append(ActionRequired(state.round, obs.object_id, obs.tool_calls, until))
+    elif state.phase is Phase.AWAITING_OUTPUTS:
+        # Outputs were submitted elsewhere (or by a previous owner): back to plain polling.
+        state = _back_to_polling(state, now)
+
+    if now >= state.deadline:
+        state = _cancel_at_deadline(state, now, effects)
+        return _send_cancel(state, now, effects)
+
+    at = min(now + _interval(state, obs), state.deadline)
+    awaiting = state.phase is Phase.AWAITING_OUTPUTS
+    return Decision(state, tuple(effects), Next(_read(state), at, wake_on_reply=awaiting))
+
+
+def on_result_fetched(state: RunState, now: float, note: str = "") -> Decision:
+    """Results are collected (or given up on, with ``note`` saying why): finish the run."""
+    if state.phase is Phase.DONE:
+        return Decision(state)
+    last = state.last_status
+    api_status = last.value if last else None
+    if state.cancel_reason is not None and last is Status.CANCELLED:
+        status, reason = _cancel_outcome(state, confirmed=True, why="")
+    elif last is None:
+        status, reason = "error", "the run ended before its status could be read"
+    else:
+        status = last.value
+        reason = _TERMINAL_REASONS[last]
+        if state.cancel_reason is not None:
+            reason += f" (it reached {last.value} before the cancel took effect)"
+    if note:
+        reason = f"{reason}; {note}"
+    return _finish(state, status, reason, api_status, [])
+
+
+def on_failure(
+    state: RunState, op: Op, failure: Failure, now: float, policy: Policy, rand: float
+) -> Decision:
+    """A request failed. ``rand`` in [0, 1) supplies the jitter, so this stays pure."""
+    if state.phase is Phase.DONE:
+        return Decision(state)
+    api_status = state.last_status.value if state.last_status else None
+    if failure.race:
+        # The run moved on (finished before our cancel, or left requires_action): re-read it.
+        answered = _ANSWERED.get(op)
+        if answered is not None:
+            state = answered(state, now)
+        return Decision(replace(state, failures=0), (), Next(_read(state), now))
+
+    if not failure.retryable:
+        if op is Op.FETCH_RESULT:
+            return on_result_fetched(state, now, note=f"results unavailable: {failure.message}")
+        if op is Op.CANCEL:
+            status, reason = _cancel_outcome(state, confirmed=False, why=failure.message)
+            return _finish(state, status, reason, api_status, [])
+        return _finish(
+            state,
+            "error",
+            f"the API refused the request: {failure.message}",
+            api_status,
+            [],
+            error=(
+                failure.code or _ERROR_CODES.get(failure.status_code or 0, "api_error"),
+                failure.message,
+            ),
+        )
+
+    failures = state.failures + 1
+    state = replace(state, failures=failures)
+    at = now + _backoff(failures, failure, policy, rand)
+    if state.phase in _GRACE_BOUNDED:
+        limit = state.phase_since + policy.cancel_grace_s
+        if now >= limit:
+            if state.phase is Phase.FETCHING:
+                return on_result_fetched(state, now, note=f"results unavailable: {failure.message}")
+            status, reason = _cancel_outcome(state, confirmed=False, why=failure.message)
+            return _finish(state, status, reason, api_status, [])
+        return Decision(state, (), Next(op, min(at, limit)))
+    if now >= state.deadline:
+        effects: list[Effect] = []
+        state = _cancel_at_deadline(state, now, effects)
+        return _send_cancel(state, now, effects)
+    if op is Op.SUBMIT:
+        return Decision(state, (), Next(Op.SUBMIT, min(at, state.deadline)))
+    awaiting = state.phase is Phase.AWAITING_OUTPUTS
+    return Decision(state, (), Next(_read(state), min(at, state.deadline), wake_on_reply=awaiting))
+
+
+def on_reply(
+    state: RunState,
+    round_: int,
+    outputs: Sequence[tuple[str, Any]] | None,
+    now: float,
+    policy: Policy,
+    problem: str = "",
+) -> Decision:
+    """The app answered a round of tool calls: submit if the answer is complete and exact.
+
+    ``outputs`` is None when the reply could not even be parsed (``problem`` says why). A
+    reply for a round already answered is ignored (a duplicate or redelivery), not an error.
+    """
+    if state.phase is Phase.DONE:
+        return Decision(state)
+    if round_ < state.round or (
+        round_ == state.round and state.phase is not Phase.AWAITING_OUTPUTS
+    ):
+        return Decision(state, (ReplyIgnored(round_, "this round was already answered"),), None)
+    if round_ > state.round or state.phase is not Phase.AWAITING_OUTPUTS:
+        stale = f"round {round_} has not been asked (current round {state.round})"
+        return Decision(state, (ReplyRejected(round_, (stale,)),), None)
+    if outputs is None:
+        return Decision(state, (ReplyRejected(round_, (problem,)),), None)
+    problems = _check_outputs(state.pending_calls, outputs)
+    size = sum(len(str(output).encode()) for _, output in outputs)
+    if size > policy.max_reply_bytes:
+        problems.append(f"outputs total {size} bytes; the limit is {policy.max_reply_bytes} bytes")
+    if problems:
+        return Decision(state, (ReplyRejected(round_, tuple(problems)),), None)
+    pairs = tuple((str(call_id), str(output)) for call_id, output in outputs)
+    return Decision(state, (), Next(Op.SUBMIT, now, outputs=pairs))
+
+
+def on_crash(state: RunState, error_type: str) -> Decision:
+    """The driver failed on a bug (``error_type`` names the exception, never its message,
+    which may hold secrets): end the run with an error rather than strand or retry it."""
+    if state.phase is Phase.DONE:
+        return Decision(state)
+    message = f"internal error while driving the run ({error_type})"
+    api_status = state.last_status.value if state.last_status else None
+    return _finish(state, "error", message, api_status, [], error=("internal_error", message))
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _read(state: RunState) -> Op:
+    """How to learn the run's status: GET its object, or CREATE it when there is none yet."""
+    return Op.GET if state.object_id else Op.CREATE
+
+
+def _interval(state: RunState, obs: Observation) -> float:
+    """The configured interval, or the server's poll-after hint when that is longer."""
+    if obs.poll_after_s is not None and obs.poll_after_s > state.interval:
+        return obs.poll_after_s
+    return state.interval
+
+
+def _refusal(obs: Observation, policy: Policy) -> str | None:
+    assistant = obs.assistant_id
+    if assistant is not None:
+        if policy.supported_ids is not None and assistant not in policy.supported_ids:
+            return f"assistant {assistant} is not in supportedIds"
+        if policy.excluded_ids is not None and assistant in policy.excluded_ids:
+            return f"assistant {assistant} is in excludedIds"
+    models = policy.allowed_models
+    if models is not None and obs.model is not None and obs.model not in models:
+        return f"model {obs.model} is not in ASSISTANTS_MODELS"
+    return None
+
+
+def _cancel_at_deadline(state: RunState, now: float, effects: list[Effect]) -> RunState:
+    """The deadline passed: cancel, naming the unanswered tool calls if we were waiting."""
+    if state.phase is Phase.AWAITING_OUTPUTS:
+        pending = ", ".join(state.pending_calls)
+        detail = f"timed out waiting for tool outputs (unanswered call ids: {pending})"
+        return _start_cancel(state, CancelReason.TOOL_TIMEOUT, detail, now, effects)
+    return _start_cancel(state, CancelReason.TIMEOUT, "", now, effects)
+
+
+def _start_cancel(
+    state: RunState, reason: CancelReason, detail: str, now: float, effects: list[Effect]
+) -> RunState:
+    """Enter ``cancelling`` (announced once: a run already cancelling only learns a new why)."""
+    if state.phase is not Phase.CANCELLING:
+        effects.append(CancelStarted(reason, detail))
+    return replace(
+        state,
+        phase=Phase.CANCELLING,
+        phase_since=now,
+        cancel_reason=reason,
+        cancel_detail=detail,
+        cancel_sent=False,
+    )
+
+
+def _send_cancel(state: RunState, now: float, effects: list[Effect]) -> Decision:
+    """Send the cancel now; or, when nothing runs on the API side (a response that completed
+    with function calls), count the run as cancelled without a request and collect it."""
+    if state.cancellable:
+        return Decision(state, tuple(effects), Next(Op.CANCEL, now))
+    if state.last_status is not Status.CANCELLED:
+        effects.append(StatusChanged(Status.CANCELLED, Status.CANCELLED.value, state.object_id))
+    state = replace(
+        state,
+        failures=0,
+        cancel_sent=True,
+        last_status=Status.CANCELLED,
+        phase=Phase.FETCHING,
+        phase_since=now,
+    )
+    return Decision(state, tuple(effects), Next(Op.FETCH_RESULT, now))
+
+
+def _cancel_outcome(state: RunState, *, confirmed: bool, why: str) -> tuple[str, str]:
+    status, template = _CANCEL_OUTCOMES[state.cancel_reason or CancelReason.TIMEOUT]
+    text = template.format(detail=state.cancel_detail)
+    if not confirmed:
+        text += "; the cancel could not be confirmed"
+        if why:
+            text += f" ({why})"
+    return status, text
+
+
+def _finish(
+    state: RunState,
+    status: str,
+    reason: str,
+    api_status: str | None,
+    effects: list[Effect],
+    error: tuple[str, str] | None = None,
+) -> Decision:
+    effects.append(Finished(status, reason, api_status, error))
+    return Decision(replace(state, phase=Phase.DONE), tuple(effects), None)
+
+
+def _backoff(failures: int, failure: Failure, policy: Policy, rand: float) -> float:
+    if failure.retry_after_s is not None and failure.retry_after_s > 0:
+        return min(failure.retry_after_s, policy.max_retry_after_s)
+    base: float = min(policy.backoff_base_s * 2.0 ** (failures - 1), policy.backoff_cap_s)
+    return base * (1 - 0.25 * rand)
+
+
+def _check_outputs(pending: Sequence[str], outputs: Sequence[tuple[str, Any]]) -> list[str]:
+    problems: list[str] = []
+    seen: set[str] = set()
+    for call_id, output in outputs:
+        if call_id not in pending:
+            problems.append(f"unknown tool_call_id {call_id!r}")
+        elif call_id in seen:
+            problems.append(f"tool_call_id {call_id!r} answered more than once")
+        seen.add(call_id)
+        if not isinstance(output, str):
+            problems.append(f"output for {call_id!r} must be a string, got {type(output).__name__}")
+    missing = [call_id for call_id in pending if call_id not in seen]
+    if missing:
+        problems.append("missing outputs for tool_call_id " + ", ".join(missing))
+    return problems
