@@ -20,24 +20,22 @@ from pydantic import ValidationError
 
 from runpoller import engine
 from runpoller.config import Settings
+from runpoller.engine.admission import Bounds, Limits, job_bounds, refused
 from runpoller.protocol import (
     FN_DEAD_LETTER,
     FN_RESUME,
     FN_RUN,
     RUN_ID_PATTERN,
+    AnyJob,
     ErrorInfo,
     FinalEvent,
+    describe_validation_error,
+    parse_job,
 )
 from runpoller.redis.store import RunStore
 from runpoller.secrets import SecretError, decrypt, is_encrypted
 from runpoller.worker.capacity import Capacity
-from runpoller.worker.driver import (
-    AnyJob,
-    Runner,
-    accepted_event,
-    describe_validation_error,
-    parse_job,
-)
+from runpoller.worker.driver import Runner, accepted_event
 from runpoller.worker.intake import Handler
 from runpoller.worker.metrics import Metrics
 
@@ -71,6 +69,12 @@ class Admission:
         self.metrics = metrics
         self.replay = replay
         self._key_ring = settings.key_ring
+        self._limits = Limits(
+            poll_interval_ms=settings.poll_interval_ms,
+            timeout_ms=settings.timeout_ms,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            max_timeout_ms=settings.max_timeout_ms,
+        )
 
     async def intake(self, raw: Any, enqueue_time: float, job_try: int = 1) -> str:
         """Validate a job, claim its run and start driving it. Never raises for bad input."""
@@ -80,12 +84,15 @@ class Admission:
             return await self._refuse_raw(raw, "invalid_job", describe_validation_error(exc))
         run_id = job.run_key
         try:
-            api_key, timeout_s, interval_s = self._job_parameters(job)
+            api_key, bounds = self._job_parameters(job)
         except RunRefused as exc:
             return await self._refuse(run_id, job.kind, exc.code, str(exc))
         self.capacity.check()
         state = engine.new_state(
-            job.object_id, now=enqueue_time, timeout_s=timeout_s, interval_s=interval_s
+            job.object_id,
+            now=enqueue_time,
+            timeout_s=bounds.timeout_s,
+            interval_s=bounds.interval_s,
         )
         stored = job.model_dump(mode="python", exclude_none=True)
         if job.api_key is not None:
@@ -133,7 +140,7 @@ class Admission:
             job = parse_job(json.loads(claim.job_json))
             state = engine.RunState.from_json(claim.state_json)
             try:
-                api_key, _, _ = self._job_parameters(job)
+                api_key, _ = self._job_parameters(job)
             except RunRefused as exc:
                 return await self._refuse(run_id, job.kind, exc.code, str(exc))
             if not self.runner.adopt(run_id, job, state, api_key):
@@ -173,7 +180,8 @@ class Admission:
 
     # ------------------------------------------------------------------ refusals
 
-    def _job_parameters(self, job: AnyJob) -> tuple[str, float, float]:
+    def _job_parameters(self, job: AnyJob) -> tuple[str, Bounds]:
+        """The job's API key and bounds (the engine's rule), or RunRefused saying why not."""
         s = self.settings
         if job.api_key is not None:
             api_key = self._job_key(job.api_key.get_secret_value())
@@ -188,23 +196,10 @@ class Admission:
             )
         else:
             api_key = s.assistants_api_key.get_secret_value()
-        interval_ms = job.poll_interval_ms or s.poll_interval_ms
-        timeout_ms = job.timeout_ms or s.timeout_ms
-        if interval_ms > s.max_poll_interval_ms:
-            raise RunRefused(
-                "invalid_job",
-                f"poll_interval_ms {interval_ms} exceeds the maximum {s.max_poll_interval_ms}",
-            )
-        if timeout_ms > s.max_timeout_ms:
-            raise RunRefused(
-                "invalid_job", f"timeout_ms {timeout_ms} exceeds the maximum {s.max_timeout_ms}"
-            )
-        if timeout_ms <= interval_ms:
-            raise RunRefused(
-                "invalid_job",
-                f"timeout_ms {timeout_ms} must be larger than poll_interval_ms {interval_ms}",
-            )
-        return api_key, timeout_ms / 1000, interval_ms / 1000
+        bounds = job_bounds(job.poll_interval_ms, job.timeout_ms, self._limits)
+        if not isinstance(bounds, Bounds):
+            raise RunRefused(bounds.code, bounds.message)
+        return api_key, bounds
 
     def _job_key(self, value: str) -> str:
         if is_encrypted(value):
@@ -232,13 +227,15 @@ class Admission:
         return "dead_letter"
 
     async def _refuse(self, run_id: str, kind: str | None, code: str, message: str) -> str:
+        outcome = refused(code, message)
+        assert outcome.error is not None
         final = FinalEvent(
             run_id=run_id,
             ts=int(time.time() * 1000),
             kind=kind,
-            status="error",
-            reason=f"the job was refused: {message}",
-            error=ErrorInfo(code=code, message=message),
+            status=outcome.status,
+            reason=outcome.reason,
+            error=ErrorInfo(code=outcome.error[0], message=outcome.error[1]),
         ).model_dump_json()
         if await self.store.reject(run_id, final):
             log.warning("job.refused", run_id=run_id, code=code, reason=message)
@@ -250,9 +247,17 @@ class Admission:
 
 
 def _identifiable_run_id(raw: Any) -> str | None:
+    """The run key the app follows for this (invalid) job, if it can be told.
+
+    ``id`` wins when given, as for a valid job: an invalid ``id`` names no key the app could
+    follow, and writing under ``run_id`` instead would leave the app waiting on ``id``.
+    """
     if not isinstance(raw, dict):
         return None
-    for name in ("id", "run_id", "response_id"):
+    if raw.get("id") is not None:
+        value = raw["id"]
+        return value if isinstance(value, str) and _RUN_ID_CHARS.fullmatch(value) else None
+    for name in ("run_id", "response_id"):
         value = raw.get(name)
         if isinstance(value, str) and _RUN_ID_CHARS.fullmatch(value):
             return value
