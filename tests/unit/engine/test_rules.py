@@ -582,3 +582,10 @@ def test_nothing_is_decided_after_the_end() -> None:
     ]
     assert all(d == engine.Decision(done) for d in decisions)
     assert engine.resume(done, T0) is None
+
+
+def test_a_retried_submit_carries_its_outputs_again() -> None:
+    d = engine.on_observation(state(), Op.GET, requires_action(), T0, POLICY)
+    outputs = (("call_a", "sunny"), ("call_b", "noon"))
+    r = engine.on_failure(d.state, Op.SUBMIT, RETRYABLE[0], T0 + 1, POLICY, 0, outputs)
+    assert r.next == engine.Next(Op.SUBMIT, T0 + 1.5, outputs=outputs)

@@ -16,7 +16,7 @@ from runpoller.backends import RunResult
 from runpoller.backends.responses import ResponsesBackend
 from runpoller.engine import Failure, Observation, RunState, Status
 from runpoller.http.api import ApiClient, ApiFailure
-from runpoller.protocol import AssistantsRunJob, FinalEvent, Keys, ResponseJob
+from runpoller.protocol import AssistantsRunJob, FinalEvent, Keys, ParsedReply, ResponseJob
 from runpoller.redis.store import RunStore
 from runpoller.worker.driver import Runner
 
@@ -306,3 +306,35 @@ async def test_a_response_job_with_a_request_creates_the_response_then_follows_i
     assert sample(runner, requests, backend="response", op="create", code="200") == 1
     assert sample(runner, requests, backend="response", op="get", code="200") == 1
     assert sample(runner, "runpoller_api_retries_total", backend="response", op="create") == 1
+
+
+async def test_a_submit_retried_after_a_failure_still_carries_the_outputs() -> None:
+    api = ResponsesApi(
+        [
+            response("completed", output=[FUNCTION_CALL]),
+            httpx.Response(503, json={"error": {"message": "overloaded"}}),
+            response("queued", "resp_2"),
+            response("completed", "resp_2"),
+        ]
+    )
+    job = ResponseJob(kind="response", response_id="resp_1", id="run_1")
+    redis = fakeredis.FakeAsyncRedis()
+    store = RunStore(redis, Keys("t"), worker_id="w1", maxlen=100, ttl_s=60)
+    http = httpx.AsyncClient(transport=httpx.MockTransport(api))
+    backend = ResponsesBackend(ApiClient(http, "http://api.test/v1"))
+    runner = Runner(store, {"response": backend}, engine.Policy(), http_concurrency=4)
+    state = engine.new_state("resp_1", now=time.time(), timeout_s=600, interval_s=0.01)
+    await store.claim("run_1", job.model_dump_json(), state.to_json(), "{}")
+    runner.adopt("run_1", job, state, "sk-test")
+    for _ in range(300):
+        if len(api.requests) >= 1 and runner.runs["run_1"].state.round == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert runner.deliver_reply(ParsedReply("run_1", 1, [("call_1", "42")]))
+    await finished(runner)
+    answer = [{"type": "function_call_output", "call_id": "call_1", "output": "42"}]
+    submits = [body for method, _, body in api.requests if method == "POST"]
+    assert len(submits) == 2
+    assert all(body["input"] == answer for body in submits), submits
+    final = FinalEvent.model_validate_json(await redis.get("t:result:run_1"))
+    assert final.status == "completed" and final.detail["response_ids"] == ["resp_1", "resp_2"]

@@ -215,9 +215,16 @@ def on_result_fetched(state: RunState, now: float, note: str = "") -> Decision:
 
 
 def on_failure(
-    state: RunState, op: Op, failure: Failure, now: float, policy: Policy, rand: float
+    state: RunState,
+    op: Op,
+    failure: Failure,
+    now: float,
+    policy: Policy,
+    rand: float,
+    outputs: tuple[tuple[str, str], ...] = (),
 ) -> Decision:
-    """A request failed. ``rand`` in [0, 1) supplies the jitter, so this stays pure."""
+    """A request failed. ``rand`` in [0, 1) supplies the jitter, so this stays pure;
+    ``outputs`` are those of a failed SUBMIT, which its retry must carry again."""
     if state.phase is Phase.DONE:
         return Decision(state)
     api_status = state.last_status.value if state.last_status else None
@@ -262,7 +269,7 @@ def on_failure(
         state = _cancel_at_deadline(state, now, effects)
         return _send_cancel(state, now, effects)
     if op is Op.SUBMIT:
-        return Decision(state, (), Next(Op.SUBMIT, min(at, state.deadline)))
+        return Decision(state, (), Next(Op.SUBMIT, min(at, state.deadline), outputs=outputs))
     awaiting = state.phase is Phase.AWAITING_OUTPUTS
     return Decision(state, (), Next(_read(state), min(at, state.deadline), wake_on_reply=awaiting))
 

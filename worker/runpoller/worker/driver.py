@@ -298,9 +298,7 @@ class Runner:
                     retryable=True,
                     retry_after_s=slot.retry_after,
                 )
-                return engine.on_failure(
-                    state, nxt.op, failure, self.clock(), self.policy, random.random()
-                )
+                return self._failed(state, nxt, failure)
         slots = self.http_slots
         async with slots.routine if nxt.op is Op.GET else slots.urgent:
             try:
@@ -325,17 +323,19 @@ class Runner:
                         await self.limiter.pause(key, failure.retry_after_s)
                 if failure.retryable:
                     m.retries_of(kind, op).inc()
-                return engine.on_failure(
-                    state, nxt.op, failure, self.clock(), self.policy, random.random()
-                )
+                return self._failed(state, nxt, failure)
             except ValueError as exc:
                 failure = Failure(f"unexpected API response: {exc}", retryable=False)
-                return engine.on_failure(
-                    state, nxt.op, failure, self.clock(), self.policy, random.random()
-                )
+                return self._failed(state, nxt, failure)
         m.api_requests_of(kind, op, "200").inc()
         run.last_obs = obs
         return engine.on_observation(state, nxt.op, obs, self.clock(), self.policy)
+
+    def _failed(self, state: RunState, nxt: engine.Next, failure: Failure) -> engine.Decision:
+        """The engine's call on a failed request (a retried submit carries its outputs)."""
+        return engine.on_failure(
+            state, nxt.op, failure, self.clock(), self.policy, random.random(), nxt.outputs
+        )
 
     # ------------------------------------------------------------------ effects
 
