@@ -40,7 +40,7 @@ KNOWN_VALUES = {
     "status": set(get_args(FinalStatus)),
     "state": {"ready", "deferred"},
     "reason": {r.value for r in CancelReason},
-    "op": {"get", "cancel", "submit", "fetch_result"},
+    "op": {"create", "get", "cancel", "submit", "fetch_result"},
     "backend": {"assistants_run", "response"},
 }
 

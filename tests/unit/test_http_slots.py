@@ -12,9 +12,10 @@ import pytest
 from runpoller import engine
 from runpoller.backends import RunResult
 from runpoller.engine import Observation, RunState, Status
+from runpoller.http.slots import PrioritySemaphore
 from runpoller.protocol import AssistantsRunJob, Keys
 from runpoller.redis.store import RunStore
-from runpoller.worker.driver import PrioritySemaphore, Runner
+from runpoller.worker.driver import Runner
 
 
 async def settle() -> None:

@@ -1,13 +1,10 @@
-"""The in-process driver: one lightweight task per in-flight run, plus worker housekeeping.
+"""The in-process driver: one lightweight task per in-flight run.
 
 arq hands us a run once (a short intake job); from then on the run lives here, in this
 process, until its final event: a task sleeps until the engine's next deadline, performs one
 request through the backend, feeds the answer to the engine and writes the resulting events
 to Redis. A steady poll (no status change) touches Redis not at all, so one process can hold
 thousands of runs, and arq's lease and head-of-line limits never apply to long runs.
-
-Housekeeping (one task): renew this worker's heartbeat, release the runs of workers whose
-heartbeat lapsed, and re-enqueue orphaned runs so any live worker picks them up.
 """
 
 from __future__ import annotations
@@ -17,13 +14,11 @@ import contextlib
 import json
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -31,16 +26,15 @@ from runpoller import engine
 from runpoller.backends import Backend, RunResult
 from runpoller.engine import Failure, Observation, Op, RunState
 from runpoller.http.api import ApiFailure
+from runpoller.http.slots import PrioritySemaphore
 from runpoller.protocol import (
     AcceptedEvent,
-    AssistantsRunJob,
+    AnyJob,
     ErrorInfo,
     FinalEvent,
-    JobEnvelope,
     ParsedReply,
     ReplyRejectedEvent,
     RequiresActionEvent,
-    ResponseJob,
     StatusEvent,
     ToolCall,
 )
@@ -50,7 +44,6 @@ from runpoller.worker.ratelimit import RateLimiter
 
 log = structlog.get_logger("runpoller.runner")
 
-AnyJob = AssistantsRunJob | ResponseJob
 Clock = Callable[[], float]
 
 
@@ -91,74 +84,6 @@ RATE_LIMIT_MAX_WAIT_S = 1.0
 
 class Lost(Exception):
     """This worker no longer owns the run (it was presumed dead and the run moved on)."""
-
-
-class PrioritySemaphore:
-    """A semaphore whose urgent waiters are served before routine ones (FIFO within each).
-
-    A released slot is handed straight to the next waiter, so a newcomer cannot take it
-    ahead of those already queued. Used for HTTP slots: creates, result fetches, submits and
-    cancels (someone is waiting on them) go before routine polls.
-    """
-
-    def __init__(self, value: int) -> None:
-        if value < 1:
-            raise ValueError("a semaphore needs at least one slot")
-        self._value = value
-        self._urgent: deque[asyncio.Future[None]] = deque()
-        self._routine: deque[asyncio.Future[None]] = deque()
-        # ``async with sem.urgent:`` / ``async with sem.routine:`` hold one slot for the block.
-        self.urgent = _Slot(self, True)
-        self.routine = _Slot(self, False)
-
-    @property
-    def free(self) -> int:
-        return self._value
-
-    @property
-    def waiting(self) -> int:
-        return sum(not w.done() for w in (*self._urgent, *self._routine))
-
-    async def acquire(self, urgent: bool = False) -> None:
-        if self._value > 0 and not self._urgent and (urgent or not self._routine):
-            self._value -= 1
-            return
-        queue = self._urgent if urgent else self._routine
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        queue.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # the slot was handed over just as we were cancelled
-            else:
-                waiter.cancel()  # left in its queue; release() skips it
-            raise
-
-    def release(self) -> None:
-        self._value += 1
-        while self._value > 0:
-            queue = self._urgent if self._urgent else self._routine
-            if not queue:
-                return
-            waiter = queue.popleft()
-            if not waiter.done():
-                self._value -= 1
-                waiter.set_result(None)
-
-
-class _Slot:
-    __slots__ = ("_sem", "_urgent")
-
-    def __init__(self, sem: PrioritySemaphore, urgent: bool) -> None:
-        self._sem = sem
-        self._urgent = urgent
-
-    async def __aenter__(self) -> None:
-        await self._sem.acquire(self._urgent)
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._sem.release()
 
 
 class Runner:
@@ -502,20 +427,6 @@ def _tool_call(call: engine.ToolCallRequest) -> ToolCall:
         parsed_arguments=parsed,
         arguments_valid=valid,
     )
-
-
-def parse_job(raw: Any) -> AnyJob:
-    """Validate a job payload (raises pydantic.ValidationError)."""
-    return JobEnvelope.model_validate({"job": raw}).job
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line per problem, naming the field: ``thread_id: String should match pattern…``."""
-    lines = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err["loc"] if p != "job")
-        lines.append(f"{loc or 'job'}: {err['msg']}")
-    return "; ".join(lines)
 
 
 def accepted_event(run_id: str, job: AnyJob, state: RunState, clock: Clock) -> str:
