@@ -148,6 +148,38 @@ class StoreCases:
         assert stream == keys.replies
         assert [entry_id for entry_id, _ in entries] == ["1-0", "2-0"]
 
+    async def test_stream_positions_are_last_ids_or_the_start(
+        self, client: Redis, namespace: str
+    ) -> None:
+        store, keys = store_for(client, namespace), Keys(namespace)
+        for ms in (1000, 2000, 3000):
+            await client.xadd(keys.replies, {"n": str(ms)}, id=f"{ms}-0")
+        await client.xadd(keys.control, {"data": "{}"}, id="7-3")
+        await client.xadd(f"{namespace}:emptied", {"n": "1"}, id="9-0")
+        await client.xdel(f"{namespace}:emptied", "9-0")
+        streams = [keys.replies, keys.control, f"{namespace}:missing", f"{namespace}:emptied"]
+        assert await store.stream_positions(streams) == {
+            keys.replies: "3000-0",
+            keys.control: "7-3",
+            f"{namespace}:missing": "0-0",
+            f"{namespace}:emptied": "0-0",
+        }
+        assert await store.stream_positions([]) == {}
+
+    async def test_a_read_from_the_positions_gets_only_later_entries(
+        self, client: Redis, namespace: str
+    ) -> None:
+        """Old entries are not replayed; one written after (even into a new stream) is read."""
+        store, keys = store_for(client, namespace), Keys(namespace)
+        for n in range(1, 51):
+            await client.xadd(keys.replies, {"n": str(n)})
+        cursors = await store.stream_positions([keys.replies, keys.control])
+        later = await client.xadd(keys.replies, {"n": "later"})
+        created = await client.xadd(keys.control, {"data": "first"})
+        inbox = dict(await store.read_inbox(cursors, block_ms=10, count=100))
+        assert [entry_id for entry_id, _ in inbox[keys.replies]] == [later.decode()]
+        assert [entry_id for entry_id, _ in inbox[keys.control]] == [created.decode()]
+
     async def test_ping(self, client: Redis, namespace: str) -> None:
         assert await store_for(client, namespace).ping() is True
 

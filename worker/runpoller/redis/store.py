@@ -313,3 +313,20 @@ class RunStore:
     async def ping(self) -> bool:
         """Whether Redis answers (a readiness probe); raises as the client does when it does not."""
         return bool(await self.redis.ping())
+
+    async def stream_positions(self, streams: Sequence[str]) -> dict[str, str]:
+        """Each stream's last entry id now, or ``0-0`` when it is empty or does not exist.
+
+        A reader starts from these (never from ``$``, which means "after whatever is last when
+        this very call arrives" and so skips entries written between two calls): an entry
+        written after this call is read, one written before is not, and a stream created
+        later is read from its first entry. One pipelined round trip.
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.xrevrange(stream, max="+", min="-", count=1)
+            lasts = await pipe.execute()
+        return {
+            stream: _str(last[0][0]) if last else "0-0"
+            for stream, last in zip(streams, lasts, strict=True)
+        }
