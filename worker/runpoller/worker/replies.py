@@ -4,6 +4,12 @@ One task per worker blocks on both streams at once: a reply wakes the run waitin
 a control message (a 429 pause) goes to the rate limiter. A run taken over in the middle of
 a tool round gets the replies that arrived since the round was asked, replayed from the
 stream.
+
+The read never starts from ``$``: that means "after whatever is last when this very call
+arrives", so an entry written between two calls (while the worker was stalled, busy, or
+reconnecting) would be skipped. The listener records each stream's position once, before its
+first read (:meth:`RepliesListener.positions`), and from then on reads after the last entry
+it has read, through read errors and reconnects alike.
 """
 
 from __future__ import annotations
@@ -32,29 +38,60 @@ class RepliesListener:
         self.keys = keys
         self.runner = runner
         self.limiter = limiter
+        self.cursors: dict[str, str] | None = None
+        """Stream -> the id after which the next read starts; None until first recorded."""
+        self._positioning = asyncio.Lock()
+        self.retry_s = 1.0
+        """The pause after a failed read (Redis down) before the next try."""
+
+    async def positions(self) -> dict[str, str]:
+        """The read's cursors, recorded once (the streams' last ids, ``0-0`` if empty or missing).
+
+        Entries already in a stream when the worker starts are not replayed (a run adopted
+        later replays its own round with :meth:`replay`); every entry written after is read,
+        and a stream created later is read from its first entry.
+        """
+        if self.cursors is None:
+            async with self._positioning:
+                if self.cursors is None:
+                    self.cursors = await self.store.stream_positions(
+                        [self.keys.replies, self.keys.control]
+                    )
+        return self.cursors
 
     async def listen(self) -> None:
         """Wake runs waiting for tool outputs the moment the app's reply lands."""
-        cursors: dict[str, str] = {self.keys.replies: "$", self.keys.control: "$"}
         while True:
             try:
+                cursors = await self.positions()
                 reply = await self.store.read_inbox(cursors, block_ms=1000, count=500)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("replies.read_failed", error=type(exc).__name__)
-                await asyncio.sleep(1)
+                await asyncio.sleep(self.retry_s)
                 continue
             for stream, entries in reply or []:
                 name = _text(stream)
                 for entry_id, fields in entries:
                     cursors[name] = _text(entry_id)
-                    if name == self.keys.control:
-                        data = fields.get(b"data", fields.get("data"))
-                        if data is not None:
-                            self.limiter.on_control(_text(data))
-                    else:
-                        self.deliver(fields)
+                    try:
+                        self.handle(name, fields)
+                    except Exception as exc:  # one bad entry must not end the listener
+                        log.warning(
+                            "replies.entry_failed",
+                            stream=name,
+                            entry_id=cursors[name],
+                            error=type(exc).__name__,
+                        )
+
+    def handle(self, stream: str, fields: dict[Any, Any]) -> None:
+        if stream == self.keys.control:
+            data = fields.get(b"data", fields.get("data"))
+            if data is not None:
+                self.limiter.on_control(_text(data))
+        else:
+            self.deliver(fields)
 
     def deliver(self, fields: dict[Any, Any]) -> None:
         reply = parse_reply(fields)
@@ -69,6 +106,9 @@ class RepliesListener:
         """
         if state.phase is not engine.Phase.AWAITING_OUTPUTS:
             return
+        # The live read's start is recorded before this read, so between the two no reply
+        # falls through (one read by both is delivered twice; the engine drops the second).
+        await self.positions()
         since = f"{int(state.phase_since * 1000)}-0"
         for _entry_id, fields in await self.store.replies_since(since, count=10_000):
             reply = parse_reply(fields)
