@@ -122,7 +122,7 @@ class ScriptCases:
         assert await client.hget(run, "state") == b"new"
         assert await types_and_data(client, events) == [("status", "a"), ("status", "b")]
 
-    @pytest.mark.parametrize("owner", [None, "", "w2"], ids=["no-record", "no-owner", "other"])
+    @pytest.mark.parametrize("owner", ["", "w2"], ids=["no-owner", "other"])
     async def test_publish_0_when_not_the_owner(
         self, client: Redis, namespace: str, owner: str | None
     ) -> None:
@@ -132,6 +132,33 @@ class ScriptCases:
         assert await call(client, "publish", [run, events], ["w1", "new", 100, "t", "d"]) == 0
         assert await client.hget(run, "state") == (None if owner is None else b"old")
         assert not await client.exists(events)
+
+    async def test_publish_minus_2_when_the_record_is_gone(
+        self, client: Redis, namespace: str
+    ) -> None:
+        run, events = f"{namespace}:run:r", f"{namespace}:events:r"
+        assert await call(client, "publish", [run, events], ["w1", "new", 100, "t", "d"]) == -2
+        assert not await client.exists(run, events)
+
+    # ------------------------------------------------------------------ restore
+
+    async def test_restore_1_recreates_a_lost_record_owned_by_me(
+        self, client: Redis, namespace: str
+    ) -> None:
+        run, owned = f"{namespace}:run:r", f"{namespace}:owned:w1"
+        assert await call(client, "restore", [run, owned], ["w1", "JOB", "STATE", 30, "r"]) == 1
+        assert await client.hgetall(run) == {b"job": b"JOB", b"state": b"STATE", b"owner": b"w1"}
+        assert 0 < await client.ttl(run) <= 30
+        assert await client.smembers(owned) == {b"r"}
+
+    async def test_restore_0_leaves_an_existing_record_alone(
+        self, client: Redis, namespace: str
+    ) -> None:
+        run, owned = f"{namespace}:run:r", f"{namespace}:owned:w1"
+        await client.hset(run, mapping={"owner": "w2", "state": "theirs"})
+        assert await call(client, "restore", [run, owned], ["w1", "JOB", "STATE", 30, "r"]) == 0
+        assert await client.hgetall(run) == {b"owner": b"w2", b"state": b"theirs"}
+        assert not await client.exists(owned)
 
     # ------------------------------------------------------------------ finalize
 
@@ -181,7 +208,7 @@ class ScriptCases:
         assert await client.hgetall(run) == {b"final": b"1", b"owner": b"w1", b"state": b"s"}
         assert not await client.exists(events, result, owned, outcomes)
 
-    @pytest.mark.parametrize("owner", [None, "", "w2"], ids=["no-record", "no-owner", "other"])
+    @pytest.mark.parametrize("owner", ["", "w2"], ids=["no-owner", "other"])
     async def test_finalize_minus_1_when_not_the_owner(
         self, client: Redis, namespace: str, owner: str | None
     ) -> None:
@@ -194,6 +221,14 @@ class ScriptCases:
         assert await client.hget(run, "state") == (None if owner is None else b"s")
         assert not await client.exists(events, result, outcomes)
         assert await client.smembers(owned) == {b"r"}
+
+    async def test_finalize_minus_2_when_the_record_is_gone(
+        self, client: Redis, namespace: str
+    ) -> None:
+        run, events, result, owned, outcomes = keys = self.finalize_keys(namespace)
+        args = ["w1", "x", 100, "F", 30, "r", "failed", "status", "x"]
+        assert await call(client, "finalize", keys, args) == -2
+        assert not await client.exists(run, events, result, outcomes, owned)
 
     # ------------------------------------------------------------------ reject
 

@@ -75,6 +75,7 @@ def observe(data: Mapping[str, Any], poll_after_s: float | None = None) -> Obser
         usage=usage if isinstance(usage, Mapping) else None,
         poll_after_s=poll_after_s,
         cancellable=cancellable,
+        answer_creates=True,  # a continuation is a new background response
         payload=data,
     )
 

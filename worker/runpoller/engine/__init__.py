@@ -43,7 +43,11 @@ from .rules import (
     on_observation,
     on_reply,
     on_result_fetched,
+    request_deadline,
     resume,
+    sending,
+    start,
+    step_for,
 )
 
 __all__ = [
@@ -77,5 +81,9 @@ __all__ = [
     "on_reply",
     "on_result_fetched",
     "refused",
+    "request_deadline",
     "resume",
+    "sending",
+    "start",
+    "step_for",
 ]

@@ -68,6 +68,9 @@ class Observation:
     cancellable: bool = True
     """False when nothing runs on the API side that a cancel could stop (a response that
     completed with function calls): the engine then ends a cancel without a request."""
+    answer_creates: bool = False
+    """True when answering the tool calls creates a new object (a Responses continuation):
+    such a submit, once sent, is never sent again unless it was surely not processed."""
     payload: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     """The backend's own object, handed back to it when results are collected."""
 
@@ -82,6 +85,9 @@ class Failure:
     retryable: bool = False
     race: bool = False
     retry_after_s: float | None = None
+    ambiguous: bool = False
+    """The request may have reached the API although no answer came (a read timeout, a
+    dropped connection, a request cut at the deadline): repeating it could do it twice."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +142,11 @@ class RunState:
     object_ids: tuple[str, ...] = field(default=())
     cancellable: bool = True
     """What the last observation said (:attr:`Observation.cancellable`), kept for a restart."""
+    answer_creates: bool = False
+    """What the last observation said (:attr:`Observation.answer_creates`)."""
+    sending: str = ""
+    """The request that must not be sent twice (:func:`~runpoller.engine.step_for`) claimed
+    by the owner and not yet answered: a new owner learns from it what may be in flight."""
 
     def durable_changed(self, other: RunState) -> bool:
         """Whether ``other`` differs in more than the transient fields: worth persisting."""

@@ -25,6 +25,14 @@ Failures: retryable errors back off (jittered exponential, or the server's retry
 never past the run's deadline or the grace period; a race 400 ("Cannot cancel run with
 status …", "… do not accept tool outputs") means the run moved on: re-read it and report
 what really happened. Fatal errors (401/403/404, …) end the run with an ``error`` event.
+
+Requests with side effects (a create, a submit, a cancel) are *steps*: the driver records the
+step in the durable state, fenced by ownership, before sending it (:func:`step_for`,
+:func:`sending`), so a worker that lost the run cannot send it and a new owner knows what may
+be in flight. A step that creates an object (a create, a Responses continuation) is never
+sent twice: when its fate is unknown (no answer came, or its sender died) the run ends with
+``request_unconfirmed`` instead of risking a second billed response. Every request has a
+time limit (:func:`request_deadline`): the run's deadline, or the end of the cancel grace.
 """
 
 from __future__ import annotations
@@ -113,6 +121,18 @@ def new_state(object_id: str, *, now: float, timeout_s: float, interval_s: float
     )
 
 
+def start(state: RunState, now: float) -> Decision:
+    """A run just accepted or taken over: its first request, or its end when the previous
+    owner may have sent a step that must not be sent twice."""
+    if state.phase is Phase.DONE:
+        return Decision(state)
+    if state.sending:
+        if _creates(state, _STEP_OPS.get(state.sending.partition(":")[0], Op.GET)):
+            return _unconfirmed(state, "its sender stopped before the answer came", [])
+        state = replace(state, sending="")
+    return Decision(state, (), resume(state, now))
+
+
 def resume(state: RunState, now: float) -> Next | None:
     """The first request for a run just accepted or taken over from another worker."""
     if state.phase is Phase.DONE:
@@ -129,14 +149,14 @@ def on_observation(
     if state.phase is Phase.DONE:
         return Decision(state)
     effects: list[Effect] = []
-    if state.failures:
-        state = replace(state, failures=0)
+    if state.failures or state.sending:
+        state = replace(state, failures=0, sending="")
     if obs.object_id != state.object_id:
         state = replace(
             state, object_id=obs.object_id, object_ids=(*state.object_ids, obs.object_id)
         )
-    if obs.cancellable is not state.cancellable:
-        state = replace(state, cancellable=obs.cancellable)
+    if obs.cancellable is not state.cancellable or obs.answer_creates is not state.answer_creates:
+        state = replace(state, cancellable=obs.cancellable, answer_creates=obs.answer_creates)
     answered = _ANSWERED.get(op)
     if answered is not None:
         state = answered(state, now)
@@ -227,6 +247,10 @@ def on_failure(
     ``outputs`` are those of a failed SUBMIT, which its retry must carry again."""
     if state.phase is Phase.DONE:
         return Decision(state)
+    if failure.ambiguous and _creates(state, op):
+        return _unconfirmed(state, failure.message, [])
+    if state.sending:
+        state = replace(state, sending="")
     api_status = state.last_status.value if state.last_status else None
     if failure.race:
         # The run moved on (finished before our cancel, or left requires_action): re-read it.
@@ -318,7 +342,49 @@ def on_crash(state: RunState, error_type: str) -> Decision:
     return _finish(state, "error", message, api_status, [], error=("internal_error", message))
 
 
+def step_for(state: RunState, op: Op) -> str:
+    """The step a request is, when it has side effects ("" for reads): what the driver claims,
+    fenced, before sending it."""
+    if op is Op.SUBMIT:
+        return f"submit:{state.round}"
+    if op is Op.CREATE:
+        return "create"
+    if op is Op.CANCEL:
+        return "cancel"
+    return ""
+
+
+def sending(state: RunState, step: str) -> RunState:
+    """The state that records ``step`` as claimed (persisted before the request is sent)."""
+    return replace(state, sending=step)
+
+
+def request_deadline(state: RunState, op: Op, policy: Policy) -> float:
+    """When a request must have its answer: the run's deadline, or in the phases bounded by
+    the cancel grace (cancelling, fetching) the end of the grace."""
+    if state.phase in _GRACE_BOUNDED:
+        return state.phase_since + policy.cancel_grace_s
+    return state.deadline
+
+
 # ---------------------------------------------------------------------------- helpers
+
+_STEP_OPS: Mapping[str, Op] = {"submit": Op.SUBMIT, "create": Op.CREATE, "cancel": Op.CANCEL}
+
+
+def _creates(state: RunState, op: Op) -> bool:
+    """Whether the request creates an object (and so must never be sent twice)."""
+    return op is Op.CREATE or (op is Op.SUBMIT and state.answer_creates)
+
+
+def _unconfirmed(state: RunState, why: str, effects: list[Effect]) -> Decision:
+    what = "create" if not state.object_id else "continuation"
+    message = (
+        f"the {what} request may have been processed but was not confirmed ({why}); it is "
+        "not sent again, which could start a second billed response"
+    )
+    api_status = state.last_status.value if state.last_status else None
+    return _finish(state, "error", message, api_status, effects, ("request_unconfirmed", message))
 
 
 def _read(state: RunState) -> Op:

@@ -36,6 +36,12 @@ class InvalidId(ValueError):
     """An id that must not be put into a URL path."""
 
 
+# Errors raised before the request could reach the API: repeating it cannot do it twice.
+# (Not ConnectTimeout: httpx-aiohttp maps a server that drops the connection after reading
+# the request, aiohttp's ServerDisconnectedError, onto it.)
+_NOT_SENT = (httpx.ConnectError, httpx.PoolTimeout)
+
+
 def check_id(value: str, what: str) -> str:
     if not _ID_RE.fullmatch(value):
         raise InvalidId(f"{what} {value[:80]!r} is not a valid id (letters, digits, _ and - only)")
@@ -231,11 +237,19 @@ class ApiClient:
                 )
         except httpx.TimeoutException as exc:
             raise ApiFailure(
-                Failure(f"request timed out ({type(exc).__name__})", retryable=True)
+                Failure(
+                    f"request timed out ({type(exc).__name__})",
+                    retryable=True,
+                    ambiguous=not isinstance(exc, _NOT_SENT),
+                )
             ) from None
         except httpx.HTTPError as exc:
             raise ApiFailure(
-                Failure(f"connection error ({type(exc).__name__})", retryable=True)
+                Failure(
+                    f"connection error ({type(exc).__name__})",
+                    retryable=True,
+                    ambiguous=not isinstance(exc, _NOT_SENT),
+                )
             ) from None
         if response.status_code >= 300:
             raise ApiFailure(classify(response))
@@ -249,6 +263,7 @@ class ApiClient:
                     f"HTTP {response.status_code}: the response body is not a JSON object",
                     status_code=response.status_code,
                     retryable=True,
+                    ambiguous=True,  # answered with success: it was processed
                 )
             )
         return ApiResponse(data, response.headers)

@@ -47,6 +47,7 @@ from runpoller.protocol.jobs import (
     RunId,
     describe_validation_error,
     parse_job,
+    stored_job,
 )
 from runpoller.protocol.keys import Keys
 from runpoller.protocol.replies import ParsedReply, ToolOutput, ToolOutputsReply, parse_reply
@@ -84,4 +85,5 @@ __all__ = [
     "describe_validation_error",
     "parse_job",
     "parse_reply",
+    "stored_job",
 ]

@@ -7,6 +7,7 @@ one way a raw payload becomes a job (or a one-line reason it does not).
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -141,6 +142,15 @@ class JobEnvelope(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     job: Job
+
+
+def stored_job(job: AnyJob) -> str:
+    """The job as the run record keeps it: what a new owner (or a restore) parses back,
+    its API key as the app sent it (encrypted, unless plaintext keys are allowed)."""
+    stored = job.model_dump(mode="python", exclude_none=True)
+    if job.api_key is not None:
+        stored["api_key"] = job.api_key.get_secret_value()
+    return json.dumps(stored)
 
 
 def parse_job(raw: Any) -> AnyJob:

@@ -90,6 +90,7 @@ class RunStore:
         self._heartbeat = scripts.register(redis, "heartbeat")
         self._release = scripts.register(redis, "release")
         self._unlock = scripts.register(redis, "unlock")
+        self._restore = scripts.register(redis, "restore")
 
     async def claim(self, run_id: str, job_json: str, state_json: str, accepted: str) -> Claim:
         """Create the run record (first enqueue) or take over an unowned one."""
@@ -116,14 +117,28 @@ class RunStore:
         return Claim("new")
 
     async def publish(
-        self, run_id: str, state_json: str, events: Sequence[tuple[str, str]]
-    ) -> bool:
-        """Persist the state and append events; False when this worker no longer owns the run."""
+        self, run_id: str, state_json: str, events: Sequence[tuple[str, str]] = ()
+    ) -> int:
+        """Persist the state and append events, fenced by ownership.
+
+        1 written; 0 this worker no longer owns the run; -2 the run has no record (Redis lost
+        its data: :meth:`restore` it). With no events it is the fenced claim that comes before
+        a request that must not be sent twice.
+        """
         args: list[Any] = [self.worker_id, state_json, self.maxlen]
         for kind, data in events:
             args.extend((kind, data))
         ok = await self._publish(keys=[self.keys.run(run_id), self.keys.events(run_id)], args=args)
-        return bool(ok)
+        return int(ok)
+
+    async def restore(self, run_id: str, job_json: str, state_json: str) -> bool:
+        """Re-create a run's record from the driver's memory after Redis lost it; False (and
+        nothing written) when the run has a record again."""
+        restored = await self._restore(
+            keys=[self.keys.run(run_id), self.keys.owned(self.worker_id)],
+            args=[self.worker_id, job_json, state_json, self.ttl_s, run_id],
+        )
+        return bool(restored)
 
     async def finalize(
         self,
@@ -133,7 +148,8 @@ class RunStore:
         status: str,
         events: Sequence[tuple[str, str]] = (),
     ) -> int:
-        """Write the final event and result once: 1 written, 0 already final, -1 not owner.
+        """Write the final event and result once: 1 written, 0 already final, -1 not owner,
+        -2 no record (Redis lost its data: :meth:`restore` it first).
 
         ``events`` (type, data) are appended just before the final event, in the same script
         (the terminal ``status`` event, held while the results were fetched). Also counts

@@ -5,6 +5,15 @@ process, until its final event: a task sleeps until the engine's next deadline, 
 request through the backend, feeds the answer to the engine and writes the resulting events
 to Redis. A steady poll (no status change) touches Redis not at all, so one process can hold
 thousands of runs, and arq's lease and head-of-line limits never apply to long runs.
+
+Writes never hold a run up: status events and state go out in order, in the background, so
+a Redis outage does not delay a cancel at the deadline. What must be known before a request
+is sent is awaited: the fenced claim of a step (a create, a submit, a cancel; see the
+engine's rules) proves this worker still owns the run — except for a cancel, which goes out
+after a second whether or not Redis answers. Every request is cut at the engine's time limit
+for it (the deadline, or the end of the cancel grace). When Redis lost a run's record (a
+restart without persistence, a FLUSHDB), the next write restores it from memory: same job,
+deadline, phase and round.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import json
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -37,6 +46,7 @@ from runpoller.protocol import (
     RequiresActionEvent,
     StatusEvent,
     ToolCall,
+    stored_job,
 )
 from runpoller.redis.store import RunStore
 from runpoller.worker.metrics import Metrics
@@ -68,6 +78,13 @@ class ActiveRun:
     """The backend's per-run scratch space (its prepared poll request)."""
     held: tuple[tuple[str, str], ...] = ()
     """Events decided while fetching results, written by the finalize script before ``final``."""
+    job_json: str = ""
+    """The job as the run record keeps it: what a restore writes back after a Redis loss."""
+    writes: asyncio.Task[int] | None = None
+    """The last of this run's queued Redis writes (each waits for the one before)."""
+    lost: bool = False
+    last_failure: Failure | None = None
+    """The last failed request's classification: what a request with no time left reports."""
 
     @property
     def inbox(self) -> asyncio.Queue[ParsedReply]:
@@ -80,6 +97,8 @@ class ActiveRun:
 
 # How long a request may wait for the shared budget before the engine decides instead.
 RATE_LIMIT_MAX_WAIT_S = 1.0
+# How long a cancel waits for its fenced claim before it is sent anyway (Redis is down).
+CANCEL_CLAIM_WAIT_S = 1.0
 
 
 class Lost(Exception):
@@ -113,21 +132,34 @@ class Runner:
 
     # ------------------------------------------------------------------ adoption
 
-    def adopt(self, run_id: str, job: AnyJob, state: RunState, api_key: str) -> bool:
+    def adopt(
+        self, run_id: str, job: AnyJob, state: RunState, api_key: str, job_json: str = ""
+    ) -> bool:
         """Start driving a run; False (and nothing done) if this worker drives it already."""
         if run_id in self.runs:
             return False
         run = ActiveRun(run_id, job, state, api_key, self.backends[job.kind])
+        run.job_json = job_json or stored_job(job)
         self.runs[run_id] = run
         run.task = asyncio.create_task(self._drive(run), name=f"run:{run_id}")
         return True
 
     async def stop_runs(self) -> None:
-        tasks = [run.task for run in self.runs.values() if run.task is not None]
+        runs = list(self.runs.values())
+        tasks: list[asyncio.Future[Any]] = [run.task for run in runs if run.task is not None]
+        tasks += [run.writes for run in runs if run.writes is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.runs.clear()
+
+    def restore_missing(self, run_ids: list[str]) -> None:
+        """Runs whose records Redis lost while this worker drives them (seen when its own
+        heartbeat found itself forgotten): each next write restores the record (see _write)."""
+        for run_id in run_ids:
+            run = self.runs.get(run_id)
+            if run is not None and not run.lost:
+                self._queue(run, self.store.publish, run_id, run.state.to_json(), [])
 
     def deliver_reply(self, reply: ParsedReply) -> bool:
         run = self.runs.get(reply.run_id)
@@ -146,18 +178,24 @@ class Runner:
             kind=run.job.kind,
             worker_id=self.store.worker_id,
         )
-        nxt = engine.resume(run.state, self.clock())
         try:
+            first = engine.start(run.state, self.clock())
+            await self._apply(run, first, bound)
+            nxt = first.next
             while nxt is not None:
                 decision = await self._wait(run, nxt)
                 if decision is None:
                     decision = await self._perform(run, nxt)
                 await self._apply(run, decision, bound)
                 nxt = decision.next
+            if run.writes is not None:
+                await run.writes
         except Lost:
             bound.warning("run.lost", reason="another worker owns it now")
         except asyncio.CancelledError:
-            raise
+            if not run.lost:
+                raise
+            bound.warning("run.lost", reason="another worker owns it now")
         except Exception as exc:
             bound.exception("run.crashed")
             await self._finish_after_crash(run, exc)
@@ -210,6 +248,50 @@ class Runner:
         return decision
 
     async def _request(self, run: ActiveRun, nxt: engine.Next) -> engine.Decision:
+        step = engine.step_for(run.state, nxt.op)
+        if step:
+            await self._claim(run, engine.sending(run.state, step), urgent=nxt.op is Op.CANCEL)
+        limit = engine.request_deadline(run.state, nxt.op, self.policy)
+        budget = limit - self.clock()
+        if budget <= 0:
+            # Nothing is sent; the engine ends the wait with what is known (the last error).
+            failure = run.last_failure or Failure(
+                "no time was left to send it before its time limit", code="deadline"
+            )
+            return self._failed(
+                run, run.state, nxt, replace(failure, retryable=True, ambiguous=False)
+            )
+        sent: list[bool] = []
+        try:
+            async with asyncio.timeout(budget):
+                return await self._send(run, nxt, sent)
+        except TimeoutError:
+            what = "the deadline" if limit == run.state.deadline else "the end of the cancel grace"
+            failure = Failure(
+                f"no answer before {what}", code="deadline", retryable=True, ambiguous=bool(sent)
+            )
+            self.metrics.api_requests_of(run.job.kind, nxt.op.value, "timeout").inc()
+            return self._failed(run, run.state, nxt, failure)
+
+    async def _claim(self, run: ActiveRun, claimed: RunState, *, urgent: bool) -> None:
+        """Record the step, fenced by ownership, before its request goes out (raises Lost).
+
+        A cancel waits at most CANCEL_CLAIM_WAIT_S: sent at the deadline whether or not Redis
+        answers (a zombie's cancel is harmless: the deadline is the same for every owner).
+        """
+        write = self._queue(run, self.store.publish, run.run_id, claimed.to_json(), [])
+        run.state = claimed
+        if urgent:
+            try:
+                code = await asyncio.wait_for(asyncio.shield(write), CANCEL_CLAIM_WAIT_S)
+            except TimeoutError:
+                return
+        else:
+            code = await asyncio.shield(write)
+        if code != 1:
+            raise Lost
+
+    async def _send(self, run: ActiveRun, nxt: engine.Next, sent: list[bool]) -> engine.Decision:
         backend, job, state, key = run.backend, run.job, run.state, run.api_key
         m, kind, op = self.metrics, job.kind, nxt.op.value
         if self.limiter is not None:
@@ -223,9 +305,10 @@ class Runner:
                     retryable=True,
                     retry_after_s=slot.retry_after,
                 )
-                return self._failed(state, nxt, failure)
+                return self._failed(run, state, nxt, failure)
         slots = self.http_slots
         async with slots.routine if nxt.op is Op.GET else slots.urgent:
+            sent.append(True)
             try:
                 if nxt.op is Op.FETCH_RESULT:
                     run.result = await backend.fetch_result(job, state, key, run.last_obs)
@@ -248,16 +331,21 @@ class Runner:
                         await self.limiter.pause(key, failure.retry_after_s)
                 if failure.retryable:
                     m.retries_of(kind, op).inc()
-                return self._failed(state, nxt, failure)
+                return self._failed(run, state, nxt, failure)
             except ValueError as exc:
                 failure = Failure(f"unexpected API response: {exc}", retryable=False)
-                return self._failed(state, nxt, failure)
+                return self._failed(run, state, nxt, failure)
         m.api_requests_of(kind, op, "200").inc()
         run.last_obs = obs
+        run.last_failure = None
         return engine.on_observation(state, nxt.op, obs, self.clock(), self.policy)
 
-    def _failed(self, state: RunState, nxt: engine.Next, failure: Failure) -> engine.Decision:
+    def _failed(
+        self, run: ActiveRun, state: RunState, nxt: engine.Next, failure: Failure
+    ) -> engine.Decision:
         """The engine's call on a failed request (a retried submit carries its outputs)."""
+        if failure.code != "deadline":
+            run.last_failure = failure
         return engine.on_failure(
             state, nxt.op, failure, self.clock(), self.policy, random.random(), nxt.outputs
         )
@@ -329,10 +417,9 @@ class Runner:
                 run.held += tuple(events)
             return
         if events or old.durable_changed(new):
-            state_json = new.to_json()
-            ok = await self._redis(self.store.publish, run.run_id, state_json, events)
-            if not ok:
-                raise Lost
+            # In the background, in order: the run goes on (a cancel at the deadline is not
+            # held up by a Redis outage); a write that finds the run lost stops the run.
+            self._queue(run, self.store.publish, run.run_id, new.to_json(), events)
 
     async def _finish(
         self,
@@ -344,9 +431,10 @@ class Runner:
         bound: Any,
     ) -> None:
         final = self._final_event(run, state, fin, ts)
-        written = await self._redis(
-            self.store.finalize, run.run_id, state.to_json(), final, fin.status, events
+        write = self._queue(
+            run, self.store.finalize, run.run_id, state.to_json(), final, fin.status, events
         )
+        written = await asyncio.shield(write)
         bound.info("run.final", status=fin.status, reason=fin.reason)
         if written == -1:
             raise Lost
@@ -393,6 +481,43 @@ class Runner:
             update={"detail": {**kept, "truncated": True}, "output_text": output or None}
         )
         return event.model_dump_json()
+
+    def _queue(
+        self, run: ActiveRun, call: Callable[..., Awaitable[int]], *args: Any
+    ) -> asyncio.Task[int]:
+        """Queue a fenced write of this run (``publish``/``finalize``) after those before it."""
+        task = asyncio.ensure_future(self._write(run, run.writes, call, args))
+        run.writes = task
+        return task
+
+    async def _write(
+        self,
+        run: ActiveRun,
+        before: asyncio.Task[int] | None,
+        call: Callable[..., Awaitable[int]],
+        args: tuple[Any, ...],
+    ) -> int:
+        """One write: waits out an outage; restores a record Redis lost; a write refused
+        because another worker owns the run now stops this run's driver."""
+        if before is not None:
+            with contextlib.suppress(Exception):
+                await before
+        if run.lost:
+            return 0
+        code: int = await self._redis(call, *args)
+        if code == -2:
+            # args[1] is the state being written: the restored record resumes from it.
+            restored = await self._redis(self.store.restore, run.run_id, run.job_json, args[1])
+            log.warning("run.restored", run_id=run.run_id, restored=restored)
+            if restored:
+                self.metrics.runs_recovered.inc()
+            code = await self._redis(call, *args)
+        if code == -1 or (code == 0 and call == self.store.publish):
+            run.lost = True
+            task = run.task
+            if task is not None and task is not asyncio.current_task() and not task.done():
+                task.cancel()
+        return code
 
     async def _redis(self, call: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """Run a Redis call, waiting out an outage with backoff (logged once per outage)."""

@@ -95,7 +95,11 @@ class Housekeeping:
                 log.info("runs.requeued", count=len(orphans))
 
     async def drop_lost_runs(self) -> None:
-        """Our heartbeat lapsed: stop driving every run another worker may have taken."""
+        """Our heartbeat lapsed: stop driving every run another worker may have taken.
+
+        A run with no record at all was taken by nobody: Redis lost its data (our heartbeat
+        was forgotten with it). Those stay here and get their records back from memory.
+        """
         run_ids = list(self.runner.runs)
         owners = await self.store.owners(run_ids) if run_ids else []
         # Taken out of the runner at once, with no await in between: a resume job for one of
@@ -103,8 +107,12 @@ class Housekeeping:
         lost = [
             run
             for run_id, owner in zip(run_ids, owners, strict=True)
-            if owner != self.worker_id and (run := self.runner.runs.pop(run_id, None)) is not None
+            if owner is not None
+            and owner != self.worker_id
+            and (run := self.runner.runs.pop(run_id, None)) is not None
         ]
+        missing = [run_id for run_id, owner in zip(run_ids, owners, strict=True) if owner is None]
+        self.runner.restore_missing(missing)
         for run in lost:
             await suppress_cancel(run.task)
-        log.warning("worker.lease_lapsed", dropped=len(lost))
+        log.warning("worker.lease_lapsed", dropped=len(lost), restoring=len(missing))

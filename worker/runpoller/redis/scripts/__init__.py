@@ -22,6 +22,7 @@ ScriptName = Literal[
     "heartbeat",
     "release",
     "unlock",
+    "restore",
     "intake_take",
     "intake_settle",
     "ratelimit_take",

@@ -19,6 +19,8 @@
 --   1  written (final event, result, outcome count; owner cleared, job dropped)
 --   0  the run was already final: nothing written
 --  -1  this worker does not own the run: nothing written
+--  -2  the run has no record (Redis lost its data): nothing written; the owner restores it
+if redis.call('EXISTS', KEYS[1]) == 0 then return -2 end
 if redis.call('HEXISTS', KEYS[1], 'final') == 1 then return 0 end
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return -1 end
 -- 1 means this field was just created (and the hash with it, if it is the first): set the
