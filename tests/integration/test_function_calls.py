@@ -239,3 +239,28 @@ async def test_event_driven_wake_up_beats_the_poll_interval(
     assert done, "outputs were not submitted"
     # Functional, not a timing threshold: submitted before the next scheduled poll would be.
     assert done[0]["time"] - replied < 3.0
+
+
+async def test_a_503_on_submit_is_retried_with_the_same_outputs(
+    start_worker: StartWorker, client: RunpollerClient, fake_http: httpx.AsyncClient
+) -> None:
+    await start_worker()
+    script = {
+        "steps": [
+            {"status": "queued", "ms": 50},
+            {"status": "requires_action", "tool_calls": [{"name": "get_weather"}]},
+            {"status": "in_progress", "ms": 100},
+            {"status": "completed", "messages": ["sunny"]},
+        ],
+        "faults": [{"on": "submit_tool_outputs", "status": 503, "times": 1}],
+    }
+    job = await fake_run(fake_http, script)
+    rid = await client.enqueue(job)
+    ask = await next_event(client, rid, "0-0", RequiresActionEvent)
+    (call,) = ask.event.tool_calls
+    await client.submit_tool_outputs(rid, 1, {call.id: "sunny"})
+    final = await client.wait(rid, 15)
+    assert final.status == "completed", final.reason
+    sent = await submits(fake_http, job["run_id"])
+    assert [entry["status"] for entry in sent] == [503, 200]
+    assert [o["tool_call_id"] for o in sent[1]["tool_outputs"]] == [call.id]

@@ -159,3 +159,26 @@ async def test_response_cancelled_by_someone_else(
     final = await client.wait(rid, 15)
     assert final.status == "cancelled"
     assert "outside runpoller" in final.reason
+
+
+async def test_a_503_on_the_continuation_is_retried_with_its_outputs(
+    start_worker: StartWorker, client: RunpollerClient, fake_http: httpx.AsyncClient, namespace: str
+) -> None:
+    await start_worker()
+    first_id = await fake_response(fake_http, "requires_action")
+    rid = await client.enqueue(job(first_id, namespace, continuation={"model": "gpt-4o"}))
+    final = None
+    async for item in client.events(rid):
+        event = item.event
+        if isinstance(event, RequiresActionEvent):
+            faults = [{"on": "create_response", "status": 503, "times": 1}]
+            await fake_http.post("/_fake/faults", json=faults)
+            await client.submit_tool_outputs(rid, 1, {c.id: "sunny" for c in event.tool_calls})
+        if isinstance(event, FinalEvent):
+            final = event
+    assert final is not None and final.status == "completed", final
+    ids = final.detail["response_ids"]
+    assert len(ids) == 2 and ids[0] == first_id, "one continuation, created on the retry"
+    headers = {"Authorization": f"Bearer {FAKE_KEY}"}
+    second = (await fake_http.get(f"/v1/responses/{ids[1]}", headers=headers)).json()
+    assert second["previous_response_id"] == first_id
