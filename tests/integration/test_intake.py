@@ -17,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from runpoller.client import RunpollerClient
 from runpoller.protocol import FN_DEAD_LETTER, FN_RESUME, FN_RUN
 from runpoller.protocol.serde import serialize_job
-from runpoller.worker.intake import BatchIntake
+from runpoller.worker.intake import BatchIntake, BatchResult
 from tests.conftest import test_redis_url
 from tests.integration.conftest import WorkerHandle
 from tests.integration.test_end_to_end import fake_run, job
@@ -65,8 +65,8 @@ def queue(namespace: str) -> str:
     return f"{namespace}:queue"
 
 
-def batch(redis: Redis, queue: str, calls: Calls) -> BatchIntake:
-    return BatchIntake(redis, queue, calls.handlers(), lease_ms=40_000)
+def batch(redis: Redis, queue: str, calls: Calls, worker_id: str = "w1") -> BatchIntake:
+    return BatchIntake(redis, queue, calls.handlers(), worker_id=worker_id, lease_ms=40_000)
 
 
 async def test_a_batch_runs_every_due_job_once_and_removes_it(
@@ -202,13 +202,90 @@ async def test_two_workers_racing_for_one_read_run_each_job_once(
     other = Redis.from_url(test_redis_url())
     try:
         await asyncio.gather(
-            batch(redis, queue, calls_a).run(ids), batch(other, queue, calls_b).run(ids)
+            batch(redis, queue, calls_a, "wa").run(ids), batch(other, queue, calls_b, "wb").run(ids)
         )
     finally:
         await other.aclose()
     seen = [c["n"] for c in calls_a.runs + calls_b.runs]
     assert sorted(seen) == list(range(300))
     assert await ready_ids(redis, queue) == []
+
+
+async def test_a_batch_takes_no_more_than_the_headroom_and_leaves_the_rest_due(
+    redis: Redis, queue: str, namespace: str
+) -> None:
+    calls = Calls()
+    for i in range(5):
+        await put(redis, queue, f"{namespace}-h{i}", {"n": i})
+    ids = await ready_ids(redis, queue)
+    asked: list[int] = []
+
+    def headroom(n: int) -> int:
+        asked.append(n)
+        return 2
+
+    intake = BatchIntake(
+        redis, queue, calls.handlers(), worker_id="w1", lease_ms=40_000, headroom=headroom
+    )
+    result = await intake.run(ids)
+    assert asked == [5]
+    assert len(result.done) == 2 and [c["n"] for c in calls.runs] == [0, 1]
+    # The other three were never taken: due now, no lease, for any worker.
+    assert sorted(await redis.zrangebyscore(queue, "-inf", time.time() * 1000)) == sorted(ids[2:])
+    for job_id in ids[2:]:
+        assert not await redis.exists(in_progress_key_prefix + job_id.decode())
+
+
+async def test_a_worker_above_the_average_leaves_the_freshest_jobs_to_the_others(
+    redis: Redis, queue: str, namespace: str
+) -> None:
+    calls = Calls()
+    await put(redis, queue, f"{namespace}-old", {"n": "old"})
+    await redis.zadd(queue, {f"{namespace}-old": int(time.time() * 1000) - 1_000})
+    await put(redis, queue, f"{namespace}-fresh", {"n": "fresh"})
+    intake = BatchIntake(
+        redis, queue, calls.handlers(), worker_id="w1", lease_ms=40_000, wait_s=lambda: 0.5
+    )
+    result = await intake.run(await ready_ids(redis, queue))
+    assert result.done == [f"{namespace}-old"] and [c["n"] for c in calls.runs] == ["old"]
+    assert await redis.zrangebyscore(queue, "-inf", time.time() * 1000) == [
+        f"{namespace}-fresh".encode()
+    ]
+
+
+async def test_a_worker_without_headroom_takes_nothing(
+    redis: Redis, queue: str, namespace: str
+) -> None:
+    calls = Calls()
+    await put(redis, queue, f"{namespace}-full", {"n": 1})
+    ids = await ready_ids(redis, queue)
+    intake = BatchIntake(
+        redis, queue, calls.handlers(), worker_id="w1", lease_ms=40_000, headroom=lambda n: 0
+    )
+    result = await intake.run(ids)
+    assert result == BatchResult() and calls.runs == []
+    assert await redis.zscore(queue, ids[0].decode()) is not None
+    assert not await redis.exists(in_progress_key_prefix + ids[0].decode())
+    assert await redis.zrangebyscore(queue, "-inf", time.time() * 1000) == ids
+
+
+async def test_a_deferral_of_0_is_due_again_at_once(
+    redis: Redis, queue: str, namespace: str
+) -> None:
+    # What the spreading rule raises (Retry(defer=0)): back in the queue, due, no lease.
+    calls = Calls()
+
+    async def spread(_: Any) -> Any:
+        raise Retry(defer=0)
+
+    calls.behaviour = spread
+    job_id = f"{namespace}-spread"
+    await put(redis, queue, job_id, {"n": 1})
+    result = await batch(redis, queue, calls).run(await ready_ids(redis, queue))
+    assert [j for j, _ in result.deferred] == [job_id]
+    assert await redis.zrangebyscore(queue, "-inf", time.time() * 1000) == [job_id.encode()]
+    assert not await redis.exists(in_progress_key_prefix + job_id)
+    assert await redis.zcard(f"{queue}:taken:w1") == 0, "settled: no longer recorded as taken"
 
 
 # ---------------------------------------------------------------------------- a real worker
@@ -252,6 +329,9 @@ async def test_a_burst_is_taken_in_batches_and_capacity_holds_within_a_batch(
     assert len(handle.app.runner.runs) == 10
     assert batches and batches[0] == 10
     assert await redis.zcard(f"{namespace}:queue") == 20
+    # Left due, for another worker: never taken and put off (the livelock of issue 14).
+    now_ms = time.time() * 1000
+    assert await redis.zcount(f"{namespace}:queue", "-inf", now_ms) == 20
 
 
 async def test_a_large_batch_runs_a_bounded_number_of_jobs_at_once(
@@ -273,7 +353,9 @@ async def test_a_large_batch_runs_a_bounded_number_of_jobs_at_once(
     calls.behaviour = slow
     for i in range(100):
         await put(redis, queue, f"{namespace}-b{i}", {"n": i})
-    intake = BatchIntake(redis, queue, calls.handlers(), lease_ms=40_000, concurrency=8)
+    intake = BatchIntake(
+        redis, queue, calls.handlers(), worker_id="w1", lease_ms=40_000, concurrency=8
+    )
     ids = await ready_ids(redis, queue)
     result = await intake.run(ids)
     assert len(result.done) == 100 and peak == 8
@@ -297,7 +379,9 @@ async def test_a_handler_past_its_timeout_finishes_in_the_background_and_the_job
     calls.behaviour = slow
     job_id = f"{namespace}-slow"
     await put(redis, queue, job_id, {"n": 1})
-    intake = BatchIntake(redis, queue, calls.handlers(), lease_ms=40_000, job_timeout_s=0.05)
+    intake = BatchIntake(
+        redis, queue, calls.handlers(), worker_id="w1", lease_ms=40_000, job_timeout_s=0.05
+    )
     result = await intake.run(await ready_ids(redis, queue))
     assert result.left == [job_id] and not finished.is_set()
     await asyncio.wait_for(finished.wait(), 5)
@@ -322,7 +406,13 @@ async def test_jobs_a_slow_batch_cannot_start_in_time_go_back_at_once(
     ids = await ready_ids(redis, queue)
     # Lease 8 s, 2 s per job: jobs must start within max(8 - 2 - 5, 1) = 1 s of the take.
     intake = BatchIntake(
-        redis, queue, calls.handlers(), lease_ms=8_000, job_timeout_s=2, concurrency=1
+        redis,
+        queue,
+        calls.handlers(),
+        worker_id="w1",
+        lease_ms=8_000,
+        job_timeout_s=2,
+        concurrency=1,
     )
     result = await intake.run(ids)
     first = ids[0].decode()
@@ -375,3 +465,37 @@ async def test_a_resume_job_for_a_run_still_driven_here_takes_its_ownership_back
     assert await app.admission.resume(rid) == "already_here"
     assert (await redis.hget(run_key, "owner")) == app.worker_id.encode()
     assert await redis.sismember(app.keys.owned(app.worker_id), rid)
+
+
+async def test_a_dead_workers_taken_jobs_are_given_back_when_it_is_reaped(
+    start_worker: StartWorker,
+    client: RunpollerClient,
+    fake_http: httpx.AsyncClient,
+    redis: Redis,
+    namespace: str,
+) -> None:
+    # A worker took three jobs (arq lease: 40 s) and died before settling them. Reaping it
+    # (its heartbeat gone for dead_worker_after_ms, 1 s here) gives them back at once.
+    queue = f"{namespace}:queue"
+    ids = []
+    for _ in range(3):
+        thread_id, run_id = await fake_run(fake_http, LONG)
+        ids.append(await client.enqueue(job(thread_id, run_id, namespace)))
+    dead = BatchIntake(redis, queue, Calls().handlers(), worker_id="dead-1", lease_ms=40_000)
+    taken = await dead.take(await ready_ids(redis, queue))
+    assert len(taken) == 3
+    await redis.zadd(f"{namespace}:workers", {"dead-1": int(time.time() * 1000) - 60_000})
+    hidden_until = await redis.zscore(queue, taken[0])
+    assert hidden_until is not None and hidden_until > time.time() * 1000 + 30_000
+    started = time.monotonic()
+    handle = await start_worker(timeout_ms=120_000)
+    owned = handle.app.keys.owned(handle.app.worker_id)
+    for _ in range(200):
+        if await redis.scard(owned) == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert await redis.scard(owned) == 3, "the live worker took the dead one's jobs"
+    assert time.monotonic() - started < 20, "given back by reaping, not after the 40 s lease"
+    assert await redis.zcard(queue) == 0
+    assert not await redis.exists(f"{queue}:taken:dead-1")
+    assert await redis.zscore(f"{namespace}:workers", "dead-1") is None, "and reaped"

@@ -373,46 +373,99 @@ class ScriptCases:
     async def test_intake_take_returns_the_due_free_jobs_in_order(
         self, client: Redis, namespace: str
     ) -> None:
-        queue = f"{namespace}:queue"
+        queue, taken_set = f"{namespace}:queue", f"{namespace}:queue:taken:w1"
         now = int(time.time() * 1000)
         await client.zadd(queue, {"a": now - 10, "busy": now - 10, "later": now + 60_000, "b": now})
         busy = f"{namespace}:in-progress:busy"
         await client.set(busy, "1", px=60_000)
         ids = ["b", "missing", "later", "busy", "a"]
-        keys = [queue, *(f"{namespace}:in-progress:{i}" for i in ids)]
-        assert await call(client, "intake_take", keys, [now, 40_000, *ids]) == [b"b", b"a"]
+        keys = [queue, taken_set, *(f"{namespace}:in-progress:{i}" for i in ids)]
+        args = [now, 40_000, "w1", 500, now, *ids]
+        assert await call(client, "intake_take", keys, args) == [b"b", b"a"]
         for taken in ("a", "b"):
             assert await client.zscore(queue, taken) == now + 40_000, "hidden until the lease ends"
-            assert await client.get(f"{namespace}:in-progress:{taken}") == b"1"
+            assert await client.get(f"{namespace}:in-progress:{taken}") == b"w1", "held by me"
             assert 39_000 < await client.pttl(f"{namespace}:in-progress:{taken}") <= 40_000
+        assert await client.zrange(taken_set, 0, -1, withscores=True) == [
+            (b"a", now + 40_000.0),
+            (b"b", now + 40_000.0),
+        ], "recorded as mine until settled, by the end of its lease"
+        assert 39_000 < await client.pttl(taken_set) <= 40_000
         assert await client.zscore(queue, "later") == now + 60_000
         assert await client.zscore(queue, "busy") == now - 10
+        assert await client.get(busy) == b"1"
         assert await client.zscore(queue, "missing") is None
         assert not await client.exists(
             f"{namespace}:in-progress:missing", f"{namespace}:in-progress:later"
         )
         # Taken: the same batch again takes nothing.
-        assert await call(client, "intake_take", keys, [now, 40_000, *ids]) == []
+        assert await call(client, "intake_take", keys, args) == []
+
+    async def test_intake_take_takes_no_more_than_the_limit_and_leaves_the_rest_due(
+        self, client: Redis, namespace: str
+    ) -> None:
+        queue, taken_set = f"{namespace}:queue", f"{namespace}:queue:taken:w1"
+        now = int(time.time() * 1000)
+        await client.zadd(queue, {"a": now - 3, "b": now - 2, "c": now - 1})
+        ids = ["a", "b", "c"]
+        keys = [queue, taken_set, *(f"{namespace}:in-progress:{i}" for i in ids)]
+        assert await call(client, "intake_take", keys, [now, 40_000, "w1", 2, now, *ids]) == [
+            b"a",
+            b"b",
+        ]
+        assert await client.zscore(queue, "c") == now - 1, "still due, for another worker"
+        assert not await client.exists(f"{namespace}:in-progress:c")
+        assert await client.zrange(taken_set, 0, -1) == [b"a", b"b"]
+        assert await call(client, "intake_take", keys, [now, 40_000, "w1", 0, now, *ids]) == []
+
+    async def test_intake_take_only_takes_jobs_due_by_the_given_time(
+        self, client: Redis, namespace: str
+    ) -> None:
+        # A worker above the cluster average leaves the freshest jobs to those below it.
+        queue, taken_set = f"{namespace}:queue", f"{namespace}:queue:taken:w1"
+        now = int(time.time() * 1000)
+        await client.zadd(queue, {"old": now - 500, "fresh": now - 50})
+        ids = ["fresh", "old"]
+        keys = [queue, taken_set, *(f"{namespace}:in-progress:{i}" for i in ids)]
+        args = [now, 40_000, "w1", 10, now - 200, *ids]
+        assert await call(client, "intake_take", keys, args) == [b"old"]
+        assert await client.zscore(queue, "fresh") == now - 50
+        assert not await client.exists(f"{namespace}:in-progress:fresh")
+
+    async def test_intake_take_drops_taken_entries_whose_lease_ended(
+        self, client: Redis, namespace: str
+    ) -> None:
+        queue, taken_set = f"{namespace}:queue", f"{namespace}:queue:taken:w1"
+        now = int(time.time() * 1000)
+        await client.zadd(taken_set, {"old": now - 1, "current": now + 5_000})
+        await client.zadd(queue, {"new": now})
+        keys = [queue, taken_set, f"{namespace}:in-progress:new"]
+        args = [now, 40_000, "w1", 10, now, "new"]
+        assert await call(client, "intake_take", keys, args) == [b"new"]
+        assert await client.zrange(taken_set, 0, -1) == [b"current", b"new"]
 
     async def test_intake_take_of_nothing_due_is_empty(self, client: Redis, namespace: str) -> None:
-        queue = f"{namespace}:queue"
-        assert await call(client, "intake_take", [queue], [0, 40_000]) == []
-        assert not await client.exists(queue)
+        queue, taken_set = f"{namespace}:queue", f"{namespace}:queue:taken:w1"
+        assert await call(client, "intake_take", [queue, taken_set], [0, 40_000, "w1", 10, 0]) == []
+        assert not await client.exists(queue, taken_set)
 
     # ------------------------------------------------------------------ intake_settle
 
     async def test_intake_settle_finishes_and_defers(self, client: Redis, namespace: str) -> None:
         queue, ns = f"{namespace}:queue", namespace
+        taken_set = f"{ns}:queue:taken:w1"
         await client.zadd(queue, {"d1": 1, "d2": 2, "keep": 3, "deferred": 4})
+        await client.zadd(taken_set, {"d1": 9, "d2": 9, "deferred": 9, "other": 9})
         for job_id in ("d1", "d2", "keep", "deferred"):
             for kind in ("in-progress", "job", "retry"):
-                await client.set(f"{ns}:{kind}:{job_id}", "x")
-        keys = [queue]
+                await client.set(f"{ns}:{kind}:{job_id}", "w1")
+        await client.delete(f"{ns}:in-progress:d2")  # its lease ended: nobody holds it
+        keys = [queue, taken_set]
         for job_id in ("d1", "d2"):
             keys += [f"{ns}:in-progress:{job_id}", f"{ns}:job:{job_id}", f"{ns}:retry:{job_id}"]
         keys += [f"{ns}:in-progress:deferred", f"{ns}:in-progress:gone"]
-        args = [2, "d1", "d2", "deferred", 9000, "gone", 9500]
-        assert await call(client, "intake_settle", keys, args) == 2
+        args = ["w1", 2, "d1", "d2", "deferred", 9000, "gone", 9500]
+        assert await call(client, "intake_settle", keys, args) == 4
         assert await client.zrange(queue, 0, -1, withscores=True) == [
             (b"keep", 3.0),
             (b"deferred", 9000.0),
@@ -425,16 +478,93 @@ class ScriptCases:
         assert (
             await client.exists(*(f"{ns}:{k}:keep" for k in ("in-progress", "job", "retry"))) == 3
         )
+        assert await client.zrange(taken_set, 0, -1) == [b"other"], "settled: no longer taken"
 
-    async def test_intake_settle_of_deferred_only_returns_0(
+    async def test_intake_settle_of_deferred_only_returns_their_number(
         self, client: Redis, namespace: str
     ) -> None:
         queue, lease = f"{namespace}:queue", f"{namespace}:in-progress:j"
+        taken_set = f"{namespace}:queue:taken:w1"
         await client.zadd(queue, {"j": 1})
-        await client.set(lease, "1")
-        assert await call(client, "intake_settle", [queue, lease], [0, "j", 500]) == 0
+        await client.set(lease, "w1")
+        assert (
+            await call(client, "intake_settle", [queue, taken_set, lease], ["w1", 0, "j", 500]) == 1
+        )
         assert await client.zscore(queue, "j") == 500
         assert not await client.exists(lease)
+
+    async def test_intake_settle_leaves_jobs_another_worker_took_meanwhile(
+        self, client: Redis, namespace: str
+    ) -> None:
+        # We were presumed dead: reaping gave our jobs back and w2 took them. Ours to settle
+        # no longer: w2's lease, score and body stay as they are.
+        ns, queue = namespace, f"{namespace}:queue"
+        taken_set = f"{ns}:queue:taken:w1"
+        await client.zadd(queue, {"done": 50_000, "deferred": 50_000})
+        await client.zadd(taken_set, {"done": 9, "deferred": 9})
+        for job_id in ("done", "deferred"):
+            await client.set(f"{ns}:in-progress:{job_id}", "w2")
+            await client.set(f"{ns}:job:{job_id}", "body")
+        keys = [queue, taken_set, f"{ns}:in-progress:done", f"{ns}:job:done", f"{ns}:retry:done"]
+        keys += [f"{ns}:in-progress:deferred"]
+        args = ["w1", 1, "done", "deferred", 0]
+        assert await call(client, "intake_settle", keys, args) == 0
+        assert await client.zrange(queue, 0, -1, withscores=True) == [
+            (b"deferred", 50_000.0),
+            (b"done", 50_000.0),
+        ]
+        for job_id in ("done", "deferred"):
+            assert await client.get(f"{ns}:in-progress:{job_id}") == b"w2"
+            assert await client.get(f"{ns}:job:{job_id}") == b"body"
+        assert not await client.exists(taken_set)
+
+    # ------------------------------------------------------------------ intake_release
+
+    async def test_intake_release_n_gives_a_dead_workers_taken_jobs_back_due_now(
+        self, client: Redis, namespace: str
+    ) -> None:
+        ns, queue = namespace, f"{namespace}:queue"
+        taken_set, heartbeat = f"{ns}:queue:taken:w2", f"{ns}:worker:w2"
+        now = int(time.time() * 1000)
+        lease_end = now + 40_000
+        await client.zadd(queue, {"a": lease_end, "b": lease_end, "retaken": lease_end})
+        await client.zadd(
+            taken_set,
+            {"a": lease_end, "b": lease_end, "retaken": lease_end, "settled": lease_end},
+        )
+        await client.zadd(taken_set, {"lapsed": now - 1})  # its lease already ended
+        for job_id in ("a", "b"):
+            await client.set(f"{ns}:in-progress:{job_id}", "w2", px=40_000)
+        await client.set(f"{ns}:in-progress:retaken", "w3", px=40_000)
+        await client.set(f"{ns}:in-progress:lapsed", "w4", px=40_000)
+        args = ["w2", f"{ns}:in-progress:", now]
+        assert await call(client, "intake_release", [queue, taken_set, heartbeat], args) == 2
+        assert await client.zrange(queue, 0, -1, withscores=True) == [
+            (b"a", float(now)),
+            (b"b", float(now)),
+            (b"retaken", float(lease_end)),
+        ], "due at once; a job another worker holds now is left to it; none is added"
+        assert not await client.exists(f"{ns}:in-progress:a", f"{ns}:in-progress:b")
+        assert await client.get(f"{ns}:in-progress:retaken") == b"w3"
+        assert await client.get(f"{ns}:in-progress:lapsed") == b"w4"
+        assert not await client.exists(taken_set)
+        assert await call(client, "intake_release", [queue, taken_set, heartbeat], args) == 0
+
+    async def test_intake_release_minus_1_while_the_heartbeat_lives(
+        self, client: Redis, namespace: str
+    ) -> None:
+        ns, queue = namespace, f"{namespace}:queue"
+        taken_set, heartbeat = f"{ns}:queue:taken:w2", f"{ns}:worker:w2"
+        now = int(time.time() * 1000)
+        await client.zadd(queue, {"a": now + 40_000})
+        await client.zadd(taken_set, {"a": now + 40_000})
+        await client.set(f"{ns}:in-progress:a", "w2", px=40_000)
+        await client.set(heartbeat, "{}", px=5_000)
+        args = ["w2", f"{ns}:in-progress:", now]
+        assert await call(client, "intake_release", [queue, taken_set, heartbeat], args) == -1
+        assert await client.zscore(queue, "a") == now + 40_000
+        assert await client.get(f"{ns}:in-progress:a") == b"w2"
+        assert await client.zrange(taken_set, 0, -1) == [b"a"]
 
     # ------------------------------------------------------------------ ratelimit_take
 

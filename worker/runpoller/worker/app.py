@@ -43,7 +43,8 @@ from runpoller.worker.tasks import TaskSet
 log = structlog.get_logger("runpoller.worker")
 
 # How long a taken intake job stays reserved (arq's in-progress key) when the worker that
-# took it never settles it: arq's own in_progress_timeout for our 30 s job timeout.
+# took it never settles it: arq's own in_progress_timeout for our 30 s job timeout. A worker
+# that dies holding some is reaped sooner (dead-worker TTL), and reaping gives them back.
 INTAKE_LEASE_MS = 40_000
 
 
@@ -121,7 +122,12 @@ class WorkerApp:
         )
         self.metrics.runs_in_flight.set_function(lambda: len(self.runner.runs))
         in_flight = self.runner.runs.__len__
-        self.capacity = Capacity(self.worker_id, settings.max_runs_per_worker, in_flight)
+        self.capacity = Capacity(
+            self.worker_id,
+            settings.max_runs_per_worker,
+            in_flight,
+            head_start_s=2 * settings.arq_poll_delay_s,
+        )
         self.replies = RepliesListener(self.store, self.keys, self.runner, self.limiter)
         self.admission = Admission(
             settings, self.store, self.runner, self.capacity, self.metrics, self.replies.replay
@@ -135,7 +141,13 @@ class WorkerApp:
             settings, self.worker_id, in_flight=in_flight, on_lapse=self.housekeeping.drop_lost_runs
         )
         self.batch = BatchIntake(
-            redis, settings.queue_name, self.admission.handlers(), lease_ms=INTAKE_LEASE_MS
+            redis,
+            settings.queue_name,
+            self.admission.handlers(),
+            worker_id=self.worker_id,
+            lease_ms=INTAKE_LEASE_MS,
+            headroom=self.capacity.headroom,
+            wait_s=self.capacity.wait_s,
         )
         self.tasks = TaskSet()
         self.probes = Probes(

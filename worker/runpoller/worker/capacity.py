@@ -4,13 +4,23 @@ arq hands a job to whichever worker polls first, so without a rule a burst piles
 worker. Loads of the others come from their heartbeats (refreshed by housekeeping); the
 jobs of one intake batch run concurrently, so each counts as reserved from the capacity
 check until its run is adopted (or not).
+
+A worker the rule refuses does not take from the queue at all (:meth:`Capacity.headroom` is
+0), and a batch takes no more jobs than its headroom: what it leaves stays due for the
+others. A worker above the average takes only jobs that have waited a little
+(:meth:`Capacity.wait_s`), so those below it get the first pick. A job refused inside a
+batch anyway (a resume job, say, or loads that changed) goes back due at once
+(``Retry(defer=0)``), never hidden: the worker that refused it does not take from the queue
+again until the rule lets it, so it cannot keep re-taking the job while a worker with room
+waits (the livelock of issue 14: deferred jobs came due on the deferring worker's own poll
+cadence, and it took them again first).
 """
 
 from __future__ import annotations
 
 import contextlib
-import random
 from collections.abc import Callable, Iterator, Mapping
+from typing import Literal
 
 from arq import Retry
 
@@ -18,16 +28,43 @@ from arq import Retry
 SPREAD_FACTOR = 1.15
 SPREAD_SLACK = 2
 
+Refusal = Literal["full", "spreading"]
 
-def defer_for(mine: int, cap: int, others: list[int], rand: float) -> float | None:
-    """Seconds to defer a new job by, or None to take it (pure: ``rand`` in [0, 1))."""
+
+def refusal(mine: int, cap: int, others: list[int]) -> Refusal | None:
+    """Why a worker holding ``mine`` runs should not take one more, or None to take it.
+
+    ``full`` at the cap; ``spreading`` when more than 15 % (+2) above the average of the
+    cluster (``others`` are the other workers' loads). A worker at or below the average is
+    never refused by spreading.
+    """
     if mine >= cap:
-        return 1.0
+        return "full"
     if others:
         average = (sum(others) + mine) / (len(others) + 1)
         if mine > average * SPREAD_FACTOR + SPREAD_SLACK:
-            return 0.05 + rand * 0.05
+            return "spreading"
     return None
+
+
+def head_start_s(mine: int, others: list[int], delay_s: float) -> float:
+    """How long a ready job should wait before a worker holding ``mine`` runs takes it.
+
+    0 at or below the cluster average; ``delay_s`` above it, so that the workers below the
+    average get the first pick of new jobs (arq otherwise gives each to whichever worker
+    polls first: the shares follow the phases of the workers' polls, not their loads).
+    """
+    if others and mine > (sum(others) + mine) / (len(others) + 1):
+        return delay_s
+    return 0.0
+
+
+def headroom(mine: int, cap: int, others: list[int], most: int) -> int:
+    """How many more runs (up to ``most``) a worker holding ``mine`` may take, one by one."""
+    n = 0
+    while n < most and refusal(mine + n, cap, others) is None:
+        n += 1
+    return n
 
 
 class Capacity:
@@ -36,22 +73,36 @@ class Capacity:
         worker_id: str,
         cap: int,
         in_flight: Callable[[], int],
-        rand: Callable[[], float] = random.random,
+        *,
+        head_start_s: float = 0.0,
     ) -> None:
         self.worker_id = worker_id
         self.cap = cap
         self.in_flight = in_flight
-        self.rand = rand
+        self.head_start = head_start_s
+        """How long the workers below the average have new jobs to themselves."""
         self.cluster_loads: Mapping[str, int] = {}
         self._reserved = 0
 
-    def check(self) -> None:
-        """Raise arq's ``Retry`` when the job should go to another worker."""
+    def _mine_and_others(self) -> tuple[int, list[int]]:
         mine = self.in_flight() + self._reserved
-        others = [n for wid, n in self.cluster_loads.items() if wid != self.worker_id]
-        defer = defer_for(mine, self.cap, others, self.rand())
-        if defer is not None:
-            raise Retry(defer=defer)
+        return mine, [n for wid, n in self.cluster_loads.items() if wid != self.worker_id]
+
+    def headroom(self, most: int) -> int:
+        """How many of ``most`` ready jobs this worker should take now (0: none at all)."""
+        mine, others = self._mine_and_others()
+        return headroom(mine, self.cap, others, most)
+
+    def wait_s(self) -> float:
+        """How long a ready job should have waited before this worker takes it."""
+        mine, others = self._mine_and_others()
+        return head_start_s(mine, others, self.head_start)
+
+    def check(self) -> None:
+        """Raise arq's ``Retry`` (due again at once) when the job should go to another worker."""
+        mine, others = self._mine_and_others()
+        if refusal(mine, self.cap, others) is not None:
+            raise Retry(defer=0)
 
     @contextlib.contextmanager
     def reservation(self) -> Iterator[None]:

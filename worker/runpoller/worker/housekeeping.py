@@ -1,9 +1,11 @@
 """Housekeeping: the cluster's upkeep, once per heartbeat interval on every worker.
 
-Release the runs of workers whose heartbeat lapsed (atomically, in the Redis room), re-enqueue
-orphaned runs as ``runpoller.resume`` jobs (one worker at a time, under a fenced lock), sample
-the queue for the metrics, and refresh the other workers' loads for the spreading rule. When
-this worker's own heartbeat lapsed, stop driving every run another worker may have taken.
+Release the runs of workers whose heartbeat lapsed (atomically, in the Redis room) and give
+back the intake jobs they took and never settled (due at once, not when arq's lease ends),
+re-enqueue orphaned runs as ``runpoller.resume`` jobs (one worker at a time, under a fenced
+lock), sample the queue for the metrics, and refresh the other workers' loads for the
+spreading rule. When this worker's own heartbeat lapsed, stop driving every run another worker
+may have taken.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import structlog
 from arq.connections import ArqRedis
 
 from runpoller.config import Settings
-from runpoller.redis.queue import enqueue_resume
+from runpoller.redis.queue import JobQueue, enqueue_resume
 from runpoller.redis.store import RunStore
 from runpoller.worker.capacity import Capacity
 from runpoller.worker.driver import Runner, suppress_cancel
@@ -42,6 +44,7 @@ class Housekeeping:
         self.capacity = capacity
         self.metrics = metrics
         self.worker_id = store.worker_id
+        self.queue = JobQueue(redis, settings.queue_name, store.worker_id)
         self.last_run = 0.0
         """When the last round finished (epoch s): the liveness probe judges its age."""
 
@@ -60,10 +63,20 @@ class Housekeeping:
         for worker_id in await self.store.stale_workers(self.settings.dead_worker_after_ms):
             if worker_id == self.worker_id:
                 continue
+            # Its intake jobs first: both are refused while its heartbeat lives, and if this
+            # round fails half-way the worker is still listed, so the next round does both.
+            jobs = await self.queue.release(
+                worker_id, self.store.keys.heartbeat(worker_id), int(time.time() * 1000)
+            )
             released = await self.store.release(worker_id)
             if released >= 0:
                 self.metrics.workers_reaped.inc()
-                log.warning("worker.dead", dead_worker=worker_id, runs_released=released)
+                log.warning(
+                    "worker.dead",
+                    dead_worker=worker_id,
+                    runs_released=released,
+                    intake_jobs_released=max(jobs, 0),
+                )
                 await self.store.worker_event(
                     "dead_worker", worker_id=worker_id, runs=released, by=self.worker_id
                 )

@@ -9,12 +9,22 @@ read in a single script, runs the batch concurrently, and settles the whole batc
 finished, re-schedule the deferred) in a second script.
 
 It keeps arq's claim protocol, so it runs safely beside arq's own workers on the same queue:
-a job is taken by ``SET arq:in-progress:<id> 1 NX PX <lease>`` only while its score in the
-queue is due, and while that key lives no other worker (ours or arq's) starts it. Taking a
-job also moves its score to the end of the lease, so no worker reads it as due (and tries it
-again) while the batch runs; arq's workers skip a job whose score is in the future too. A
-job that is never settled (the worker died, Redis went away mid-batch) becomes due again
-when its lease ends, and intake is idempotent (the run claim in ``runpoller.redis.store`` decides).
+a job is taken by ``SET arq:in-progress:<id> <worker id> NX PX <lease>`` only while its score
+in the queue is due, and while that key lives no other worker (ours or arq's) starts it.
+Taking a job also moves its score to the end of the lease, so no worker reads it as due (and
+tries it again) while the batch runs; arq's workers skip a job whose score is in the future
+too. A job that is never settled because Redis went away mid-batch becomes due again when its
+lease ends, and intake is idempotent (the run claim in ``runpoller.redis.store`` decides). One
+whose worker died is given back sooner: each worker records what it took
+(``<queue>:taken:<id>``), and the housekeeping that reaps it makes those jobs due again at
+once (runpoller.redis.queue).
+
+How much it takes: a batch takes no more jobs than the worker's capacity allows
+(:meth:`~runpoller.worker.capacity.Capacity.headroom`; none at all when the spreading rule or
+the cap refuses it), so it never hides from the other workers jobs it cannot hold. A job its
+handler defers anyway goes back at the score the handler asked for: due at once, for the
+spreading rule. A worker above the cluster average takes only jobs due for a moment already,
+leaving the freshest to the workers below it.
 
 What it does not keep: arq's per-job retry counter (``arq:retry:<id>``; our functions have
 no try limit that matters: ``max_tries`` is 100,000) and arq's job results (``keep_result=0``
@@ -69,7 +79,10 @@ class BatchIntake:
         queue_name: str,
         handlers: Mapping[str, Handler],
         *,
+        worker_id: str,
         lease_ms: int,
+        headroom: Callable[[int], int] | None = None,
+        wait_s: Callable[[], float] | None = None,
         job_timeout_s: float = 30.0,
         concurrency: int = 16,
         clock: Callable[[], float] = time.time,
@@ -78,25 +91,45 @@ class BatchIntake:
         self.queue_name = queue_name
         self.handlers = dict(handlers)
         self.lease_ms = lease_ms
+        self.headroom = headroom
+        """How many of n ready jobs to take (None: all of them)."""
+        self.wait_s = wait_s
+        """How long a job must have been due before this worker takes it (None: 0)."""
         self.job_timeout_s = job_timeout_s
         self.concurrency = concurrency
         self._background: set[asyncio.Future[Any]] = set()
         self.clock = clock
-        self.queue = JobQueue(redis, queue_name)
+        self.queue = JobQueue(redis, queue_name, worker_id)
 
-    async def take(self, job_ids: Sequence[bytes | str]) -> list[str]:
-        """Claim the due jobs among ``job_ids``: the ids of those taken."""
+    async def take(
+        self, job_ids: Sequence[bytes | str], limit: int | None = None, wait_s: float = 0.0
+    ) -> list[str]:
+        """Claim up to ``limit`` of the jobs among ``job_ids`` due for ``wait_s`` at least: the
+        ids of those taken."""
         ids = [j.decode() if isinstance(j, bytes) else j for j in job_ids]
-        return await self.queue.take(ids, int(self.clock() * 1000), self.lease_ms)
+        now_ms = int(self.clock() * 1000)
+        return await self.queue.take(
+            ids, now_ms, self.lease_ms, limit, due_by_ms=now_ms - int(wait_s * 1000)
+        )
 
     async def settle(self, done: Sequence[str], deferred: Sequence[tuple[str, int]]) -> None:
         """Delete finished jobs; put deferred ones back in the queue at their new score."""
-        await self.queue.settle(done, deferred)
+        settled = await self.queue.settle(done, deferred)
+        if settled < len(done) + len(deferred):
+            # Our lease lapsed, reaping gave these jobs back and another worker took them.
+            log.warning("intake.taken_over", jobs=len(done) + len(deferred) - settled)
 
     async def run(self, job_ids: Sequence[bytes | str]) -> BatchResult:
-        """Take what is due among ``job_ids``, run each job's handler, settle the batch."""
+        """Take what is due among ``job_ids`` (as many as the worker can hold), run each job's
+        handler, settle the batch."""
         result = BatchResult()
-        taken = await self.take(job_ids)
+        if not job_ids:
+            return result
+        room = None if self.headroom is None else self.headroom(len(job_ids))
+        if room == 0:
+            return result  # refused by the capacity rule: leave every job to the others
+        wait_s = 0.0 if self.wait_s is None else self.wait_s()
+        taken = await self.take(job_ids, room, wait_s)
         if not taken:
             return result
         bodies = await self.queue.bodies(taken)

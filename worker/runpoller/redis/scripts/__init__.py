@@ -25,6 +25,7 @@ ScriptName = Literal[
     "restore",
     "intake_take",
     "intake_settle",
+    "intake_release",
     "ratelimit_take",
 ]
 
