@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -499,3 +500,39 @@ async def test_a_dead_workers_taken_jobs_are_given_back_when_it_is_reaped(
     assert await redis.zcard(queue) == 0
     assert not await redis.exists(f"{queue}:taken:dead-1")
     assert await redis.zscore(f"{namespace}:workers", "dead-1") is None, "and reaped"
+
+
+# ---------------------------------------------------------------------------- poison (issue 14, 8)
+
+
+async def test_a_real_worker_refuses_oversized_metadata_and_dead_letters_kwargs_jobs(
+    start_worker: StartWorker,
+    client: RunpollerClient,
+    fake_http: httpx.AsyncClient,
+    redis: Redis,
+    namespace: str,
+) -> None:
+    await start_worker()
+    thread_id, run_id = await fake_run(fake_http, LONG)
+    big = job(thread_id, run_id, namespace, metadata={"blob": "x" * 5_000_000})
+    big_id = await client.enqueue(big)
+    # A job with arq keyword arguments ("k"), as another producer might write it.
+    now = int(time.time() * 1000)
+    body = serialize_job(
+        {"f": FN_RUN, "a": [job("t", "r", namespace)], "k": {"x": 1}, "t": None, "et": now}
+    )
+    await redis.set(job_key_prefix + f"{namespace}-kw", body, px=60_000)
+    await redis.zadd(f"{namespace}:queue", {f"{namespace}-kw": now})
+    result = await client.wait(big_id, timeout=10)
+    assert result is not None and result.status == "error" and result.error is not None
+    assert result.error.code == "invalid_job"
+    assert result.error.message.startswith("metadata is 5000011 bytes as JSON; the maximum")
+    for _ in range(100):
+        if await redis.xlen(f"{namespace}:dead-letters"):
+            break
+        await asyncio.sleep(0.05)
+    letters = [json.loads(f[b"data"]) for _, f in await redis.xrange(f"{namespace}:dead-letters")]
+    assert [letter["reason"] for letter in letters] == [
+        "runpoller.run takes no keyword arguments, got 1: x"
+    ]
+    assert await redis.zcard(f"{namespace}:queue") == 0

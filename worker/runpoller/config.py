@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     # Total size of one round of tool outputs an app may send; of one final event.
     max_reply_bytes: int = 1024 * 1024
     max_result_bytes: int = 1024 * 1024
+    # Size of a job's metadata as JSON (echoed in its accepted and final events); larger:
+    # the job is refused (invalid_job).
+    max_metadata_bytes: int = 16 * 1024
 
     # After a cancel, how long to keep polling for a terminal status before giving up.
     cancel_grace_ms: int = 30_000
@@ -446,7 +449,12 @@ def _loop_stall_above_heartbeat(s: Settings) -> PydanticCustomError | None:
 
 
 def _counts_at_least_one(s: Settings) -> PydanticCustomError | None:
-    for field in ("max_runs_per_worker", "http_concurrency", "event_stream_maxlen"):
+    for field in (
+        "max_runs_per_worker",
+        "http_concurrency",
+        "event_stream_maxlen",
+        "max_metadata_bytes",
+    ):
         value = getattr(s, field)
         if value < 1:
             return _problem(f"{{w[{field}]}} must be at least 1", **{field: value})

@@ -1,4 +1,5 @@
-"""Admission (engine.admission): a job's bounds, and the outcome of refusing it."""
+"""Admission (engine.admission): a job's bounds, its metadata size, and the outcome of refusing
+it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 
 from runpoller import engine
 from runpoller.engine import Bounds, Finished, Limits, Refusal, job_bounds, refused
+from runpoller.engine.admission import metadata_refusal
 
 LIMITS = Limits(
     poll_interval_ms=2000,
@@ -55,4 +57,15 @@ def test_a_refused_job_ends_with_an_error_naming_its_code() -> None:
         reason="the job was refused: no API key",
         api_status=None,
         error=("missing_api_key", "no API key"),
+    )
+
+
+def test_metadata_up_to_the_limit_is_accepted() -> None:
+    assert metadata_refusal(0, 16_384) is None
+    assert metadata_refusal(16_384, 16_384) is None
+
+
+def test_metadata_over_the_limit_is_an_invalid_job() -> None:
+    assert metadata_refusal(16_385, 16_384) == Refusal(
+        "invalid_job", "metadata is 16385 bytes as JSON; the maximum is 16384"
     )

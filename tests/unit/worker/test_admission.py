@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import fakeredis
 import httpx
 import pytest
+import structlog
 
-from runpoller.config import load_settings
-from runpoller.protocol import FinalEvent
+from runpoller.config import ConfigError, load_settings
+from runpoller.protocol import FN_RESUME, FN_RUN, DeadLetter, FinalEvent
+from runpoller.protocol.serde import serialize_job
 from runpoller.worker.app import WorkerApp
 
 PREFIX = "adm"
@@ -52,3 +56,122 @@ async def test_a_valid_id_gets_the_refusal_even_when_run_id_is_bad(app: WorkerAp
     assert await app.admission.intake(job, 0.0) == "refused"
     final = await final_of(app, "mine")
     assert final is not None and final.error is not None and final.error.code == "invalid_job"
+
+
+# ---------------------------------------------------------------------------- metadata size
+
+
+def small_metadata_app(limit: int) -> WorkerApp:
+    settings, _ = load_settings(
+        assistants_api_key="sk-admission-test",
+        assistants_base_url="http://api.test/v1",
+        key_prefix=PREFIX,
+        max_metadata_bytes=limit,
+        metrics_port=-1,
+    )
+    http = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500)))
+    return WorkerApp(settings, fakeredis.FakeAsyncRedis(), http=http, worker_id="w1")  # type: ignore[arg-type]
+
+
+async def test_metadata_larger_than_the_setting_is_refused_as_an_invalid_job(
+    app: WorkerApp,
+) -> None:
+    # The 5 MB value: it would have been kept in the result and every event.
+    job = {
+        "kind": "assistants_run",
+        "thread_id": "t1",
+        "run_id": "big",
+        "metadata": {"blob": "x" * 5_000_000},
+    }
+    assert await app.admission.intake(job, 0.0) == "refused"
+    final = await final_of(app, "big")
+    assert final is not None and final.status == "error" and final.error is not None
+    assert final.error.code == "invalid_job"
+    assert final.error.message == (
+        "metadata is 5000011 bytes as JSON; the maximum is 16384 (RUNPOLLER_MAX_METADATA_BYTES)"
+    )
+    assert final.metadata is None, "not echoed back"
+    raw_final = await app.redis.get(f"{PREFIX}:result:big")
+    assert raw_final is not None and len(raw_final) < 2000
+    assert not await app.redis.hexists(f"{PREFIX}:run:big", "job"), "no run record kept it"
+    assert "big" not in app.runner.runs
+
+
+async def test_metadata_up_to_the_setting_is_accepted() -> None:
+    app = small_metadata_app(limit=21)
+    fits = {"kind": "assistants_run", "thread_id": "t1", "run_id": "r1", "metadata": {"k": "v"}}
+    assert await app.admission.intake(fits, 0.0) == "new"
+    await app.runner.stop_runs()
+    # Measured in UTF-8 bytes of compact JSON: {"ab":"€€€€"} is 9 + 4 x 3 = 21, then 24.
+    ok = {"kind": "assistants_run", "thread_id": "t2", "run_id": "r2", "metadata": {"ab": "€" * 4}}
+    assert await app.admission.intake(ok, 0.0) == "new"
+    await app.runner.stop_runs()
+    over = {
+        "kind": "assistants_run",
+        "thread_id": "t3",
+        "run_id": "r3",
+        "metadata": {"ab": "€" * 5},
+    }
+    assert await app.admission.intake(over, 0.0) == "refused"
+    final = await final_of(app, "r3")
+    assert final is not None and final.error is not None
+    assert final.error.message.startswith("metadata is 24 bytes as JSON; the maximum is 21")
+
+
+def test_the_metadata_bound_must_be_at_least_one_byte() -> None:
+    with pytest.raises(ConfigError, match=r"RUNPOLLER_MAX_METADATA_BYTES .*must be at least 1"):
+        load_settings(max_metadata_bytes=0, assistants_api_key="sk-x")
+
+
+# ---------------------------------------------------------------------------- arq arguments
+
+
+async def test_a_job_with_keyword_arguments_is_a_dead_letter_with_a_one_line_reason(
+    app: WorkerApp,
+) -> None:
+    # Through the batch intake, as a worker runs it: no crash, no traceback, no retry.
+    queue = app.settings.queue_name
+    job = {"kind": "assistants_run", "thread_id": "t1", "run_id": "kw", "api_key": "sk-secret"}
+    body = serialize_job(
+        {"f": FN_RUN, "a": [job], "k": {"extra": 1, "more": 2}, "t": None, "et": 0}
+    )
+    await app.redis.set("arq:job:kw-job", body)
+    await app.redis.zadd(queue, {"kw-job": 0})
+    with structlog.testing.capture_logs() as logs:
+        result = await app.batch.run([b"kw-job"])
+    assert result.done == ["kw-job"] and result.failed == 0 and not result.deferred
+    assert [e["event"] for e in logs if e["log_level"] in ("error", "critical")] == []
+    letters = await app.redis.xrange(f"{PREFIX}:dead-letters")
+    assert len(letters) == 1
+    letter = DeadLetter.model_validate_json(letters[0][1][b"data"])
+    assert letter.reason == "runpoller.run takes no keyword arguments, got 2: extra, more"
+    assert "\n" not in letter.reason
+    assert "sk-secret" not in letter.raw and '"extra": 1' in letter.raw
+    assert await final_of(app, "kw") is None and "kw" not in app.runner.runs
+    assert await app.redis.zcard(queue) == 0
+
+
+@pytest.mark.parametrize(
+    ("function", "args", "reason"),
+    [
+        (FN_RUN, [], "runpoller.run takes exactly one positional argument, got 0"),
+        (FN_RUN, [{}, {}], "runpoller.run takes exactly one positional argument, got 2"),
+        (FN_RESUME, ["r1", "r2"], "runpoller.resume takes exactly one positional argument, got 2"),
+    ],
+)
+async def test_a_job_with_the_wrong_number_of_arguments_is_a_dead_letter(
+    app: WorkerApp, function: str, args: list[Any], reason: str
+) -> None:
+    outcome = await app.admission.handlers()[function](args, {}, 0.0, 1)
+    assert outcome == "dead_letter"
+    letters = await app.redis.xrange(f"{PREFIX}:dead-letters")
+    assert [DeadLetter.model_validate_json(f[b"data"]).reason for _, f in letters] == [reason]
+
+
+async def test_a_resume_job_with_keyword_arguments_is_a_dead_letter(app: WorkerApp) -> None:
+    outcome = await app.admission.handlers()[FN_RESUME](["r1"], {"job_try": 2}, 0.0, 1)
+    assert outcome == "dead_letter"
+    letters = await app.redis.xrange(f"{PREFIX}:dead-letters")
+    assert DeadLetter.model_validate_json(letters[0][1][b"data"]).reason == (
+        "runpoller.resume takes no keyword arguments, got 1: job_try"
+    )

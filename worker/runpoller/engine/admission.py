@@ -1,4 +1,4 @@
-"""Admission: the bounds a job may ask for, and the outcome of refusing a job.
+"""Admission: the bounds a job may ask for, its metadata size, and the outcome of refusing one.
 
 Decided before the run exists (before any :class:`~runpoller.engine.model.RunState`), from
 the job's own numbers and the worker's limits. Which key a job runs with is not decided here:
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from .model import Finished
 
 INVALID_JOB = "invalid_job"
-"""The error code of a job whose bounds are out of range."""
+"""The error code of a job whose bounds (or metadata size) are out of range."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +67,17 @@ def job_bounds(
 def refused(code: str, message: str) -> Finished:
     """The final outcome of a refused job: an ``error`` the app can tell from an API error."""
     return Finished("error", f"the job was refused: {message}", None, (code, message))
+
+
+def metadata_refusal(size_bytes: int, limit_bytes: int) -> Refusal | None:
+    """A job whose ``metadata`` takes ``size_bytes`` (as JSON) is refused above the limit.
+
+    Metadata is echoed in the run's ``accepted`` and ``final`` events and kept for the
+    record's lifetime, so its size is bounded like the other things a job may ask for.
+    """
+    if size_bytes <= limit_bytes:
+        return None
+    return Refusal(
+        INVALID_JOB,
+        f"metadata is {size_bytes} bytes as JSON; the maximum is {limit_bytes}",
+    )

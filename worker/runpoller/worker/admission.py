@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from runpoller import engine
 from runpoller.config import Settings
-from runpoller.engine.admission import Bounds, Limits, job_bounds, refused
+from runpoller.engine.admission import Bounds, Limits, job_bounds, metadata_refusal, refused
 from runpoller.protocol import (
     FN_DEAD_LETTER,
     FN_RESUME,
@@ -85,6 +85,7 @@ class Admission:
         run_id = job.run_key
         try:
             api_key, bounds = self._job_parameters(job)
+            self._check_metadata(job)
         except RunRefused as exc:
             return await self._refuse(run_id, job.kind, exc.code, str(exc))
         self.capacity.check()
@@ -158,18 +159,23 @@ class Admission:
         return "dead_letter"
 
     def handlers(self) -> dict[str, Handler]:
-        """The arq functions, as :class:`~runpoller.worker.intake.BatchIntake` calls them."""
+        """The arq functions, as :class:`~runpoller.worker.intake.BatchIntake` calls them.
 
-        def one(function: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-            if len(args) != 1 or kwargs:
-                raise ValueError(f"{function} takes exactly one argument, got {len(args)}")
-            return args[0]
+        ``runpoller.run`` and ``runpoller.resume`` take exactly one positional argument; a job
+        with other arguments (keyword arguments, none, several) is a dead letter saying so.
+        """
 
         async def run(args: Sequence[Any], kwargs: Mapping[str, Any], et: float, t: int) -> Any:
-            return await self.intake(one(FN_RUN, args, kwargs), et, t)
+            problem = _arguments_problem(FN_RUN, args, kwargs)
+            if problem is not None:
+                return await self.dead_letter(_dump_call(FN_RUN, args, kwargs), problem)
+            return await self.intake(args[0], et, t)
 
         async def resume(args: Sequence[Any], kwargs: Mapping[str, Any], et: float, t: int) -> Any:
-            return await self.resume(one(FN_RESUME, args, kwargs), t)
+            problem = _arguments_problem(FN_RESUME, args, kwargs)
+            if problem is not None:
+                return await self.dead_letter(_dump_call(FN_RESUME, args, kwargs), problem)
+            return await self.resume(args[0], t)
 
         async def dead(args: Sequence[Any], kwargs: Mapping[str, Any], et: float, t: int) -> Any:
             raw = str(args[0]) if args else ""
@@ -200,6 +206,17 @@ class Admission:
         if not isinstance(bounds, Bounds):
             raise RunRefused(bounds.code, bounds.message)
         return api_key, bounds
+
+    def _check_metadata(self, job: AnyJob) -> None:
+        """RunRefused when the job's metadata is larger than the setting allows."""
+        if not job.metadata:
+            return
+        size = len(
+            json.dumps(job.metadata, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        )
+        refusal = metadata_refusal(size, self.settings.max_metadata_bytes)
+        if refusal is not None:
+            raise RunRefused(refusal.code, f"{refusal.message} (RUNPOLLER_MAX_METADATA_BYTES)")
 
     def _job_key(self, value: str) -> str:
         if is_encrypted(value):
@@ -262,6 +279,32 @@ def _identifiable_run_id(raw: Any) -> str | None:
         if isinstance(value, str) and _RUN_ID_CHARS.fullmatch(value):
             return value
     return None
+
+
+def _arguments_problem(function: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
+    """Why a job's arguments do not fit ``function`` (one positional argument), if they don't."""
+    if kwargs:
+        names = ", ".join(sorted(str(k) for k in kwargs)[:10])
+        return f"{function} takes no keyword arguments, got {len(kwargs)}: {names}"[:300]
+    if len(args) != 1:
+        return f"{function} takes exactly one positional argument, got {len(args)}"
+    return None
+
+
+def _dump_call(function: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    """A job with the wrong arguments, for its dead letter (any api_key blanked)."""
+    call = {
+        "f": function,
+        "a": [_without_key(a) for a in args],
+        "k": {str(k): _without_key(v) for k, v in kwargs.items()},
+    }
+    return _safe_dump(call)
+
+
+def _without_key(value: Any) -> Any:
+    if isinstance(value, dict) and "api_key" in value:
+        return {**value, "api_key": "**********"}
+    return value
 
 
 def _safe_dump(raw: Any) -> str:
