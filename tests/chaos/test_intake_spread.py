@@ -121,7 +121,7 @@ async def test_a_steady_stream_spreads_over_three_workers_without_livelock(
     # The runs outlive the test: loads only grow, as in a real stream of long runs.
     runs = await create_runs(cluster.fake, STREAM_RUNS, work_ms=300_000)
     enqueued: dict[str, float] = {}
-    loads: list[tuple[float, int, list[int]]] = []  # (t, jobs waiting, loads of the workers)
+    loads: list[tuple[float, int, list[int]]] = []  # (t, runs waiting, loads of the workers)
     put_off: dict[str, float] = {}  # job id -> how far in the future it was seen due (s)
 
     async def sample() -> None:
@@ -133,8 +133,10 @@ async def test_a_steady_stream_spreads_over_three_workers_without_livelock(
                 if 0.005 < ahead < LEASE_S / 2:
                     put_off[job_id.decode()] = max(put_off.get(job_id.decode(), 0.0), ahead)
             held = await owners(redis, namespace)
-            waiting = await redis.zcard(queue)
-            loads.append((now, int(waiting), sorted(len(v) for v in held.values())))
+            taken = set().union(*held.values()) if held else set()
+            # Runs enqueued a second ago or more that no worker has taken yet.
+            waiting = sum(1 for rid, t in enqueued.items() if now - t >= 1.0 and rid not in taken)
+            loads.append((now, waiting, sorted(len(v) for v in held.values())))
             await asyncio.sleep(0.02)
 
     sampler = asyncio.create_task(sample())
@@ -158,8 +160,9 @@ async def test_a_steady_stream_spreads_over_three_workers_without_livelock(
     lags = [accepted[rid] - enqueued[rid] for rid in enqueued]
     held = await owners(redis, namespace)
     shares = sorted(len(v) for v in held.values())
-    # The longest stretch during which jobs waited while some worker held fewer runs than
-    # the average of the three (what the livelock looked like: 14 s with 23-34 jobs waiting).
+    # The longest stretch during which runs waited (a second or more since their enqueue)
+    # while some worker held fewer runs than the average of the three (what the livelock
+    # looked like: 14 s with 23-34 jobs waiting).
     longest, since = 0.0, None
     for t, waiting, ls in loads:
         idle_below = len(ls) < 3 or ls[0] < sum(ls) / 3
@@ -261,6 +264,6 @@ async def test_a_killed_workers_intake_batch_is_released_by_reaping_not_the_leas
     )
 
     async def queue_empty() -> bool:
-        return await redis.zcard(f"{namespace}:queue") == 0
+        return int(await redis.zcard(f"{namespace}:queue")) == 0
 
     await wait_for(queue_empty, 10, "the queue to be empty")
