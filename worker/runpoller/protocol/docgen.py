@@ -96,6 +96,8 @@ shared between workers; the per-key request budget |
 (minute = epoch s // 60; kept 2 h) |
 | `{K.workers}`, `{K.heartbeat("<worker>")}`, `{K.owned("<worker>")}`, `{K.orphans}` \
 | internal | worker | liveness (heartbeat value: JSON `ts`, `in_flight`), ownership, recovery |
+| `<queue>:taken:<worker>` | internal | worker | intake jobs a worker took and has not \
+settled yet (given back when the worker is found dead) |
 
 Streams and results expire (setting `RUNPOLLER_RECORD_TTL_S`, default 7 days); streams are
 capped at `RUNPOLLER_EVENT_STREAM_MAXLEN` entries (default 1000).
