@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from runpoller.client import RunpollerClient
 from runpoller_dev.devredis import _ping, free_port
 from runpoller_fake import FakeServer, FakeState, start_fake_server
+from tests.chaos.figures import measure, read_events, record, request_log
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -163,6 +164,14 @@ async def test_redis_restart_mid_flight_loses_nothing(
         await asyncio.sleep(2.5)
         own_redis.start()
         statuses = await wait_finals(client, run_ids, 40)
+        record(
+            "Redis restart (AOF kept)",
+            measure(
+                await read_events(redis, "runpoller", run_ids),
+                await request_log(fake.root_url),
+                side_effects=("submits", "cancels"),
+            ),
+        )
         assert statuses == ["completed"] * len(run_ids)
         for rid in run_ids:
             finals = [
@@ -196,6 +205,15 @@ async def test_redis_gone_past_the_deadlines_still_times_runs_out(
         await asyncio.sleep(3.0)  # longer than every run's deadline
         own_redis.start()
         statuses = await wait_finals(client, run_ids, 30)
+        record(
+            "Redis outage past the deadlines (grace 30 s)",
+            measure(
+                await read_events(redis, "runpoller", run_ids),
+                await request_log(fake.root_url),
+                side_effects=("cancels",),
+                grace_s=30.0,  # RUNPOLLER_CANCEL_GRACE_MS is left at its default here
+            ),
+        )
         assert statuses == ["timed_out"] * len(run_ids)
     finally:
         await stop(workers)

@@ -20,12 +20,14 @@ from redis.asyncio import Redis
 
 from runpoller.client import RunpollerClient
 from runpoller_fake import FakeServer, FakeState, start_fake_server
+from tests.chaos.figures import measure, read_events, record, request_log
 from tests.procs import create_runs, final_counts, owners, wait_for, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 KEY = "sk-chaos-key-0123456789"
 RUNS = int(os.environ.get("RUNPOLLER_CHAOS_RUNS", "60"))
+TTL_S = 1.5  # RUNPOLLER_DEAD_WORKER_AFTER_MS in tests/procs.py's worker_env
 # Runs must outlive their own creation and claim, which take longer with more of them.
 WORK_MS = 5000 + RUNS * 20
 SLACK_S = 20 + RUNS / 20
@@ -77,10 +79,14 @@ async def test_kill_9_loses_no_run(cluster: Cluster, redis: Redis, namespace: st
 
     await wait_for(both_up, 20, "two workers to start")
     runs = await create_runs(cluster.fake, RUNS, work_ms=WORK_MS)
-    run_ids = [
-        await client.enqueue({"kind": "assistants_run", "thread_id": t, "run_id": r})
-        for t, r in runs
-    ]
+    enqueued_at: dict[str, float] = {}
+    run_ids = []
+    for t, r in runs:
+        at = time.time()
+        run_ids.append(
+            await client.enqueue({"kind": "assistants_run", "thread_id": t, "run_id": r})
+        )
+        enqueued_at[run_ids[-1]] = at
 
     async def all_claimed() -> bool:
         held = await owners(redis, namespace)
@@ -118,6 +124,19 @@ async def test_kill_9_loses_no_run(cluster: Cluster, redis: Redis, namespace: st
         rid: json.loads((await redis.hget(f"{namespace}:run:{rid}", "state")) or b"{}")["deadline"]
         for rid in victim_runs
     }
+    record(
+        "kill -9 (1 of 2 workers)",
+        measure(
+            await read_events(redis, namespace, run_ids),
+            await request_log(cluster.fake.root_url),
+            side_effects=("submits", "cancels"),
+            killed_at=killed_at,
+            victim_runs=victim_runs,
+            ttl_s=TTL_S,
+            enqueued_at=enqueued_at,
+            extra={"victim_held": len(victim_runs)},
+        ),
+    )
     print(
         f"\nchaos kill -9: runs={RUNS} victim_held={len(victim_runs)} "
         f"lost={sum(1 for v in counts.values() if v == 0)} "
@@ -134,10 +153,14 @@ async def test_sigterm_hands_runs_over(cluster: Cluster, redis: Redis, namespace
     client = RunpollerClient(redis, queue_name=f"{namespace}:queue", key_prefix=namespace)
     first = await cluster.start_worker()
     runs = await create_runs(cluster.fake, RUNS // 2, work_ms=WORK_MS)
-    run_ids = [
-        await client.enqueue({"kind": "assistants_run", "thread_id": t, "run_id": r})
-        for t, r in runs
-    ]
+    enqueued_at: dict[str, float] = {}
+    run_ids = []
+    for t, r in runs:
+        at = time.time()
+        run_ids.append(
+            await client.enqueue({"kind": "assistants_run", "thread_id": t, "run_id": r})
+        )
+        enqueued_at[run_ids[-1]] = at
 
     async def all_claimed() -> bool:
         held = await owners(redis, namespace)
@@ -149,6 +172,7 @@ async def test_sigterm_hands_runs_over(cluster: Cluster, redis: Redis, namespace
     first.send_signal(signal.SIGTERM)
     await asyncio.wait_for(first.wait(), 15)
     exit_s = time.monotonic() - stopped_at
+    exited_at = time.time()  # from here on, every request comes from the second worker
 
     async def handed_over() -> bool:
         held = await owners(redis, namespace)
@@ -162,6 +186,19 @@ async def test_sigterm_hands_runs_over(cluster: Cluster, redis: Redis, namespace
 
     await wait_for(all_final, SLACK_S + WORK_MS / 1000 + 20, "every run to reach its final event")
     counts = await final_counts(redis, namespace, run_ids)
+    record(
+        "SIGTERM hand-over",
+        measure(
+            await read_events(redis, namespace, run_ids),
+            await request_log(cluster.fake.root_url),
+            side_effects=("submits", "cancels"),
+            killed_at=exited_at,
+            victim_runs=run_ids,  # the first worker held them all
+            ttl_s=TTL_S,
+            enqueued_at=enqueued_at,
+            extra={"exit_s": round(exit_s, 2), "handover_s": round(handover_s, 2)},
+        ),
+    )
     print(f"\nchaos SIGTERM: runs={len(run_ids)} exit={exit_s:.2f}s handover={handover_s:.2f}s")
     assert first.returncode == 0
     assert all(v == 1 for v in counts.values())

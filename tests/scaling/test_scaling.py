@@ -34,6 +34,7 @@ from redis.asyncio import Redis
 
 from runpoller.client import RunpollerClient
 from runpoller_fake import FakeServer, FakeState, start_fake_server
+from tests.chaos.figures import measure, read_events, record, request_log
 from tests.procs import create_runs, final_counts, owners, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
@@ -255,6 +256,7 @@ async def test_three_workers_share_scale_out_and_hand_over(
         victim.proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(victim.proc.wait(), 15)
         exit_s = time.monotonic() - stopped_at
+        exited_at = time.time()  # the chaos figures' resume is counted from here
 
         async def handed_over() -> bool:
             now = cluster.ownership.current
@@ -288,6 +290,8 @@ async def test_three_workers_share_scale_out_and_hand_over(
         counts = await final_counts(redis, namespace, run_ids)
         results = [await client.result(rid) for rid in run_ids]
         events = await worker_events(redis, namespace)
+        run_events = await read_events(redis, namespace, run_ids)
+        log = await request_log(cluster.fake.root_url)
     finally:
         sampler.cancel()
 
@@ -314,6 +318,19 @@ async def test_three_workers_share_scale_out_and_hand_over(
         f"\n  overlapping_polls={cluster.fake.state.stats.overlapping_polls} "
         f"duplicate_finals={sum(1 for v in counts.values() if v > 1)}"
         f"\n  worker events: {event_summary}"
+    )
+
+    record(
+        "scaling: SIGTERM 1 of 4 workers",
+        measure(
+            run_events,
+            log,
+            side_effects=("submits", "cancels"),
+            killed_at=exited_at,
+            victim_runs=victim_runs,
+            ttl_s=1.5,  # RUNPOLLER_DEAD_WORKER_AFTER_MS in tests/procs.py's worker_env
+            extra={"handed_off": handed_off, "duplicate_adoptions": duplicate_adoptions},
+        ),
     )
 
     assert victim.proc.returncode == 0, "a SIGTERMed worker exits cleanly"

@@ -8,6 +8,14 @@ Not part of the OpenAI surface: no auth, no fault injection, no OpenAI headers.
 - ``POST /_fake/faults`` (a fault, a list, or ``{"faults": [...]}``) sets server-wide faults;
   ``GET`` shows them with their counters; ``DELETE`` clears them.
 - ``GET /_fake/stats``; ``GET /_fake/runs/{id}/log`` (also ``/_fake/responses/{id}/log``).
+- ``GET /_fake/log?since=N``: every ``/v1`` request from sequence number ``N`` on (default 0),
+  as ``{"requests": [...], "next": M}``. Each entry: ``seq``, ``time`` (arrival, Unix s),
+  ``done`` (answer sent, or null while in flight), ``method``, ``path``, ``endpoint``,
+  ``object_id`` (the run or response addressed, or the one a create made), ``thread_id``,
+  ``status`` (HTTP status, ``"dropped"``, ``"aborted"`` when the client went away, or null
+  while in flight), ``peer_port``, and for side effects what identifies them:
+  ``previous_response_id`` and ``call_ids`` (function_call_output items) on
+  ``create_response``, ``tool_call_ids`` on ``submit_tool_outputs``. The log only observes.
 - ``POST /_fake/reset``; ``GET /_fake/health``.
 """
 
@@ -33,6 +41,22 @@ from runpoller_fake.script import (
 from runpoller_fake.state import FakeState
 
 ControlHandler = Callable[[FakeState, web.Request], Awaitable[Any]]
+
+# (method, route) -> the endpoint name faults and stats use (runpoller_fake.app).
+_RUN = "/v1/threads/{thread_id}/runs/{run_id}"
+_ENDPOINT_NAMES = {
+    ("POST", "/v1/threads"): "create_thread",
+    ("POST", "/v1/threads/runs"): "create_thread_and_run",
+    ("POST", "/v1/threads/{thread_id}/runs"): "create_run",
+    ("GET", _RUN): "get_run",
+    ("POST", _RUN + "/cancel"): "cancel_run",
+    ("POST", _RUN + "/submit_tool_outputs"): "submit_tool_outputs",
+    ("GET", _RUN + "/steps"): "list_steps",
+    ("GET", "/v1/threads/{thread_id}/messages"): "list_messages",
+    ("POST", "/v1/responses"): "create_response",
+    ("GET", "/v1/responses/{response_id}"): "get_response",
+    ("POST", "/v1/responses/{response_id}/cancel"): "cancel_response",
+}
 
 
 def _control(handler: ControlHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -140,6 +164,91 @@ async def _log(state: FakeState, request: web.Request) -> Any:
     return obj.log
 
 
+async def _request_log(state: FakeState, request: web.Request) -> Any:
+    try:
+        since = max(int(request.query.get("since", "0")), 0)
+    except ValueError:
+        raise ApiError(400, "'since' must be an integer.", param="since") from None
+    log = state.request_log
+    return {"requests": log[since:], "next": len(log)}
+
+
+def _side_effect_fields(endpoint: str, raw: bytes) -> dict[str, Any]:
+    """What identifies a non-idempotent request: the continued response, the outputs sent."""
+    if endpoint not in ("create_response", "submit_tool_outputs"):
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(body, dict):
+        return {}
+    if endpoint == "submit_tool_outputs":
+        outputs = body.get("tool_outputs")
+        items = outputs if isinstance(outputs, list) else []
+        return {
+            "tool_call_ids": [i.get("tool_call_id") for i in items if isinstance(i, dict)],
+        }
+    raw_input = body.get("input")
+    inputs = raw_input if isinstance(raw_input, list) else []
+    return {
+        "previous_response_id": body.get("previous_response_id"),
+        "call_ids": [
+            i.get("call_id")
+            for i in inputs
+            if isinstance(i, dict) and i.get("type") == "function_call_output"
+        ],
+    }
+
+
+@web.middleware
+async def _record_request(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Append every ``/v1`` request to ``state.request_log`` (see the module docstring)."""
+    if not request.path.startswith("/v1/"):
+        return await handler(request)
+    state: FakeState = request.app[STATE_KEY]
+    info = request.match_info
+    resource = info.route.resource
+    route = resource.canonical if resource is not None else request.path
+    endpoint = _ENDPOINT_NAMES.get((request.method, route), "unknown")
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    entry: dict[str, Any] = {
+        "seq": len(state.request_log),
+        "time": state.wall(state.now()),
+        "done": None,
+        "method": request.method,
+        "path": request.path,
+        "endpoint": endpoint,
+        "object_id": info.get("run_id") or info.get("response_id"),
+        "thread_id": info.get("thread_id"),
+        "status": None,
+        "peer_port": peer[1] if isinstance(peer, tuple) and len(peer) >= 2 else None,
+    }
+    state.request_log.append(entry)
+    if request.method == "POST":
+        entry.update(_side_effect_fields(endpoint, await request.read()))
+    try:
+        response = await handler(request)
+    except BaseException:
+        entry["status"], entry["done"] = "aborted", state.wall(state.now())
+        raise
+    transport = request.transport
+    dropped = transport is None or transport.is_closing()
+    entry["status"] = "dropped" if dropped else response.status
+    entry["done"] = state.wall(state.now())
+    if entry["object_id"] is None and response.status == 200 and isinstance(response, web.Response):
+        try:
+            created = json.loads(response.body or b"{}")  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            created = None
+        if isinstance(created, dict) and isinstance(created.get("id"), str):
+            entry["object_id"] = created["id"]
+            entry["thread_id"] = entry["thread_id"] or created.get("thread_id")
+    return response
+
+
 async def _reset(state: FakeState, request: web.Request) -> Any:
     state.reset()
     return {"reset": True}
@@ -150,6 +259,8 @@ async def _health(state: FakeState, request: web.Request) -> Any:
 
 
 def add_control_routes(app: web.Application) -> None:
+    """The ``/_fake`` routes, and the middleware keeping ``GET /_fake/log``."""
+    app.middlewares.append(_record_request)
     app.router.add_routes(
         [
             web.post("/_fake/scenarios", _control(_register_scenario)),
@@ -160,6 +271,7 @@ def add_control_routes(app: web.Application) -> None:
             web.get("/_fake/faults", _control(_get_faults)),
             web.delete("/_fake/faults", _control(_clear_faults)),
             web.get("/_fake/stats", _control(_stats)),
+            web.get("/_fake/log", _control(_request_log)),
             web.get("/_fake/runs/{object_id}/log", _control(_log)),
             web.get("/_fake/responses/{object_id}/log", _control(_log)),
             web.post("/_fake/reset", _control(_reset)),

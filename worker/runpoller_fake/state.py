@@ -2,6 +2,8 @@
 
 ``FakeState`` is the in-process handle tests use: they inject a clock, create objects through
 HTTP (or the ``create_*`` methods), and read ``state.stats`` without going through JSON.
+``state.request_log`` is every ``/v1`` request in arrival order (``GET /_fake/log``), kept by
+``runpoller_fake.control``: it only observes, the API answers the same with or without it.
 """
 
 from __future__ import annotations
@@ -132,6 +134,7 @@ class FakeState:
         self.scenarios: dict[str, Script] = {}
         self.faults: list[FaultCounter] = []
         self.stats = Stats()
+        self.request_log: list[dict[str, Any]] = []
 
     def reset(self) -> None:
         """Forget every object, scenario, fault and counter (config and clock stay)."""
@@ -141,6 +144,7 @@ class FakeState:
         self.scenarios.clear()
         self.faults.clear()
         self.stats = Stats()
+        self.request_log = []
 
     def now(self) -> float:
         return self.clock()
