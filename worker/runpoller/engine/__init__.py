@@ -15,7 +15,15 @@ drives: backends map their API objects onto :class:`Observation`, the driver
 Use it as ``from runpoller import engine`` and ``engine.on_observation(...)``.
 """
 
-from .admission import INVALID_JOB, Bounds, Limits, Refusal, job_bounds, refused
+from .admission import (
+    INVALID_JOB,
+    Bounds,
+    Limits,
+    Refusal,
+    job_bounds,
+    metadata_refusal,
+    refused,
+)
 from .model import (
     ActionRequired,
     CancelReason,
@@ -74,6 +82,7 @@ __all__ = [
     "StatusChanged",
     "ToolCallRequest",
     "job_bounds",
+    "metadata_refusal",
     "new_state",
     "on_crash",
     "on_failure",

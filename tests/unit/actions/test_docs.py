@@ -8,7 +8,7 @@ from typing import Any
 
 from runpoller_actions import convert_document
 
-DOCS = Path(__file__).parents[2] / "docs" / "actions.md"
+DOCS = Path(__file__).parents[3] / "docs" / "actions.md"
 
 EXAMPLE: dict[str, Any] = {
     "openapi": "3.0.3",

@@ -1,6 +1,6 @@
 """Real-world specs converted end to end and compared with committed golden files.
 
-Regenerate after an intended change with `UPDATE_GOLDENS=1 pytest tests/actions/test_golden.py`
+Regenerate after an intended change with `UPDATE_GOLDENS=1 pytest tests/unit/actions/test_golden.py`
 and review the diff. Each spec is converted three ways: as written in Assistants shape, as
 written in Responses shape, and with strict mode forced on every operation (to exercise the
 strict rewrite on real schemas).
