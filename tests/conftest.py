@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 import pytest
+import structlog
 from redis.asyncio import Redis
 
 # Tests use their own DB number so they never see (or touch) an app's keys on DB 0.
@@ -21,6 +23,20 @@ def test_redis_url() -> str:
 
 
 test_redis_url.__test__ = False  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _uncached_loggers() -> Iterator[None]:
+    """Workers started in-process configure logging with cached loggers, after which
+    structlog's ``capture_logs`` would see nothing: in tests, loggers are never cached."""
+    configure = structlog.configure
+
+    def uncached(*args: Any, **kwargs: Any) -> None:
+        configure(*args, **{**kwargs, "cache_logger_on_first_use": False})
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(structlog, "configure", uncached)
+        yield
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ async def test_a_wiped_redis_abandons_no_run(own_redis: OwnRedis, fake: FakeServ
         jobs = await create_runs(fake, 12, script)
         run_ids = [await client.enqueue(job) for job in jobs]
         deadlines: dict[str, float] = {}
-        for _ in range(200):  # until every run is accepted and in flight
+        for _ in range(600):  # until every run is accepted and in flight
             for rid in run_ids:
                 state = await redis.hget(f"runpoller:run:{rid}", "state")
                 if state is not None and json.loads(state)["last_status"] == "in_progress":
