@@ -57,7 +57,8 @@ class BenchConfig:
 
 
 def smoke_config(**overrides: object) -> BenchConfig:
-    """Tiny sizes for ``tests/bench``: seconds, not minutes; the same code paths."""
+    """Tiny sizes for the smoke test (tests/integration/test_bench_smoke.py): seconds, not
+    minutes; the same code paths."""
     base = BenchConfig(
         runs=20,
         interval_ms=200,

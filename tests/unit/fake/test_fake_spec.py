@@ -14,7 +14,7 @@ from runpoller_fake import parse_script, spec
 from runpoller_fake import script as script_module
 from runpoller_fake.testing import reply_problems
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SPEC_FILE = REPO.parent / "shared" / "openai-openapi" / "openapi.yaml"
 SCHEMAS_FILE = REPO / "worker" / "runpoller_fake" / "openai_schemas.json"
 
