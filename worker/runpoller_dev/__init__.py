@@ -1,1 +1,1 @@
-"""runpoller_dev"""
+"""Development helpers: ``make demo`` and the Redis finder/starter ``make test`` runs under."""

@@ -1,1 +1,1 @@
-"""cli"""
+"""The ``runpoller`` command line (``runpoller.cli.main:main``)."""

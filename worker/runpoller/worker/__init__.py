@@ -1,1 +1,1 @@
-"""worker"""
+"""The worker process: composition root, run driver, intake, housekeeping, probes, arq glue."""
