@@ -270,6 +270,32 @@ async def test_a_worker_without_headroom_takes_nothing(
     assert await redis.zrangebyscore(queue, "-inf", time.time() * 1000) == ids
 
 
+async def test_stale_loads_never_stall_intake_jobs_left_overdue_go_to_a_worker_with_room(
+    redis: Redis, queue: str, namespace: str
+) -> None:
+    # Two workers that each see the other lighter (loads are a heartbeat old) both refuse
+    # by the spreading rule; a job no one took for overdue_s is taken by whoever has room.
+    calls = Calls()
+    await put(redis, queue, f"{namespace}-overdue", {"n": "overdue"})
+    await redis.zadd(queue, {f"{namespace}-overdue": int(time.time() * 1000) - 2_000})
+    await put(redis, queue, f"{namespace}-fresh", {"n": "fresh"})
+    ids = await ready_ids(redis, queue)
+    intake = BatchIntake(
+        redis,
+        queue,
+        calls.handlers(),
+        worker_id="w1",
+        lease_ms=40_000,
+        headroom=lambda n: 0,
+        spare=lambda n: n,
+        overdue_s=1.0,
+    )
+    result = await intake.run(ids)
+    assert [c["n"] for c in calls.runs] == ["overdue"]
+    assert result.done == [f"{namespace}-overdue"]
+    assert await redis.zscore(queue, f"{namespace}-fresh") is not None, "left to the others"
+
+
 async def test_a_deferral_of_0_is_due_again_at_once(
     redis: Redis, queue: str, namespace: str
 ) -> None:

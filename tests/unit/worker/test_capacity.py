@@ -88,10 +88,20 @@ def test_a_refused_job_goes_back_due_at_once() -> None:
 def test_the_workers_own_entry_in_the_cluster_loads_is_not_an_other() -> None:
     cap = Capacity("me", 100, in_flight=lambda: 20)
     cap.cluster_loads = {"me": 20}
-    cap.check()  # alone: no spreading
+    assert cap.headroom(5) == 5  # alone: no spreading
     cap.cluster_loads = {"me": 20, "other": 0}
+    assert cap.headroom(5) == 0
+
+
+def test_spreading_is_the_batchs_call_and_only_the_cap_refuses_a_single_job() -> None:
+    cap = Capacity("me", 100, in_flight=lambda: 20)
+    cap.cluster_loads = {"me": 20, "other": 0}
+    assert cap.headroom(5) == 0 and cap.spare(5) == 5
+    cap.check()  # a job the batch took for being overdue is not refused again
+    full = Capacity("me", 20, in_flight=lambda: 20)
+    assert full.spare(5) == 0
     with pytest.raises(Retry):
-        cap.check()
+        full.check()
 
 
 def test_workers_below_the_average_get_the_first_pick_of_new_jobs() -> None:

@@ -148,6 +148,8 @@ class WorkerApp:
             lease_ms=INTAKE_LEASE_MS,
             headroom=self.capacity.headroom,
             wait_s=self.capacity.wait_s,
+            spare=self.capacity.spare,
+            overdue_s=settings.heartbeat_interval_ms / 1000,
         )
         self.tasks = TaskSet()
         self.probes = Probes(

@@ -93,15 +93,25 @@ class Capacity:
         mine, others = self._mine_and_others()
         return headroom(mine, self.cap, others, most)
 
+    def spare(self, most: int) -> int:
+        """How many of ``most`` jobs fit under the cap, the spreading rule aside: what a
+        worker may take of jobs no worker took while they were fresh (see intake.py)."""
+        mine, _ = self._mine_and_others()
+        return max(0, min(most, self.cap - mine))
+
     def wait_s(self) -> float:
         """How long a ready job should have waited before this worker takes it."""
         mine, others = self._mine_and_others()
         return head_start_s(mine, others, self.head_start)
 
     def check(self) -> None:
-        """Raise arq's ``Retry`` (due again at once) when the job should go to another worker."""
-        mine, others = self._mine_and_others()
-        if refusal(mine, self.cap, others) is not None:
+        """Raise arq's ``Retry`` (due again at once) when the worker is full.
+
+        Spreading is decided once per batch (:meth:`headroom`, :meth:`spare`), not per job: a
+        job the batch took for being overdue must not be refused again here.
+        """
+        mine, _ = self._mine_and_others()
+        if mine >= self.cap:
             raise Retry(defer=0)
 
     @contextlib.contextmanager

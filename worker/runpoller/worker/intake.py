@@ -83,6 +83,8 @@ class BatchIntake:
         lease_ms: int,
         headroom: Callable[[int], int] | None = None,
         wait_s: Callable[[], float] | None = None,
+        spare: Callable[[int], int] | None = None,
+        overdue_s: float = 1.0,
         job_timeout_s: float = 30.0,
         concurrency: int = 16,
         clock: Callable[[], float] = time.time,
@@ -95,6 +97,10 @@ class BatchIntake:
         """How many of n ready jobs to take (None: all of them)."""
         self.wait_s = wait_s
         """How long a job must have been due before this worker takes it (None: 0)."""
+        self.spare = spare
+        """How many of n jobs fit under the cap, spreading aside (None: as ``headroom``)."""
+        self.overdue_s = overdue_s
+        """A job due this long that no worker took is anyone's with room (see run())."""
         self.job_timeout_s = job_timeout_s
         self.concurrency = concurrency
         self._background: set[asyncio.Future[Any]] = set()
@@ -126,9 +132,15 @@ class BatchIntake:
         if not job_ids:
             return result
         room = None if self.headroom is None else self.headroom(len(job_ids))
-        if room == 0:
-            return result  # refused by the capacity rule: leave every job to the others
         wait_s = 0.0 if self.wait_s is None else self.wait_s()
+        if room == 0 and self.spare is not None:
+            # Refused by the spreading rule, whose view of the others' loads is up to one
+            # heartbeat old: two workers that each think the other lighter would both leave
+            # a burst alone until the next beat. Jobs no worker took for overdue_s go to
+            # whoever has room under the cap, so intake never stalls on stale loads.
+            room, wait_s = self.spare(len(job_ids)), max(wait_s, self.overdue_s)
+        if room == 0:
+            return result  # full: leave every job to the others
         taken = await self.take(job_ids, room, wait_s)
         if not taken:
             return result
