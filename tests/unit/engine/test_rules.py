@@ -404,8 +404,9 @@ def test_second_round_increments_round_and_keeps_deadline() -> None:
 
 
 def test_new_object_id_is_followed_and_recorded() -> None:
-    s = engine.new_state("resp_1", now=T0, timeout_s=60, interval_s=2)
-    o = Observation(Status.QUEUED, "queued", "resp_2")
+    # A Responses continuation: the submit creates a new response, whose id is followed.
+    s = replace(engine.new_state("resp_1", now=T0, timeout_s=60, interval_s=2), answer_creates=True)
+    o = Observation(Status.QUEUED, "queued", "resp_2", answer_creates=True)
     d = engine.on_observation(s, Op.SUBMIT, o, T0, POLICY)
     assert d.state.object_id == "resp_2"
     assert d.state.object_ids == ("resp_1", "resp_2")
@@ -589,3 +590,119 @@ def test_a_retried_submit_carries_its_outputs_again() -> None:
     outputs = (("call_a", "sunny"), ("call_b", "noon"))
     r = engine.on_failure(d.state, Op.SUBMIT, RETRYABLE[0], T0 + 1, POLICY, 0, outputs)
     assert r.next == engine.Next(Op.SUBMIT, T0 + 1.5, outputs=outputs)
+
+
+# ----------------------------------------------------------------- whose answer it is
+
+
+def foreign(status: Status = Status.COMPLETED, oid: str = "resp_other") -> Observation:
+    return Observation(status, status.value, oid, usage={"total_tokens": 9})
+
+
+@pytest.mark.parametrize("op", [Op.GET, Op.CANCEL])
+def test_an_answer_about_another_object_ends_the_run_and_is_never_adopted(op: Op) -> None:
+    s = engine.new_state("resp_1", now=T0, timeout_s=60, interval_s=2)
+    s = replace(s, last_status=Status.IN_PROGRESS, answer_creates=True, checked=True)
+    d = engine.on_observation(s, op, foreign(), T0 + 1, POLICY)
+    fin = finished(d)
+    assert fin.status == "error" and fin.api_status == "in_progress"
+    assert fin.error is not None and fin.error[0] == "object_mismatch"
+    assert "resp_1" in fin.reason and "resp_other" in fin.reason
+    assert fin.error[1] == fin.reason
+    assert d.state.object_id == "resp_1" and d.state.object_ids == ("resp_1",)
+    assert [e for e in d.effects if isinstance(e, StatusChanged)] == [], "not this run's status"
+
+
+def test_an_assistants_submit_answered_with_another_run_is_a_mismatch() -> None:
+    d = engine.on_observation(state(), Op.GET, requires_action(), T0, POLICY)
+    assert not d.state.answer_creates  # an Assistants submit answers the same run
+    d = engine.on_observation(d.state, Op.SUBMIT, foreign(Status.QUEUED, "run_2"), T0 + 1, POLICY)
+    fin = finished(d)
+    assert fin.error is not None and fin.error[0] == "object_mismatch"
+    assert "run_1" in fin.reason and "run_2" in fin.reason
+    assert d.state.object_id == "run_1"
+
+
+def test_a_continuation_answered_with_an_object_already_followed_is_a_mismatch() -> None:
+    s = engine.new_state("resp_1", now=T0, timeout_s=60, interval_s=2)
+    s = replace(s, object_id="resp_2", object_ids=("resp_1", "resp_2"), answer_creates=True)
+    for old in ("resp_1", "resp_2"):
+        fin = finished(engine.on_observation(s, Op.SUBMIT, foreign(Status.QUEUED, old), T0, POLICY))
+        assert fin.error is not None and fin.error[0] == "object_mismatch"
+        assert "already followed" in fin.reason and old in fin.reason
+
+
+@pytest.mark.parametrize("op", [Op.GET, Op.CREATE])
+def test_an_answer_without_an_object_id_is_a_mismatch(op: Op) -> None:
+    s = state() if op is Op.GET else engine.new_state("", now=T0, timeout_s=60, interval_s=2)
+    fin = finished(engine.on_observation(s, op, foreign(Status.QUEUED, ""), T0, POLICY))
+    assert fin.error is not None and fin.error[0] == "object_mismatch"
+    assert "no object id" in fin.reason
+
+
+# ----------------------------------------------------------------- requires_action, no calls
+
+
+def test_requires_action_without_function_calls_is_no_tool_round() -> None:
+    d = engine.on_observation(state(), Op.GET, obs(Status.REQUIRES_ACTION), T0 + 1, POLICY)
+    assert not [e for e in d.effects if isinstance(e, ActionRequired)], "the app is not asked"
+    assert d.effects == (StatusChanged(Status.REQUIRES_ACTION, "requires_action", "run_1"),)
+    assert d.state.phase is Phase.POLLING and d.state.round == 0
+    assert d.next == engine.Next(Op.GET, T0 + 3), "re-read at the interval"
+    # Calls appearing later start the round; the deadline still cancels a run that never asks.
+    later = engine.on_observation(d.state, Op.GET, requires_action(), T0 + 3, POLICY)
+    assert [e.round for e in later.effects if isinstance(e, ActionRequired)] == [1]
+    late = engine.on_observation(d.state, Op.GET, obs(Status.REQUIRES_ACTION), T0 + 60, POLICY)
+    assert late.next == engine.Next(Op.CANCEL, T0 + 60)
+    assert late.state.cancel_reason is CancelReason.TIMEOUT
+
+
+def test_requires_action_losing_its_calls_keeps_the_round_open() -> None:
+    d = engine.on_observation(state(), Op.GET, requires_action(), T0, POLICY)
+    again = engine.on_observation(d.state, Op.GET, obs(Status.REQUIRES_ACTION), T0 + 2, POLICY)
+    assert again.effects == () and again.state == d.state
+    r = engine.on_reply(again.state, 1, [("call_a", "x"), ("call_b", "y")], T0 + 3, POLICY)
+    assert r.next is not None and r.next.op is Op.SUBMIT
+
+
+# ----------------------------------------------------------------- unknown statuses
+
+
+def unknown(raw: str = "thinking_hard") -> Observation:
+    return Observation(Status.UNKNOWN, raw, "run_1")
+
+
+def test_an_unknown_status_keeps_polling_reports_it_raw_and_once() -> None:
+    d = engine.on_observation(state(), Op.GET, unknown(), T0 + 1, POLICY)
+    assert d.effects == (
+        StatusChanged(Status.UNKNOWN, "thinking_hard", "run_1"),
+        engine.UnknownStatusSeen("thinking_hard", "run_1"),
+    )
+    assert d.next == engine.Next(Op.GET, T0 + 3) and d.state.phase is Phase.POLLING
+    same = engine.on_observation(d.state, Op.GET, unknown(), T0 + 3, POLICY)
+    assert same.effects == ()
+    other = engine.on_observation(same.state, Op.GET, unknown("pondering"), T0 + 5, POLICY)
+    assert other.effects == (StatusChanged(Status.UNKNOWN, "pondering", "run_1"),)
+    known = engine.on_observation(other.state, Op.GET, obs(Status.IN_PROGRESS), T0 + 7, POLICY)
+    back = engine.on_observation(known.state, Op.GET, unknown(), T0 + 9, POLICY)
+    assert back.effects == (StatusChanged(Status.UNKNOWN, "thinking_hard", "run_1"),)
+    restarted = RunState.from_json(back.state.to_json())
+    assert restarted.unknown_status == "thinking_hard", "reported once per run, restarts too"
+
+
+def test_an_unknown_status_is_cancelled_at_the_deadline_and_reported_raw() -> None:
+    d = engine.on_observation(state(), Op.GET, unknown(), T0 + 1, POLICY)
+    d = engine.on_observation(d.state, Op.GET, unknown(), T0 + 60, POLICY)
+    assert d.next == engine.Next(Op.CANCEL, T0 + 60)
+    assert d.state.cancel_reason is CancelReason.TIMEOUT
+    # A cancel that cannot be confirmed reports the raw status the API last gave.
+    refused = Failure("HTTP 404: gone", 404)
+    fin = finished(engine.on_failure(d.state, Op.CANCEL, refused, T0 + 60, POLICY, 0))
+    assert fin.status == "timed_out" and fin.api_status == "thinking_hard"
+
+
+def test_an_unknown_status_while_awaiting_outputs_keeps_the_round() -> None:
+    d = engine.on_observation(state(), Op.GET, requires_action(), T0, POLICY)
+    u = engine.on_observation(d.state, Op.GET, unknown(), T0 + 2, POLICY)
+    assert u.state.phase is Phase.AWAITING_OUTPUTS and u.state.pending_calls == ("call_a", "call_b")
+    assert u.next == engine.Next(Op.GET, T0 + 4, wake_on_reply=True)

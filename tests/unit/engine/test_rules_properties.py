@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from runpoller import engine
 from runpoller.engine import (
+    ActionRequired,
     CancelStarted,
     Decision,
     Failure,
@@ -81,12 +82,21 @@ def observations(draw: st.DrawFn, state: RunState, op: Op) -> Observation:
             ToolCallRequest(f"call_{state.round + 1}_{i}", "f", "{}")
             for i in range(draw(st.integers(1, 2)))
         )
-        calls = draw(st.sampled_from([same, fresh])) or fresh
-    new_id = op in (Op.CREATE, Op.SUBMIT) or draw(st.integers(0, 9)) == 0
-    object_id = f"obj_{len(state.object_ids) + 1}" if new_id else state.object_id
+        # Or none at all (only other actions, a transient state): no tool round then.
+        calls = draw(st.sampled_from([same or fresh, fresh, fresh, ()]))
+    # A create or a continuation brings a new id; now and then a proxy answers with another
+    # object's (a foreign id, or one the run already followed), which ends the run.
+    creates = op is Op.CREATE or (op is Op.SUBMIT and state.answer_creates)
+    object_id = f"obj_{len(state.object_ids) + 1}" if creates else state.object_id
+    if draw(st.integers(0, 19)) == 0:
+        object_id = draw(st.sampled_from(["obj_foreign", "", *state.object_ids]))
+    if status is Status.UNKNOWN:
+        api_status = draw(st.sampled_from(["thinking", "paused"]))
+    else:
+        api_status = status.value
     return Observation(
         status=status,
-        api_status=status.value,
+        api_status=api_status,
         object_id=object_id,
         model=draw(st.sampled_from([None, "gpt-4o", "gpt-3.5"])),
         assistant_id=draw(st.sampled_from([None, "asst_ok", "asst_bad"])),
@@ -94,6 +104,7 @@ def observations(draw: st.DrawFn, state: RunState, op: Op) -> Observation:
         action_expires_at=draw(st.one_of(st.none(), st.floats(T0, T0 + 700, allow_nan=False))),
         poll_after_s=draw(st.one_of(st.none(), st.floats(0, 20, allow_nan=False))),
         cancellable=draw(st.booleans()) if status is Status.REQUIRES_ACTION else True,
+        answer_creates=draw(st.booleans()),
     )
 
 
@@ -207,10 +218,20 @@ class Run:
         if nxt.op is Op.FETCH_RESULT:
             return self.apply(engine.on_result_fetched(self.state, self.now), rule="result")
         obs = data.draw(observations(self.state, nxt.op), label="observation")
-        self.apply(
-            engine.on_observation(self.state, nxt.op, obs, self.now, self.policy),
-            rule="observation",
-        )
+        old = self.state
+        d = engine.on_observation(old, nxt.op, obs, self.now, self.policy)
+        # Only a request that creates an object brings a new id, never one already followed;
+        # any other id ends the run as object_mismatch, never adopted.
+        creates = nxt.op is Op.CREATE or (nxt.op is Op.SUBMIT and old.answer_creates)
+        own = obs.object_id not in old.object_ids if creates else obs.object_id == old.object_id
+        own = own and bool(obs.object_id)
+        fins = [e for e in d.effects if isinstance(e, Finished)]
+        mismatch = any(f.error is not None and f.error[0] == "object_mismatch" for f in fins)
+        assert mismatch is not own, (nxt.op, obs.object_id, old.object_ids)
+        assert d.state.object_id == (obs.object_id if own else old.object_id)
+        # The app is asked only for function calls, never for an empty round.
+        assert all(e.calls for e in d.effects if isinstance(e, ActionRequired))
+        self.apply(d, rule="observation")
 
     def check_over(self) -> None:
         """After the end nothing is decided, whatever comes."""

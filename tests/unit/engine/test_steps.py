@@ -40,7 +40,7 @@ def test_reads_are_no_steps_and_side_effects_are() -> None:
 
 
 def test_any_answer_clears_the_step() -> None:
-    s = engine.sending(awaiting(), "submit:1")
+    s = engine.sending(awaiting(answer_creates=True), "submit:1")
     answer = Observation(Status.IN_PROGRESS, "in_progress", "resp_2")
     d = engine.on_observation(s, Op.SUBMIT, answer, T0 + 1, POLICY)
     assert d.state.sending == "" and d.state.object_id == "resp_2"

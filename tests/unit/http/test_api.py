@@ -168,9 +168,9 @@ def test_observe_maps_required_action_and_errors() -> None:
     assert failed.error == ("server_error", "m")
 
 
-def test_observe_refuses_unknown_status() -> None:
-    with pytest.raises(ValueError, match="unknown run status 'paused'"):
-        observe(run_object("paused"))
+def test_observe_maps_an_unknown_status_to_unknown_keeping_it_raw() -> None:
+    o = observe(run_object("paused"))
+    assert o.status is Status.UNKNOWN and o.api_status == "paused"
 
 
 async def test_fetch_result_paginates_messages_of_this_run() -> None:

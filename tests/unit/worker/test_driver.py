@@ -13,6 +13,7 @@ import pytest
 
 from runpoller import engine
 from runpoller.backends import RunResult
+from runpoller.backends.assistants import AssistantsBackend
 from runpoller.backends.responses import ResponsesBackend
 from runpoller.engine import Failure, Observation, RunState, Status
 from runpoller.http.api import ApiClient, ApiFailure
@@ -308,15 +309,25 @@ async def test_a_response_job_with_a_request_creates_the_response_then_follows_i
     assert sample(runner, "runpoller_api_retries_total", backend="response", op="create") == 1
 
 
+class ContinuationApi(ResponsesApi):
+    """resp_1 completed with a function call; the first continuation gets a 503, the second
+    creates resp_2, which completes. Answers by request, not by order: polls of resp_1 may
+    come before the reply, however slow the machine."""
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        super().__call__(request)
+        if request.method == "POST":
+            posts = sum(method == "POST" for method, _, _ in self.requests)
+            if posts == 1:
+                return httpx.Response(503, json={"error": {"message": "overloaded"}})
+            return response("queued", "resp_2")
+        if request.url.path.endswith("/resp_2"):
+            return response("completed", "resp_2")
+        return response("completed", output=[FUNCTION_CALL])
+
+
 async def test_a_submit_retried_after_a_failure_still_carries_the_outputs() -> None:
-    api = ResponsesApi(
-        [
-            response("completed", output=[FUNCTION_CALL]),
-            httpx.Response(503, json={"error": {"message": "overloaded"}}),
-            response("queued", "resp_2"),
-            response("completed", "resp_2"),
-        ]
-    )
+    api = ContinuationApi([response("completed")])
     job = ResponseJob(kind="response", response_id="resp_1", id="run_1")
     redis = fakeredis.FakeAsyncRedis()
     store = RunStore(redis, Keys("t"), worker_id="w1", maxlen=100, ttl_s=60)
@@ -338,3 +349,102 @@ async def test_a_submit_retried_after_a_failure_still_carries_the_outputs() -> N
     assert all(body["input"] == answer for body in submits), submits
     final = FinalEvent.model_validate_json(await redis.get("t:result:run_1"))
     assert final.status == "completed" and final.detail["response_ids"] == ["resp_1", "resp_2"]
+
+
+# ---------------------------------------------------------------------------- untrusted answers
+
+
+async def test_a_poll_answered_with_another_response_ends_the_run_without_its_output() -> None:
+    other = response(
+        "completed",
+        "resp_other",
+        output=[{"type": "message", "content": [{"type": "output_text", "text": "not yours"}]}],
+        usage={"total_tokens": 99},
+    )
+    api = ResponsesApi([response("in_progress"), other])
+    job = ResponseJob(kind="response", response_id="resp_1", id="run_1")
+    redis, _ = await drive_response(api, job)
+    assert [(m, p) for m, p, _ in api.requests] == [("GET", "/v1/responses/resp_1")] * 2
+    events = await events_of(redis)
+    assert [(t, d.get("status")) for t, d in events] == [
+        ("accepted", None),
+        ("status", "in_progress"),
+        ("final", "error"),
+    ]
+    final = FinalEvent.model_validate(events[-1][1])
+    assert final.error is not None and final.error.code == "object_mismatch"
+    assert "resp_1" in final.reason and "resp_other" in final.reason
+    assert final.api_status == "in_progress"
+    assert final.output_text is None and final.usage is None, "nothing of the other object"
+
+
+async def test_an_unknown_status_keeps_polling_is_logged_once_and_cancelled_at_the_deadline(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    class NewStatusApi(ResponsesApi):
+        """Says a status runpoller does not know until the response is cancelled."""
+
+        def __call__(self, request: httpx.Request) -> httpx.Response:
+            super().__call__(request)
+            cancelled = any(path.endswith("/cancel") for _, path, _ in self.requests)
+            return response("cancelled" if cancelled else "thinking_hard")
+
+    api = NewStatusApi([response("thinking_hard")])
+    job = ResponseJob(kind="response", response_id="resp_1", id="run_1")
+    redis, runner = await drive_response(api, job, timeout_s=0.3)
+    methods = [(m, p) for m, p, _ in api.requests]
+    assert methods.count(("POST", "/v1/responses/resp_1/cancel")) == 1, methods
+    assert methods[0] == ("GET", "/v1/responses/resp_1") and len(methods) >= 3, "kept polling"
+    events = await events_of(redis)
+    assert [(t, d.get("status")) for t, d in events] == [
+        ("accepted", None),
+        ("status", "thinking_hard"),
+        ("status", "cancelled"),
+        ("final", "timed_out"),
+    ]
+    assert sample(runner, "runpoller_unknown_statuses_total", backend="response") == 1
+    assert capsys.readouterr().out.count("run.unknown_status") == 1
+
+
+def run_object(status: str, **extra: Any) -> dict[str, Any]:
+    data = {"id": "run_1", "object": "thread.run", "thread_id": "thread_1", "status": status}
+    return data | extra
+
+
+async def test_requires_action_without_function_calls_asks_the_app_nothing() -> None:
+    no_calls = {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": []}}
+    other_only = {
+        "type": "submit_tool_outputs",
+        "submit_tool_outputs": {"tool_calls": [{"id": "ci_1", "type": "code_interpreter"}]},
+    }
+    answers = [
+        run_object("requires_action", required_action=no_calls),
+        run_object("requires_action", required_action=other_only),
+        run_object("completed"),
+    ]
+    gets: list[str] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/messages"):
+            return httpx.Response(200, json={"data": [], "has_more": False})
+        gets.append(request.url.path)
+        return httpx.Response(200, json=answers[min(len(gets) - 1, len(answers) - 1)])
+
+    redis = fakeredis.FakeAsyncRedis()
+    store = RunStore(redis, Keys("t"), worker_id="w1", maxlen=100, ttl_s=60)
+    http = httpx.AsyncClient(transport=httpx.MockTransport(api))
+    backend = AssistantsBackend(ApiClient(http, "http://api.test/v1"))
+    runner = Runner(store, {"assistants_run": backend}, engine.Policy(), http_concurrency=4)
+    job = AssistantsRunJob(kind="assistants_run", thread_id="thread_1", run_id="run_1")
+    state = engine.new_state("run_1", now=time.time(), timeout_s=600, interval_s=0.01)
+    await store.claim("run_1", job.model_dump_json(), state.to_json(), "{}")
+    runner.adopt("run_1", job, state, "sk-test")
+    await finished(runner)
+    assert gets == ["/v1/threads/thread_1/runs/run_1"] * 3, "re-read at the interval"
+    events = await events_of(redis)
+    assert [(t, d.get("status")) for t, d in events] == [
+        ("accepted", None),
+        ("status", "requires_action"),
+        ("status", "completed"),
+        ("final", "completed"),
+    ], "no requires_action event: there is nothing for the app to answer"

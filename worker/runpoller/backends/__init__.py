@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,6 +16,14 @@ class RunResult:
 
     output_text: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+def object_id_of(data: Mapping[str, Any]) -> str:
+    """The id an API object carries, or ``""`` when it carries none: handed to the engine as
+    is, which checks it against the one requested (never adopted unless the request created
+    an object)."""
+    value = data.get("id")
+    return value if isinstance(value, str) else ""
 
 
 class Backend(Protocol):
@@ -44,4 +53,4 @@ class Backend(Protocol):
     ) -> RunResult: ...
 
 
-__all__ = ["AssistantsRunJob", "Backend", "ResponseJob", "RunResult"]
+__all__ = ["AssistantsRunJob", "Backend", "ResponseJob", "RunResult", "object_id_of"]

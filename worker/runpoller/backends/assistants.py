@@ -1,25 +1,29 @@
-"""Assistants API runs (``/threads/{thread_id}/runs/{run_id}``) for compatible servers."""
+"""Assistants API runs (``/threads/{thread_id}/runs/{run_id}``) for compatible servers.
+
+A status this module does not know maps to the engine's ``unknown`` (the raw one kept): the run
+keeps polling and the deadline cancels it. Only ``function`` tool calls are asked of the app: a
+``requires_action`` without any is no tool round for the engine. The answer's id is handed
+over as is (``""`` when it has none): the engine checks it against the run requested.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from runpoller.backends import RunResult
+from runpoller.backends import RunResult, object_id_of
 from runpoller.engine import Observation, RunState, Status, ToolCallRequest
 from runpoller.http.api import ApiClient, ApiResponse
 from runpoller.protocol import AssistantsRunJob
 
-_STATUS = {status.value: status for status in Status}
+_STATUS = {status.value: status for status in Status if status is not Status.UNKNOWN}
 MAX_MESSAGE_PAGES = 20
 
 
 def observe(data: Mapping[str, Any], poll_after_s: float | None = None) -> Observation:
-    """Map a ``RunObject`` onto an :class:`Observation`; unknown statuses raise ValueError."""
+    """Map a ``RunObject`` onto an :class:`Observation` (an unknown status is ``unknown``)."""
     raw_status = str(data.get("status"))
-    status = _STATUS.get(raw_status)
-    if status is None:
-        raise ValueError(f"the API reported an unknown run status {raw_status!r}")
+    status = _STATUS.get(raw_status, Status.UNKNOWN)
     calls: tuple[ToolCallRequest, ...] = ()
     expires_at: float | None = None
     if status is Status.REQUIRES_ACTION:
@@ -32,6 +36,7 @@ def observe(data: Mapping[str, Any], poll_after_s: float | None = None) -> Obser
                 arguments=str((call.get("function") or {}).get("arguments", "")),
             )
             for call in raw_calls
+            if isinstance(call, Mapping) and call.get("type", "function") == "function"
         )
         if isinstance(data.get("expires_at"), int | float):
             expires_at = float(data["expires_at"])
@@ -44,7 +49,7 @@ def observe(data: Mapping[str, Any], poll_after_s: float | None = None) -> Obser
     return Observation(
         status=status,
         api_status=raw_status,
-        object_id=str(data.get("id")),
+        object_id=object_id_of(data),
         model=_str_or_none(data.get("model")),
         assistant_id=_str_or_none(data.get("assistant_id")),
         tool_calls=calls,

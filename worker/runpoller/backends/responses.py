@@ -6,7 +6,10 @@ Mapped onto the engine's neutral terms: ``queued``/``in_progress`` poll on; ``co
 side (the engine then ends a cancel without a request): when the app answers, the "submit" is
 a new background response (``previous_response_id`` + ``function_call_output`` items), whose
 id the engine then follows under the same run and deadline. A job that carries a ``request``
-instead of a response id has the worker create the response (the engine's CREATE).
+instead of a response id has the worker create the response (the engine's CREATE). A status
+this module does not know maps to the engine's ``unknown`` (the raw one kept): the run keeps
+polling and the deadline cancels it. The answer's id is handed over as is (``""`` when it has
+none): the engine checks it against the one requested.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from runpoller.backends import RunResult
+from runpoller.backends import RunResult, object_id_of
 from runpoller.engine import Observation, RunState, Status, ToolCallRequest
 from runpoller.http.api import ApiClient, ApiResponse
 from runpoller.protocol import ResponseJob
@@ -45,11 +48,9 @@ def function_calls(data: Mapping[str, Any]) -> tuple[ToolCallRequest, ...]:
 
 
 def observe(data: Mapping[str, Any], poll_after_s: float | None = None) -> Observation:
-    """Map a ``Response`` onto an :class:`Observation`; unknown statuses raise ValueError."""
+    """Map a ``Response`` onto an :class:`Observation` (an unknown status is ``unknown``)."""
     raw_status = str(data.get("status"))
-    status = _STATUS.get(raw_status)
-    if status is None:
-        raise ValueError(f"the API reported an unknown response status {raw_status!r}")
+    status = _STATUS.get(raw_status, Status.UNKNOWN)
     calls: tuple[ToolCallRequest, ...] = ()
     api_status = raw_status
     if status is Status.COMPLETED:
@@ -65,7 +66,7 @@ def observe(data: Mapping[str, Any], poll_after_s: float | None = None) -> Obser
     return Observation(
         status=status,
         api_status=api_status,
-        object_id=str(data.get("id")),
+        object_id=object_id_of(data),
         model=model if isinstance(model, str) else None,
         tool_calls=calls,
         error=(str(error.get("code") or "error"), str(error.get("message") or ""))

@@ -43,6 +43,7 @@ from .model import (
     Status,
     StatusChanged,
     ToolCallRequest,
+    UnknownStatusSeen,
 )
 from .rules import (
     new_state,
@@ -81,6 +82,7 @@ __all__ = [
     "Status",
     "StatusChanged",
     "ToolCallRequest",
+    "UnknownStatusSeen",
     "job_bounds",
     "metadata_refusal",
     "new_state",

@@ -30,6 +30,10 @@ class Status(StrEnum):
     CANCELLED = "cancelled"
     INCOMPLETE = "incomplete"
     EXPIRED = "expired"
+    UNKNOWN = "unknown"
+    """A status the backend does not know (one the API added since): neither terminal nor a
+    tool round. The run keeps polling, with its phase unchanged, until the deadline cancels
+    it; :attr:`Observation.api_status` keeps what the API said."""
 
     @property
     def terminal(self) -> bool:
@@ -57,9 +61,12 @@ class Observation:
     status: Status
     api_status: str
     object_id: str
+    """The id the answer carries (``""`` when it carries none): checked against the one
+    requested, never adopted unless the request creates an object (see the rules)."""
     model: str | None = None
     assistant_id: str | None = None
     tool_calls: tuple[ToolCallRequest, ...] = ()
+    """The function calls to answer; a ``requires_action`` without any is no tool round."""
     action_expires_at: float | None = None
     error: tuple[str, str] | None = None
     incomplete_details: Mapping[str, Any] | None = None
@@ -147,6 +154,10 @@ class RunState:
     sending: str = ""
     """The request that must not be sent twice (:func:`~runpoller.engine.step_for`) claimed
     by the owner and not yet answered: a new owner learns from it what may be in flight."""
+    unknown_status: str = ""
+    """The last status the API reported that the backend does not know (``""`` until one is
+    seen; never cleared, so it is reported once per run): what the final event reports as
+    the API's status while :attr:`last_status` is :attr:`Status.UNKNOWN`."""
 
     def durable_changed(self, other: RunState) -> bool:
         """Whether ``other`` differs in more than the transient fields: worth persisting."""
@@ -227,6 +238,15 @@ class ReplyIgnored:
 
 
 @dataclass(frozen=True, slots=True)
+class UnknownStatusSeen:
+    """The API reported a status the backend does not know, the first time in this run: for
+    the driver's log and counter. The run keeps polling; the deadline cancels it."""
+
+    api_status: str
+    object_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class CancelStarted:
     """The run started cancelling (once per run): for the driver's log and counter."""
 
@@ -244,7 +264,15 @@ class Finished:
     error: tuple[str, str] | None = None
 
 
-Effect = StatusChanged | ActionRequired | ReplyRejected | ReplyIgnored | CancelStarted | Finished
+Effect = (
+    StatusChanged
+    | ActionRequired
+    | ReplyRejected
+    | ReplyIgnored
+    | UnknownStatusSeen
+    | CancelStarted
+    | Finished
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,16 @@ Theory of operation. A run is in one of five phases:
 - ``fetching``: the API reported a terminal status; collect the results (messages).
 - ``done``: the final event was decided. Nothing is decided after it.
 
+What an answer may say. An answer to a GET or a CANCEL (and an Assistants submit) must carry
+the id requested; only an answer to a request that creates an object (a create, a Responses
+continuation) brings a new id, which the run then follows, and never one it followed before.
+Anything else (a proxy or compatible server answering with another object) ends the run
+``error`` / ``object_mismatch`` naming both ids: that object's status and output are never
+taken for this run's. A status the backend does not know (``unknown``, the raw one kept)
+changes nothing: the run keeps polling in its phase, reported once (:class:`UnknownStatusSeen`)
+and cancelled at the deadline. ``requires_action`` without a function call to answer is no
+tool round: the app is not asked, the run keeps polling.
+
 Failures: retryable errors back off (jittered exponential, or the server's retry-after),
 never past the run's deadline or the grace period; a race 400 ("Cannot cancel run with
 status …", "… do not accept tool outputs") means the run moved on: re-read it and report
@@ -59,6 +69,7 @@ from .model import (
     RunState,
     Status,
     StatusChanged,
+    UnknownStatusSeen,
 )
 
 # ---------------------------------------------------------------------------- tables
@@ -151,6 +162,11 @@ def on_observation(
     effects: list[Effect] = []
     if state.failures or state.sending:
         state = replace(state, failures=0, sending="")
+    mismatch = _mismatch(state, op, obs)
+    if mismatch:
+        # Another object's answer says nothing about this run: not adopted, not reported.
+        error = ("object_mismatch", mismatch)
+        return _finish(state, "error", mismatch, _api_status(state), effects, error)
     if obs.object_id != state.object_id:
         state = replace(
             state, object_id=obs.object_id, object_ids=(*state.object_ids, obs.object_id)
@@ -160,9 +176,14 @@ def on_observation(
     answered = _ANSWERED.get(op)
     if answered is not None:
         state = answered(state, now)
-    if obs.status != state.last_status:
+    unknown = obs.status is Status.UNKNOWN
+    if obs.status != state.last_status or (unknown and obs.api_status != state.unknown_status):
         effects.append(StatusChanged(obs.status, obs.api_status, obs.object_id))
         state = replace(state, last_status=obs.status)
+    if unknown and obs.api_status != state.unknown_status:
+        if not state.unknown_status:
+            effects.append(UnknownStatusSeen(obs.api_status, obs.object_id))
+        state = replace(state, unknown_status=obs.api_status)
 
     if not state.checked:
         state = replace(state, checked=True)
@@ -186,7 +207,12 @@ def on_observation(
         at = min(now + _interval(state, obs), state.phase_since + policy.cancel_grace_s)
         return Decision(state, tuple(effects), Next(_read(state), at))
 
-    if obs.status is Status.REQUIRES_ACTION:
+    if unknown or (obs.status is Status.REQUIRES_ACTION and not obs.tool_calls):
+        # Neither says where the run is: an unknown status, or requires_action without a
+        # function call to answer (only other actions, or a transient state) is no tool round
+        # and ends none. Keep polling as before; the deadline cancels the run.
+        pass
+    elif obs.status is Status.REQUIRES_ACTION:
         call_ids = tuple(call.id for call in obs.tool_calls)
         if state.phase is not Phase.AWAITING_OUTPUTS or call_ids != state.pending_calls:
             until = state.deadline
@@ -251,7 +277,7 @@ def on_failure(
         return _unconfirmed(state, failure.message, [])
     if state.sending:
         state = replace(state, sending="")
-    api_status = state.last_status.value if state.last_status else None
+    api_status = _api_status(state)
     if failure.race:
         # The run moved on (finished before our cancel, or left requires_action): re-read it.
         answered = _ANSWERED.get(op)
@@ -338,7 +364,7 @@ def on_crash(state: RunState, error_type: str) -> Decision:
     if state.phase is Phase.DONE:
         return Decision(state)
     message = f"internal error while driving the run ({error_type})"
-    api_status = state.last_status.value if state.last_status else None
+    api_status = _api_status(state)
     return _finish(state, "error", message, api_status, [], error=("internal_error", message))
 
 
@@ -383,8 +409,44 @@ def _unconfirmed(state: RunState, why: str, effects: list[Effect]) -> Decision:
         f"the {what} request may have been processed but was not confirmed ({why}); it is "
         "not sent again, which could start a second billed response"
     )
-    api_status = state.last_status.value if state.last_status else None
+    api_status = _api_status(state)
     return _finish(state, "error", message, api_status, effects, ("request_unconfirmed", message))
+
+
+def _mismatch(state: RunState, op: Op, obs: Observation) -> str:
+    """Why the answer is not about this run's object ("" when it is). Only a request that
+    creates an object (a create, a Responses continuation) may introduce a new id, and never
+    one the run already followed; every other answer must carry the id requested."""
+    got, requested = obs.object_id, state.object_id
+    creates = _creates(state, op)
+    asked = "create" if op is Op.CREATE else f"{op.value} {requested}".rstrip()
+    if creates and op is Op.SUBMIT:
+        asked = f"continuation of {requested}"
+    if not got:
+        return f"the API's answer to {asked} carries no object id; it is not adopted"
+    if creates:
+        if got not in state.object_ids:
+            return ""
+        return (
+            f"the API's answer to {asked} carries {got}, an object this run already followed, "
+            "not a new one; it is not adopted"
+        )
+    if got == requested:
+        return ""
+    return (
+        f"the API's answer to {asked} carries another object ({got}); it is not adopted: its "
+        "status and output are not this run's"
+    )
+
+
+def _api_status(state: RunState) -> str | None:
+    """The API's last status for the run as it said it (an unknown one included)."""
+    last = state.last_status
+    if last is None:
+        return None
+    if last is Status.UNKNOWN and state.unknown_status:
+        return state.unknown_status
+    return last.value
 
 
 def _read(state: RunState) -> Op:

@@ -336,9 +336,13 @@ class Runner:
                 failure = Failure(f"unexpected API response: {exc}", retryable=False)
                 return self._failed(run, state, nxt, failure)
         m.api_requests_of(kind, op, "200").inc()
-        run.last_obs = obs
         run.last_failure = None
-        return engine.on_observation(state, nxt.op, obs, self.clock(), self.policy)
+        decision = engine.on_observation(state, nxt.op, obs, self.clock(), self.policy)
+        if decision.state.object_id == obs.object_id:
+            # Not another object's answer (the engine ends the run on those): its usage, model
+            # and output may describe this run.
+            run.last_obs = obs
+        return decision
 
     def _failed(
         self, run: ActiveRun, state: RunState, nxt: engine.Next, failure: Failure
@@ -396,6 +400,11 @@ class Runner:
                     run_id=run.run_id, ts=ts, round=effect.round, problems=list(effect.problems)
                 )
                 events.append(("reply_rejected", rejected.model_dump_json()))
+            elif isinstance(effect, engine.UnknownStatusSeen):
+                self.metrics.unknown_statuses.labels(run.job.kind).inc()
+                bound.warning(
+                    "run.unknown_status", status=effect.api_status, object_id=effect.object_id
+                )
             elif isinstance(effect, engine.CancelStarted):
                 self.metrics.cancels.labels(effect.reason.value).inc()
                 bound.info("run.cancelling", reason=effect.reason.value, detail=effect.detail)

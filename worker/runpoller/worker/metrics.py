@@ -122,6 +122,12 @@ class Metrics:
         self.cancels = Counter(
             "runpoller_cancels_total", "Cancels decided, by reason.", ["reason"], registry=r
         )
+        self.unknown_statuses = Counter(
+            "runpoller_unknown_statuses_total",
+            "Runs whose API reported a status runpoller does not know (once per run).",
+            ["backend"],
+            registry=r,
+        )
         self.replies_rejected = Counter(
             "runpoller_replies_rejected_total", "App replies that failed validation.", registry=r
         )
