@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import fakeredis
@@ -175,3 +176,144 @@ async def test_a_resume_job_with_keyword_arguments_is_a_dead_letter(app: WorkerA
     assert DeadLetter.model_validate_json(letters[0][1][b"data"]).reason == (
         "runpoller.resume takes no keyword arguments, got 1: job_try"
     )
+
+
+# ---------------------------------------------------------------------------- re-enqueue
+
+
+async def orphaned_run(app: WorkerApp, job: dict[str, Any]) -> None:
+    """A run record its first job created, whose owner has just stopped (owner gone)."""
+    assert await app.admission.intake(job, 0.0) == "new"
+    await app.runner.stop_runs()
+    await app.redis.hset(f"{PREFIX}:run:{job['run_id']}", "owner", "")
+
+
+async def dead_letters(app: WorkerApp) -> list[DeadLetter]:
+    letters = await app.redis.xrange(f"{PREFIX}:dead-letters")
+    return [DeadLetter.model_validate_json(fields[b"data"]) for _, fields in letters]
+
+
+def plaintext_app() -> WorkerApp:
+    settings, _ = load_settings(
+        assistants_api_key="sk-admission-test",
+        assistants_base_url="http://api.test/v1",
+        key_prefix=PREFIX,
+        max_timeout_ms=600_000,
+        allow_plaintext_keys=True,
+        metrics_port=-1,
+    )
+    http = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500)))
+    return WorkerApp(settings, fakeredis.FakeAsyncRedis(), http=http, worker_id="w1")  # type: ignore[arg-type]
+
+
+async def test_a_conflicting_reenqueue_of_an_orphaned_run_is_refused_not_applied() -> None:
+    first = {"kind": "assistants_run", "thread_id": "thread_a", "run_id": "r1", "timeout_ms": 9000}
+    app = plaintext_app()
+    await orphaned_run(app, first)
+    events_before = await app.redis.xlen(f"{PREFIX}:events:r1")
+    second = {
+        **first,
+        "thread_id": "thread_b",
+        "timeout_ms": 600_000,
+        "metadata": {"m": 1},
+        "api_key": "sk-not-shown",
+    }
+    with structlog.testing.capture_logs() as logs:
+        outcome = await app.admission.intake(second, 5.0)
+    try:
+        run = app.runner.runs["r1"]
+        assert run.job.thread_id == "thread_a", "the first job's identity wins"
+        assert run.job.timeout_ms == 9000 and run.job.metadata is None, "nothing of it applied"
+        assert run.api_key == "sk-admission-test" and run.job.api_key is None
+        assert run.state.deadline == pytest.approx(9.0), "the deadline did not move"
+    finally:
+        await app.runner.stop_runs()
+    letters = await dead_letters(app)
+    assert len(letters) == 1, letters
+    assert letters[0].reason == (
+        "conflicting_job: a second job for run r1 was refused: thread_id differs from the "
+        "run's first job, which the run keeps"
+    )
+    assert "sk-not-shown" not in letters[0].reason + letters[0].raw
+    assert '"thread_b"' in letters[0].raw
+    assert outcome == "dead_letter"
+    assert app.metrics.dead_letters._value.get() == 1
+    assert await final_of(app, "r1") is None, "no final event for the run"
+    assert await app.redis.xlen(f"{PREFIX}:events:r1") == events_before
+    job_json = await app.redis.hget(f"{PREFIX}:run:r1", "job")
+    assert job_json is not None and b"thread_a" in job_json and b"thread_b" not in job_json
+    assert [e for e in logs if e["event"] == "job.conflict"] == [
+        {"event": "job.conflict", "log_level": "warning", "run_id": "r1", "fields": ["thread_id"]}
+    ]
+
+
+async def test_a_same_identity_reenqueue_of_an_orphaned_run_resumes_it_silently() -> None:
+    app = plaintext_app()
+    first = {"kind": "assistants_run", "thread_id": "thread_a", "run_id": "r1"}
+    await orphaned_run(app, first)
+    # Same identity, other per-job fields (a key is not identity): the documented idempotent
+    # re-enqueue. It resumes the run as its first job asked, applying nothing of its own.
+    again = {
+        **first,
+        "id": "r1",
+        "poll_interval_ms": 5000,
+        "metadata": {"m": 2},
+        "api_key": "sk-other",
+    }
+    assert await app.admission.intake(again, 5.0) == "resumed"
+    try:
+        run = app.runner.runs["r1"]
+        assert run.job.thread_id == "thread_a"
+        assert run.job.poll_interval_ms is None and run.job.metadata is None
+        assert run.api_key == "sk-admission-test"
+    finally:
+        await app.runner.stop_runs()
+    assert await dead_letters(app) == []
+    assert app.metrics.dead_letters._value.get() == 0
+
+
+@pytest.mark.parametrize(
+    ("second", "fields"),
+    [
+        ({"kind": "assistants_run", "thread_id": "t1", "run_id": "r2", "id": "r1"}, "run_id"),
+        (
+            {"kind": "assistants_run", "thread_id": "t2", "run_id": "r2", "id": "r1"},
+            "thread_id, run_id",
+        ),
+        ({"kind": "response", "response_id": "resp_1", "id": "r1"}, "kind"),
+    ],
+)
+async def test_a_conflicting_job_for_a_run_a_live_worker_owns_is_a_dead_letter(
+    app: WorkerApp, second: dict[str, Any], fields: str
+) -> None:
+    first = {"kind": "assistants_run", "thread_id": "t1", "run_id": "r1"}
+    assert await app.admission.intake(first, 0.0) == "new"
+    await app.runner.stop_runs()
+    # Owned by another worker whose heartbeat lives.
+    await app.redis.hset(f"{PREFIX}:run:r1", "owner", "w2")
+    await app.redis.set(f"{PREFIX}:worker:w2", "{}")
+    assert await app.admission.intake(second, 0.0) == "dead_letter"
+    assert await app.admission.intake(first, 0.0) == "owned", "same identity: silent"
+    assert "r1" not in app.runner.runs
+    job_json = await app.redis.hget(f"{PREFIX}:run:r1", "job")
+    assert job_json is not None and json.loads(job_json)["run_id"] == "r1"
+    letters = await dead_letters(app)
+    assert [letter.reason.split(": ")[2] for letter in letters] == [
+        f"{fields} {'differs' if ',' not in fields else 'differ'} from the run's first job, "
+        "which the run keeps"
+    ]
+
+
+async def test_a_conflicting_job_for_an_ended_run_is_a_dead_letter(app: WorkerApp) -> None:
+    first = {"kind": "assistants_run", "thread_id": "t1", "run_id": "r1"}
+    assert await app.admission.intake(first, 0.0) == "new"
+    await app.runner.stop_runs()
+    await app.redis.hset(f"{PREFIX}:run:r1", "final", "1")
+    assert await app.admission.intake(first, 0.0) == "done"
+    assert await dead_letters(app) == []
+    assert await app.admission.intake({**first, "thread_id": "t9"}, 0.0) == "dead_letter"
+    assert [letter.reason for letter in await dead_letters(app)] == [
+        "conflicting_job: a second job for run r1 was refused: thread_id differs from the "
+        "run's first job, which the run keeps"
+    ]
+    assert "r1" not in app.runner.runs

@@ -121,6 +121,19 @@ and worker restarts. A job that is not valid never crashes a worker and is never
 if it names a run id, that run gets a `final` event with `status: "error"` and
 `error.code: "invalid_job"`; otherwise it is recorded on `{K.dead_letters}`.
 
+A run id names one run for good: the job that created its record is the run's job. A later
+job for the same run id (a re-enqueue: while the run is polled, after it ended, or while it
+is orphaned because its worker just stopped) is compared with it on the run's identity:
+`kind`, `thread_id`, `run_id`, `response_id`, `request` and `continuation`. Equal, it is the
+same run and changes nothing (an orphaned run is resumed, as its first job asked). Any field
+different, the job is refused and recorded on `{K.dead_letters}`, the reason naming the run
+and the fields, e.g. `conflicting_job: a second job for run <id> was refused: thread_id
+differs from the run's first job, which the run keeps`; the run's events and final are not
+touched and the run carries on with its first job. Either way nothing of the later job is
+applied, neither its `api_key` (a credential, not identity: encrypted with a fresh nonce
+each time, one key never looks the same twice) nor its `poll_interval_ms`, `timeout_ms` or
+`metadata`. To run something else, use a new run id.
+
 ### Job object
 
 {_schema(Job)}

@@ -2,9 +2,11 @@
 
 ``runpoller.run`` jobs are validated, their API key resolved and their bounds checked, the
 run record is claimed in Redis (create, take over if unowned, or leave it to its live owner)
-and the run handed to the driver. ``runpoller.resume`` jobs take over runs released by dead
-or stopping workers. Nothing here raises for bad input: a job that names a run gets a final
-error event under that run's key, anything else becomes a dead letter.
+and the run handed to the driver. A run that already has a record keeps the job that created
+it: a later job for it applies nothing, and one that names another object (``IDENTITY_FIELDS``)
+is a dead letter saying which fields differ. ``runpoller.resume`` jobs take over runs
+released by dead or stopping workers. Nothing here raises for bad input: a job that names a
+run gets a final error event under that run's key, anything else becomes a dead letter.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from runpoller.protocol import (
     FinalEvent,
     describe_validation_error,
     parse_job,
+    stored_job,
 )
 from runpoller.redis.store import RunStore
 from runpoller.secrets import SecretError, decrypt, is_encrypted
@@ -95,27 +98,51 @@ class Admission:
             timeout_s=bounds.timeout_s,
             interval_s=bounds.interval_s,
         )
-        stored = job.model_dump(mode="python", exclude_none=True)
-        if job.api_key is not None:
-            stored["api_key"] = job.api_key.get_secret_value()
+        conflict: list[str] = []
         with self.capacity.reservation():
             claim = await self.store.claim(
                 run_id,
-                json.dumps(stored),
+                stored_job(job),
                 state.to_json(),
                 accepted_event(run_id, job, state, time.time),
             )
             if claim.outcome in ("owned", "done"):
+                # Nothing of this job is applied; if it names another object, say so.
                 log.info("run.duplicate", run_id=run_id, outcome=claim.outcome, owner=claim.owner)
+                first_json = await self._stored_job_json(run_id)
+                conflict = _identity_conflict(_parse_stored(run_id, first_json), job)
+                if conflict:
+                    return await self._refuse_conflict(run_id, raw, conflict)
                 return claim.outcome
-            if claim.outcome == "resumed" and claim.state_json:
-                state = engine.RunState.from_json(claim.state_json)
-            if not self.runner.adopt(run_id, job, state, api_key):
-                return "already_here"
-        self.metrics.runs_accepted.labels(job.kind, claim.outcome).inc()
-        await self.replay(run_id, state)
-        log.info("run.accepted", run_id=run_id, outcome=claim.outcome, job_try=job_try)
-        return claim.outcome
+            job_json = ""
+            if claim.outcome == "resumed":
+                # The run exists: its first job wins. This job's identity must match it; its
+                # key, bounds and metadata are not applied (the stored job's are).
+                first = _parse_stored(run_id, claim.job_json)
+                if first is not None:
+                    conflict = _identity_conflict(first, job)
+                    job, job_json = first, claim.job_json or ""
+                    try:
+                        api_key, bounds = self._job_parameters(job)
+                    except RunRefused as exc:
+                        return await self._refuse(run_id, job.kind, exc.code, str(exc))
+                if claim.state_json:
+                    state = engine.RunState.from_json(claim.state_json)
+                else:
+                    state = engine.new_state(
+                        job.object_id,
+                        now=enqueue_time,
+                        timeout_s=bounds.timeout_s,
+                        interval_s=bounds.interval_s,
+                    )
+            adopted = self.runner.adopt(run_id, job, state, api_key, job_json)
+        if adopted:
+            self.metrics.runs_accepted.labels(job.kind, claim.outcome).inc()
+            await self.replay(run_id, state)
+            log.info("run.accepted", run_id=run_id, outcome=claim.outcome, job_try=job_try)
+        if conflict:
+            return await self._refuse_conflict(run_id, raw, conflict)
+        return claim.outcome if adopted else "already_here"
 
     async def resume(self, run_id: str, job_try: int = 1) -> str:
         """Take over a run released by a dead or stopping worker."""
@@ -233,6 +260,26 @@ class Admission:
             )
         return value
 
+    async def _stored_job_json(self, run_id: str) -> str | None:
+        """The job the run record keeps (the run's first job), if any."""
+        raw = await self.store.redis.hget(self.store.keys.run(run_id), "job")  # type: ignore[misc]
+        if raw is None:
+            return None
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    async def _refuse_conflict(self, run_id: str, raw: Any, fields: Sequence[str]) -> str:
+        """A second job for a run that names another object: a dead letter, nothing applied."""
+        names = ", ".join(fields)
+        verb = "differs" if len(fields) == 1 else "differ"
+        reason = (
+            f"conflicting_job: a second job for run {run_id} was refused: {names} {verb} from "
+            "the run's first job, which the run keeps"
+        )
+        await self.store.dead_letter(reason, _safe_dump(raw))
+        self.metrics.dead_letters.inc()
+        log.warning("job.conflict", run_id=run_id, fields=list(fields))
+        return "dead_letter"
+
     async def _refuse_raw(self, raw: Any, code: str, message: str) -> str:
         run_id = _identifiable_run_id(raw)
         if run_id is not None:
@@ -261,6 +308,42 @@ class Admission:
             f"{code}: {message} (run {run_id} already exists; left untouched)", run_id
         )
         return "dead_letter"
+
+
+IDENTITY_FIELDS = ("kind", "thread_id", "run_id", "response_id", "request", "continuation")
+"""What a job says the run *is*: the API object it follows (or creates) and continues with.
+
+Two jobs for one run id with the same values are the same run (an idempotent re-enqueue);
+different values mean the second job describes another run. ``id`` is the run id itself.
+``api_key`` is not identity: it is a credential, and as ciphertext it differs on every
+encryption of the same key (a fresh nonce), so it cannot be compared. ``poll_interval_ms``,
+``timeout_ms`` and ``metadata`` are how the first job asked to be run; a second job's are
+never applied either way.
+"""
+
+
+def _identity_conflict(first: AnyJob | None, second: AnyJob) -> list[str]:
+    """The identity fields in which ``second`` differs from the run's first job."""
+    if first is None:
+        return []
+    if first.kind != second.kind:
+        return ["kind"]
+    return [
+        name
+        for name in IDENTITY_FIELDS
+        if getattr(first, name, None) != getattr(second, name, None)
+    ]
+
+
+def _parse_stored(run_id: str, job_json: str | None) -> AnyJob | None:
+    """The job a run record keeps, or None when there is none (or it no longer parses)."""
+    if not job_json:
+        return None
+    try:
+        return parse_job(json.loads(job_json))
+    except (ValueError, ValidationError):
+        log.warning("run.stored_job_unreadable", run_id=run_id)
+        return None
 
 
 def _identifiable_run_id(raw: Any) -> str | None:
