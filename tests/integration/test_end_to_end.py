@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 from redis.asyncio import Redis
 
 from runpoller.client import RunpollerClient
@@ -313,3 +314,129 @@ async def test_oversized_results_are_cut_and_flagged(
     assert final.detail["truncated"] is True and "messages" not in final.detail
     assert final.output_text is not None and len(final.output_text) <= 2000
     assert len(final.model_dump_json()) <= 4000
+
+
+# ------------------------------------------------- answers a compatible server may give
+
+
+Rewrite = Callable[[str, str, dict[str, Any]], dict[str, Any]]
+
+
+class RewritingProxy:
+    """A compatible server (or proxy) in front of the fake: every request is forwarded as
+    is; ``rewrite(method, path, answer)`` may change the JSON answer the worker gets, for
+    answers the fake (which plays by the spec's rules) cannot be scripted to give."""
+
+    def __init__(self, upstream: str, rewrite: Rewrite) -> None:
+        self.upstream = upstream.removesuffix("/v1")
+        self.rewrite = rewrite
+        self.runner: web.AppRunner | None = None
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", self.forward)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{self.runner.addresses[0][1]}/v1"
+
+    async def forward(self, request: web.Request) -> web.Response:
+        skip = {"host", "content-length", "transfer-encoding", "content-encoding"}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
+        async with httpx.AsyncClient(base_url=self.upstream, timeout=10) as http:
+            answer = await http.request(
+                request.method, request.path_qs, headers=headers, content=await request.read()
+            )
+        kept = {
+            k: v
+            for k, v in answer.headers.items()
+            if k.lower() not in skip | {"content-type", "date", "server"}
+        }
+        if not answer.headers.get("content-type", "").startswith("application/json"):
+            return web.Response(status=answer.status_code, body=answer.content, headers=kept)
+        data = self.rewrite(request.method, request.path, answer.json())
+        return web.json_response(data, status=answer.status_code, headers=kept)
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@pytest.fixture
+async def proxy(fake: FakeServer) -> AsyncIterator[Callable[[Rewrite], Awaitable[str]]]:
+    proxies: list[RewritingProxy] = []
+
+    async def start(rewrite: Rewrite) -> str:
+        proxies.append(RewritingProxy(fake.base_url, rewrite))
+        return await proxies[-1].start()
+
+    yield start
+    for p in proxies:
+        await p.close()
+
+
+async def test_an_unknown_status_keeps_the_run_polling_until_the_deadline_cancels_it(
+    start_worker: StartWorker,
+    client: RunpollerClient,
+    fake_http: httpx.AsyncClient,
+    namespace: str,
+    proxy: Callable[[Rewrite], Awaitable[str]],
+) -> None:
+    def new_status(method: str, path: str, data: dict[str, Any]) -> dict[str, Any]:
+        # A status the API may add tomorrow, in place of in_progress.
+        if data.get("object") == "thread.run" and data.get("status") == "in_progress":
+            return data | {"status": "thinking_hard"}
+        return data
+
+    await start_worker(assistants_base_url=await proxy(new_status))
+    thread_id, run_id = await fake_run(fake_http, "never_ends")
+    rid = await client.enqueue(job(thread_id, run_id, namespace, timeout_ms=800))
+    final = await client.wait(rid, 15)
+    assert final.status == "timed_out" and final.api_status == "cancelled", final
+    events = await all_events(client, rid)
+    statuses = [e.status for e in events if isinstance(e, StatusEvent)]
+    assert "thinking_hard" in statuses, statuses
+    assert statuses[-1] == "cancelled"
+    log = (await fake_http.get(f"/_fake/runs/{run_id}/log")).json()
+    endpoints = [e["endpoint"] for e in log]
+    assert endpoints.count("cancel_run") == 1, "the deadline cancelled it on the API side"
+    assert endpoints.count("get_run") >= 3, "it kept polling"
+
+
+async def test_requires_action_without_function_calls_is_not_asked_of_the_app(
+    start_worker: StartWorker,
+    client: RunpollerClient,
+    fake_http: httpx.AsyncClient,
+    namespace: str,
+    proxy: Callable[[Rewrite], Awaitable[str]],
+) -> None:
+    # The spec's tool_calls has no minItems; the fake's scripts refuse an empty list, so a
+    # proxy empties it: the run waits for outputs nobody is asked for, until it expires.
+    def no_calls(method: str, path: str, data: dict[str, Any]) -> dict[str, Any]:
+        if data.get("object") == "thread.run" and data.get("required_action"):
+            action = {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": []}}
+            return data | {"required_action": action}
+        return data
+
+    await start_worker(assistants_base_url=await proxy(no_calls))
+    script = {
+        "steps": [
+            {"status": "queued", "ms": 50},
+            {
+                "status": "requires_action",
+                "expires_in_s": 0.6,
+                "tool_calls": [{"name": "get_weather", "arguments": "{}"}],
+            },
+        ]
+    }
+    thread_id, run_id = await fake_run(fake_http, script)
+    rid = await client.enqueue(job(thread_id, run_id, namespace))
+    final = await client.wait(rid, 15)
+    assert final.status == "expired", final
+    events = await all_events(client, rid)
+    assert not [e for e in events if isinstance(e, RequiresActionEvent)], "no empty round"
+    statuses = [e.status for e in events if isinstance(e, StatusEvent)]
+    assert "requires_action" in statuses and statuses[-1] == "expired", statuses
+    log = (await fake_http.get(f"/_fake/runs/{run_id}/log")).json()
+    assert [e["endpoint"] for e in log].count("get_run") >= 3, "it kept polling"

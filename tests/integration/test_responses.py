@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,7 +11,9 @@ import pytest
 
 from runpoller.client import RunpollerClient
 from runpoller.protocol import FinalEvent, RequiresActionEvent, StatusEvent
+from runpoller_fake import FakeServer
 from tests.integration.conftest import FAKE_KEY, WorkerHandle
+from tests.integration.test_end_to_end import RewritingProxy
 
 pytestmark = pytest.mark.integration
 
@@ -182,3 +185,37 @@ async def test_a_503_on_the_continuation_is_retried_with_its_outputs(
     headers = {"Authorization": f"Bearer {FAKE_KEY}"}
     second = (await fake_http.get(f"/v1/responses/{ids[1]}", headers=headers)).json()
     assert second["previous_response_id"] == first_id
+
+
+async def test_a_poll_answered_with_another_response_is_an_error_never_its_output(
+    start_worker: StartWorker,
+    client: RunpollerClient,
+    fake_http: httpx.AsyncClient,
+    namespace: str,
+    fake: FakeServer,
+) -> None:
+    mine = await fake_response(fake_http, "never_ends")
+    other = await fake_response(fake_http, "complete")
+    auth = {"Authorization": f"Bearer {FAKE_KEY}"}
+    for _ in range(100):  # the other response's finished object, output and all
+        other_object = (await fake_http.get(f"/v1/responses/{other}", headers=auth)).json()
+        if other_object["status"] == "completed":
+            break
+        await asyncio.sleep(0.05)
+    assert other_object["status"] == "completed" and other_object["output"], other_object
+
+    def swapped(method: str, path: str, data: dict[str, Any]) -> dict[str, Any]:
+        # A confused proxy: the poll of this response is answered with another's object.
+        return other_object if method == "GET" and path.endswith(f"/responses/{mine}") else data
+
+    proxy = RewritingProxy(fake.base_url, swapped)
+    try:
+        await start_worker(assistants_base_url=await proxy.start())
+        final = await client.wait(await client.enqueue(job(mine, namespace)), 15)
+    finally:
+        await proxy.close()
+    assert final.status == "error" and final.error is not None, final
+    assert final.error.code == "object_mismatch"
+    assert mine in final.reason and other in final.reason
+    assert final.output_text is None and final.usage is None, "nothing of the other response"
+    assert final.detail.get("response_ids", [mine]) == [mine]
