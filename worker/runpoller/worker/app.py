@@ -119,6 +119,7 @@ class WorkerApp:
             metrics=self.metrics,
             limiter=self.limiter,
             max_result_bytes=settings.max_result_bytes,
+            outage=self.outage,
         )
         self.metrics.runs_in_flight.set_function(lambda: len(self.runner.runs))
         in_flight = self.runner.runs.__len__

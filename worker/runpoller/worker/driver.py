@@ -48,6 +48,7 @@ from runpoller.protocol import (
     ToolCall,
     stored_job,
 )
+from runpoller.redis.connection import OutageMonitor
 from runpoller.redis.store import RunStore
 from runpoller.worker.metrics import Metrics
 from runpoller.worker.ratelimit import RateLimiter
@@ -117,8 +118,12 @@ class Runner:
         limiter: RateLimiter | None = None,
         max_result_bytes: int = 1024 * 1024,
         clock: Clock = time.time,
+        outage: OutageMonitor | None = None,
     ) -> None:
         self.max_result_bytes = max_result_bytes
+        # The worker's one record of Redis outages: it logs once per quiet period, however
+        # many runs' writes (and pooled connections going stale at a restart) fail.
+        self.outage = outage or OutageMonitor()
         self.metrics = metrics or Metrics()
         self.limiter = limiter
         self.store = store
@@ -538,7 +543,7 @@ class Runner:
                 if self.redis_down_since is None:
                     self.redis_down_since = self.clock()
                     self.metrics.redis_outages.inc()
-                    log.warning("redis.unavailable", error=type(exc).__name__)
+                self.outage.note_failure(type(exc).__name__)
                 await asyncio.sleep(delay * (0.75 + random.random() / 2))
                 delay = min(delay * 2, 5.0)
                 continue
