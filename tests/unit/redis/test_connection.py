@@ -69,3 +69,12 @@ def test_settings_retry_forever_and_tell_their_monitor_on_the_first_failure() ->
     assert 0 <= backoff.compute(1) <= 5.0
     assert monitor.waiting()
     assert backoff.compute(30) <= 5.0  # capped
+
+
+def test_every_connection_shares_the_one_monitor_redis_py_deep_copies_its_retry() -> None:
+    import copy
+
+    monitor = OutageMonitor()
+    settings = redis_settings("redis://127.0.0.1:6390/0", monitor)
+    copied = copy.deepcopy(settings.retry)
+    assert copied is not None and copied._backoff.monitor is monitor

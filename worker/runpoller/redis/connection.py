@@ -35,6 +35,11 @@ class OutageMonitor:
         self.last_failure = float("-inf")
         self._last_warning = float("-inf")
 
+    def __deepcopy__(self, memo: dict[int, object]) -> OutageMonitor:
+        # redis-py deep-copies its Retry (backoff included) into every connection: the copies
+        # must share this one record, or each pooled connection logs an outage of its own.
+        return self
+
     def note_failure(self, error: str) -> None:
         now = self.clock()
         self.last_failure = now
