@@ -171,7 +171,7 @@ class Admission:
                 api_key, _ = self._job_parameters(job)
             except RunRefused as exc:
                 return await self._refuse(run_id, job.kind, exc.code, str(exc))
-            if not self.runner.adopt(run_id, job, state, api_key):
+            if not self.runner.adopt(run_id, job, state, api_key, claim.job_json):
                 return "already_here"
         self.metrics.runs_accepted.labels(job.kind, "resumed").inc()
         self.metrics.runs_recovered.inc()
