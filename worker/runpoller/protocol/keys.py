@@ -41,6 +41,30 @@ class Keys:
         return f"{self.prefix}:replies"
 
     @property
+    def cancels(self) -> str:
+        """The app's cancel requests (fields ``run_id``, ``reason``), read by every worker."""
+        return f"{self.prefix}:cancels"
+
+    def cancel(self, run_id: str) -> str:
+        """A run's durable cancel request (hash ``reason``, ``requested_at``; the worker adds
+        ``outcome`` when the run had already ended): seen by whoever owns the run, now or later."""
+        return f"{self.prefix}:cancel:{run_id}"
+
+    @property
+    def runs_active(self) -> str:
+        """Index of runs with a record and no final event: zset run id -> accepted epoch ms."""
+        return f"{self.prefix}:runs:active"
+
+    @property
+    def runs_ended(self) -> str:
+        """Index of ended runs: zset run id -> end epoch ms (trimmed at the record TTL)."""
+        return f"{self.prefix}:runs:ended"
+
+    def reply_status(self, entry_id: str) -> str:
+        """Why a replies-stream entry could not be applied to any run (JSON; expiring)."""
+        return f"{self.prefix}:reply:{entry_id}"
+
+    @property
     def control(self) -> str:
         """Worker-to-worker messages (a 429 pause for a key, ...)."""
         return f"{self.prefix}:control"
