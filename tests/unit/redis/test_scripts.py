@@ -23,6 +23,8 @@ from redis.asyncio import Redis
 from runpoller.redis import scripts
 
 REPO = Path(__file__).resolve().parents[3]
+NOW_MS = 1_764_115_230_500
+"""The caller's clock as the scripts take it (ARGV): index scores never come from Redis."""
 
 
 async def call(
@@ -47,19 +49,36 @@ class ScriptCases:
 
     @staticmethod
     def claim_keys(ns: str, run_id: str = "run_1", me: str = "w1") -> list[str]:
-        """KEYS of claim.lua: run hash, owned set, events stream."""
-        return [f"{ns}:run:{run_id}", f"{ns}:owned:{me}", f"{ns}:events:{run_id}"]
+        """KEYS of claim.lua: run hash, owned set, events stream, active and ended indexes."""
+        return [
+            f"{ns}:run:{run_id}",
+            f"{ns}:owned:{me}",
+            f"{ns}:events:{run_id}",
+            f"{ns}:runs:active",
+            f"{ns}:runs:ended",
+        ]
 
     @staticmethod
     def claim_args(ns: str, run_id: str = "run_1", me: str = "w1") -> list[Any]:
-        """ARGV of claim.lua, with a job, a state and an accepted event of their own."""
-        return [me, f"{ns}:worker:", '{"job":1}', '{"state":1}', 60, run_id, '{"acc":1}', 100]
+        """ARGV of claim.lua, with a job, a state, an accepted event and a time of their own."""
+        return [
+            me,
+            f"{ns}:worker:",
+            '{"job":1}',
+            '{"state":1}',
+            60,
+            run_id,
+            '{"acc":1}',
+            100,
+            NOW_MS,
+        ]
 
     async def test_claim_new_creates_the_record_owned_by_me(
         self, client: Redis, namespace: str
     ) -> None:
-        run, owned, events = self.claim_keys(namespace)
-        reply = await call(client, "claim", [run, owned, events], self.claim_args(namespace))
+        run, owned, events, active, ended = keys = self.claim_keys(namespace)
+        await client.zadd(ended, {"run_1": NOW_MS - 5_000, "other": NOW_MS - 1})
+        reply = await call(client, "claim", keys, self.claim_args(namespace))
         assert reply == [b"new"]
         assert await client.hgetall(run) == {
             b"job": b'{"job":1}',
@@ -70,37 +89,40 @@ class ScriptCases:
         assert await client.smembers(owned) == {b"run_1"}
         assert await types_and_data(client, events) == [("accepted", '{"acc":1}')]
         assert 0 < await client.ttl(events) <= 60
+        assert await client.zrange(active, 0, -1, withscores=True) == [(b"run_1", NOW_MS)]
+        assert await client.zrange(ended, 0, -1) == [b"other"], "an expired run's entry goes"
 
     async def test_claim_done_when_the_run_is_final(self, client: Redis, namespace: str) -> None:
-        run, owned, events = self.claim_keys(namespace)
+        run, owned, events, active, ended = keys = self.claim_keys(namespace)
         await client.hset(run, mapping={"final": "1", "owner": ""})
-        reply = await call(client, "claim", [run, owned, events], self.claim_args(namespace))
+        reply = await call(client, "claim", keys, self.claim_args(namespace))
         assert reply == [b"done"]
         assert await client.hgetall(run) == {b"final": b"1", b"owner": b""}
-        assert not await client.exists(owned, events)
+        assert not await client.exists(owned, events, active, ended)
 
     async def test_claim_owned_while_another_owner_beats(
         self, client: Redis, namespace: str
     ) -> None:
-        run, owned, events = self.claim_keys(namespace)
+        run, owned, events, active, ended = keys = self.claim_keys(namespace)
         await client.hset(run, mapping={"job": "j", "state": "s", "owner": "w2"})
         await client.set(f"{namespace}:worker:w2", "{}", px=60_000)
-        reply = await call(client, "claim", [run, owned, events], self.claim_args(namespace))
+        reply = await call(client, "claim", keys, self.claim_args(namespace))
         assert reply == [b"owned", b"w2"]
         assert await client.hget(run, "owner") == b"w2"
-        assert not await client.exists(owned, events)
+        assert not await client.exists(owned, events, active, ended)
 
     @pytest.mark.parametrize("owner", ["", "w1", "w2"], ids=["no-owner", "me", "dead-owner"])
     async def test_claim_resumed_takes_over_a_run_no_live_worker_holds(
         self, client: Redis, namespace: str, owner: str
     ) -> None:
-        run, owned, events = self.claim_keys(namespace)
+        run, owned, events, active, ended = keys = self.claim_keys(namespace)
         await client.hset(
             run, mapping={"job": "stored-job", "state": "stored-state", "owner": owner}
         )
+        await client.zadd(active, {"run_1": NOW_MS - 9_000})
         if owner == "w1":  # my own heartbeat living does not make it "owned"
             await client.set(f"{namespace}:worker:w1", "{}", px=60_000)
-        reply = await call(client, "claim", [run, owned, events], self.claim_args(namespace))
+        reply = await call(client, "claim", keys, self.claim_args(namespace))
         assert reply == [b"resumed", b"stored-job", b"stored-state"]
         assert await client.hgetall(run) == {
             b"job": b"stored-job",
@@ -109,6 +131,20 @@ class ScriptCases:
         }
         assert await client.smembers(owned) == {b"run_1"}
         assert not await client.exists(events), "a takeover writes no accepted event"
+        assert await client.zrange(active, 0, -1, withscores=True) == [
+            (b"run_1", NOW_MS - 9_000)
+        ], "a takeover keeps the time the run was accepted"
+        assert not await client.exists(ended)
+
+    async def test_claim_resumed_lists_a_run_the_index_never_had(
+        self, client: Redis, namespace: str
+    ) -> None:
+        # A run accepted before the index existed (an upgrade with runs in flight).
+        run, _, _, active, _ = keys = self.claim_keys(namespace)
+        await client.hset(run, mapping={"job": "j", "state": "s", "owner": ""})
+        reply = await call(client, "claim", keys, self.claim_args(namespace))
+        assert reply == [b"resumed", b"j", b"s"]
+        assert await client.zrange(active, 0, -1, withscores=True) == [(b"run_1", NOW_MS)]
 
     # ------------------------------------------------------------------ publish
 
@@ -142,38 +178,55 @@ class ScriptCases:
 
     # ------------------------------------------------------------------ restore
 
+    @staticmethod
+    def restore_keys(ns: str) -> list[str]:
+        """KEYS of restore.lua: run hash, owned set, active index."""
+        return [f"{ns}:run:r", f"{ns}:owned:w1", f"{ns}:runs:active"]
+
     async def test_restore_1_recreates_a_lost_record_owned_by_me(
         self, client: Redis, namespace: str
     ) -> None:
-        run, owned = f"{namespace}:run:r", f"{namespace}:owned:w1"
-        assert await call(client, "restore", [run, owned], ["w1", "JOB", "STATE", 30, "r"]) == 1
+        run, owned, active = keys = self.restore_keys(namespace)
+        assert await call(client, "restore", keys, ["w1", "JOB", "STATE", 30, "r", NOW_MS]) == 1
         assert await client.hgetall(run) == {b"job": b"JOB", b"state": b"STATE", b"owner": b"w1"}
         assert 0 < await client.ttl(run) <= 30
         assert await client.smembers(owned) == {b"r"}
+        assert await client.zrange(active, 0, -1, withscores=True) == [(b"r", NOW_MS)]
 
     async def test_restore_0_leaves_an_existing_record_alone(
         self, client: Redis, namespace: str
     ) -> None:
-        run, owned = f"{namespace}:run:r", f"{namespace}:owned:w1"
+        run, owned, active = keys = self.restore_keys(namespace)
         await client.hset(run, mapping={"owner": "w2", "state": "theirs"})
-        assert await call(client, "restore", [run, owned], ["w1", "JOB", "STATE", 30, "r"]) == 0
+        assert await call(client, "restore", keys, ["w1", "JOB", "STATE", 30, "r", NOW_MS]) == 0
         assert await client.hgetall(run) == {b"owner": b"w2", b"state": b"theirs"}
-        assert not await client.exists(owned)
+        assert not await client.exists(owned, active)
 
     # ------------------------------------------------------------------ finalize
 
     @staticmethod
     def finalize_keys(ns: str) -> list[str]:
-        """KEYS of finalize.lua: run, events, result, owned, outcomes."""
-        return [f"{ns}:run:r", f"{ns}:events:r", f"{ns}:result:r", f"{ns}:owned:w1", f"{ns}:oc:1"]
+        """KEYS of finalize.lua: run, events, result, owned, outcomes, active, ended."""
+        return [
+            f"{ns}:run:r",
+            f"{ns}:events:r",
+            f"{ns}:result:r",
+            f"{ns}:owned:w1",
+            f"{ns}:oc:1",
+            f"{ns}:runs:active",
+            f"{ns}:runs:ended",
+        ]
 
     async def test_finalize_1_writes_the_final_event_once(
         self, client: Redis, namespace: str
     ) -> None:
-        run, events, result, owned, outcomes = keys = self.finalize_keys(namespace)
+        run, events, result, owned, outcomes, active, ended = keys = self.finalize_keys(namespace)
         await client.hset(run, mapping={"job": "j", "state": "s", "owner": "w1"})
         await client.sadd(owned, "r", "other")
-        args = ["w1", "final-state", 100, "FINAL", 30, "r", "completed", "status", "done"]
+        await client.zadd(active, {"r": NOW_MS - 20_000, "other": NOW_MS - 10_000})
+        # Ended 30 s before now (the TTL) and more: their records have expired; the rest stay.
+        await client.zadd(ended, {"gone": NOW_MS - 30_001, "edge": NOW_MS - 30_000, "kept": NOW_MS})
+        args = ["w1", "final-state", 100, "FINAL", 30, "r", "completed", NOW_MS, "status", "done"]
         assert await call(client, "finalize", keys, args) == 1
         assert await client.hgetall(run) == {
             b"state": b"final-state",
@@ -187,68 +240,96 @@ class ScriptCases:
         assert await client.smembers(owned) == {b"other"}
         assert await client.hgetall(outcomes) == {b"completed": b"1"}
         assert 7100 < await client.ttl(outcomes) <= 7200
+        assert await client.zrange(active, 0, -1) == [b"other"]
+        assert await client.zrange(ended, 0, -1, withscores=True) == [
+            (b"edge", NOW_MS - 30_000),
+            (b"kept", NOW_MS),
+            (b"r", NOW_MS),
+        ]
 
     async def test_finalize_sets_the_outcomes_ttl_only_with_a_new_field(
         self, client: Redis, namespace: str
     ) -> None:
-        run, _, _, _, outcomes = keys = self.finalize_keys(namespace)
+        run, _, _, _, outcomes, _, _ = keys = self.finalize_keys(namespace)
         await client.hset(outcomes, "completed", 5)
         await client.expire(outcomes, 100)
         await client.hset(run, mapping={"owner": "w1"})
-        assert (
-            await call(client, "finalize", keys, ["w1", "s", 100, "F", 30, "r", "completed"]) == 1
-        )
+        args = ["w1", "s", 100, "F", 30, "r", "completed", NOW_MS]
+        assert await call(client, "finalize", keys, args) == 1
         assert await client.hget(outcomes, "completed") == b"6"
         assert 0 < await client.ttl(outcomes) <= 100, "an existing field keeps the hash's TTL"
 
     async def test_finalize_0_when_already_final(self, client: Redis, namespace: str) -> None:
-        run, events, result, owned, outcomes = keys = self.finalize_keys(namespace)
+        run, events, result, owned, outcomes, active, ended = keys = self.finalize_keys(namespace)
         await client.hset(run, mapping={"final": "1", "owner": "w1", "state": "s"})
-        assert await call(client, "finalize", keys, ["w1", "x", 100, "F", 30, "r", "failed"]) == 0
+        args = ["w1", "x", 100, "F", 30, "r", "failed", NOW_MS]
+        assert await call(client, "finalize", keys, args) == 0
         assert await client.hgetall(run) == {b"final": b"1", b"owner": b"w1", b"state": b"s"}
-        assert not await client.exists(events, result, owned, outcomes)
+        assert not await client.exists(events, result, owned, outcomes, active, ended)
 
     @pytest.mark.parametrize("owner", ["", "w2"], ids=["no-owner", "other"])
     async def test_finalize_minus_1_when_not_the_owner(
         self, client: Redis, namespace: str, owner: str | None
     ) -> None:
-        run, events, result, owned, outcomes = keys = self.finalize_keys(namespace)
+        run, events, result, owned, outcomes, active, ended = keys = self.finalize_keys(namespace)
         if owner is not None:
             await client.hset(run, mapping={"owner": owner, "state": "s"})
         await client.sadd(owned, "r")
-        args = ["w1", "x", 100, "F", 30, "r", "failed", "status", "x"]
+        await client.zadd(active, {"r": NOW_MS - 1})
+        args = ["w1", "x", 100, "F", 30, "r", "failed", NOW_MS, "status", "x"]
         assert await call(client, "finalize", keys, args) == -1
         assert await client.hget(run, "state") == (None if owner is None else b"s")
-        assert not await client.exists(events, result, outcomes)
+        assert not await client.exists(events, result, outcomes, ended)
         assert await client.smembers(owned) == {b"r"}
+        assert await client.zrange(active, 0, -1) == [b"r"]
 
     async def test_finalize_minus_2_when_the_record_is_gone(
         self, client: Redis, namespace: str
     ) -> None:
-        run, events, result, owned, outcomes = keys = self.finalize_keys(namespace)
-        args = ["w1", "x", 100, "F", 30, "r", "failed", "status", "x"]
+        keys = self.finalize_keys(namespace)
+        args = ["w1", "x", 100, "F", 30, "r", "failed", NOW_MS, "status", "x"]
         assert await call(client, "finalize", keys, args) == -2
-        assert not await client.exists(run, events, result, outcomes, owned)
+        assert not await client.exists(*keys)
 
     # ------------------------------------------------------------------ reject
+
+    @staticmethod
+    def reject_keys(ns: str) -> list[str]:
+        """KEYS of reject.lua: run, events, result, active and ended indexes."""
+        return [
+            f"{ns}:run:r",
+            f"{ns}:events:r",
+            f"{ns}:res:r",
+            f"{ns}:runs:active",
+            f"{ns}:runs:ended",
+        ]
 
     async def test_reject_1_records_a_final_error_for_a_new_run(
         self, client: Redis, namespace: str
     ) -> None:
-        run, events, result = f"{namespace}:run:r", f"{namespace}:events:r", f"{namespace}:res:r"
-        assert await call(client, "reject", [run, events, result], [100, "ERR", 30]) == 1
+        run, events, result, active, ended = keys = self.reject_keys(namespace)
+        await client.zadd(active, {"r": NOW_MS - 40_000, "other": NOW_MS - 1})  # r: expired
+        await client.zadd(ended, {"gone": NOW_MS - 30_001, "kept": NOW_MS - 30_000})
+        assert await call(client, "reject", keys, [100, "ERR", 30, "r", NOW_MS]) == 1
         assert await client.hgetall(run) == {b"final": b"1", b"owner": b""}
         assert await types_and_data(client, events) == [("final", "ERR")]
         assert await client.get(result) == b"ERR"
         for key in (run, events, result):
             assert 0 < await client.ttl(key) <= 30
+        assert await client.zrange(active, 0, -1) == [b"other"]
+        assert await client.zrange(ended, 0, -1, withscores=True) == [
+            (b"kept", NOW_MS - 30_000),
+            (b"r", NOW_MS),
+        ]
 
     async def test_reject_0_when_the_run_exists(self, client: Redis, namespace: str) -> None:
-        run, events, result = f"{namespace}:run:r", f"{namespace}:events:r", f"{namespace}:res:r"
+        run, events, result, active, ended = keys = self.reject_keys(namespace)
         await client.hset(run, mapping={"owner": "w2", "job": "j"})
-        assert await call(client, "reject", [run, events, result], [100, "ERR", 30]) == 0
+        await client.zadd(active, {"r": NOW_MS - 1})
+        assert await call(client, "reject", keys, [100, "ERR", 30, "r", NOW_MS]) == 0
         assert await client.hgetall(run) == {b"owner": b"w2", b"job": b"j"}
-        assert not await client.exists(events, result)
+        assert not await client.exists(events, result, ended)
+        assert await client.zrange(active, 0, -1) == [b"r"]
 
     # ------------------------------------------------------------------ heartbeat
 

@@ -93,9 +93,16 @@ class RunStore:
         self._restore = scripts.register(redis, "restore")
 
     async def claim(self, run_id: str, job_json: str, state_json: str, accepted: str) -> Claim:
-        """Create the run record (first enqueue) or take over an unowned one."""
+        """Create the run record (first enqueue) or take over an unowned one; a new run is
+        listed in the active index."""
         reply = await self._claim(
-            keys=[self.keys.run(run_id), self.keys.owned(self.worker_id), self.keys.events(run_id)],
+            keys=[
+                self.keys.run(run_id),
+                self.keys.owned(self.worker_id),
+                self.keys.events(run_id),
+                self.keys.runs_active,
+                self.keys.runs_ended,
+            ],
             args=[
                 self.worker_id,
                 self.keys.heartbeat(""),
@@ -105,6 +112,7 @@ class RunStore:
                 run_id,
                 accepted,
                 self.maxlen,
+                _now_ms(),
             ],
         )
         outcome = _s(reply[0])
@@ -135,8 +143,8 @@ class RunStore:
         """Re-create a run's record from the driver's memory after Redis lost it; False (and
         nothing written) when the run has a record again."""
         restored = await self._restore(
-            keys=[self.keys.run(run_id), self.keys.owned(self.worker_id)],
-            args=[self.worker_id, job_json, state_json, self.ttl_s, run_id],
+            keys=[self.keys.run(run_id), self.keys.owned(self.worker_id), self.keys.runs_active],
+            args=[self.worker_id, job_json, state_json, self.ttl_s, run_id, _now_ms()],
         )
         return bool(restored)
 
@@ -153,9 +161,11 @@ class RunStore:
 
         ``events`` (type, data) are appended just before the final event, in the same script
         (the terminal ``status`` event, held while the results were fetched). Also counts
-        the outcome in a per-minute hash, for ``runpoller stats``.
+        the outcome in a per-minute hash, for ``runpoller stats``, and moves the run from the
+        active index to the ended one.
         """
-        minute = int(time.time() // 60)
+        now_ms = _now_ms()
+        minute = now_ms // 60_000
         result = await self._finalize(
             keys=[
                 self.keys.run(run_id),
@@ -163,6 +173,8 @@ class RunStore:
                 self.keys.result(run_id),
                 self.keys.owned(self.worker_id),
                 self.keys.outcomes(minute),
+                self.keys.runs_active,
+                self.keys.runs_ended,
             ],
             args=[
                 self.worker_id,
@@ -172,16 +184,24 @@ class RunStore:
                 self.ttl_s,
                 run_id,
                 status,
+                now_ms,
                 *(part for event in events for part in event),
             ],
         )
         return int(result)
 
     async def reject(self, run_id: str, final: str) -> bool:
-        """Record a final error for an invalid job naming a run that does not exist yet."""
+        """Record a final error for an invalid job naming a run that does not exist yet (and
+        list it in the ended index)."""
         result = await self._reject(
-            keys=[self.keys.run(run_id), self.keys.events(run_id), self.keys.result(run_id)],
-            args=[self.maxlen, final, self.ttl_s],
+            keys=[
+                self.keys.run(run_id),
+                self.keys.events(run_id),
+                self.keys.result(run_id),
+                self.keys.runs_active,
+                self.keys.runs_ended,
+            ],
+            args=[self.maxlen, final, self.ttl_s, run_id, _now_ms()],
         )
         return bool(result)
 
@@ -346,3 +366,8 @@ class RunStore:
             stream: _str(last[0][0]) if last else "0-0"
             for stream, last in zip(streams, lasts, strict=True)
         }
+
+
+def _now_ms() -> int:
+    """This process's clock in epoch ms, for the scripts' index scores (never Redis's clock)."""
+    return int(time.time() * 1000)
