@@ -26,8 +26,9 @@ def test_demo_shows_every_outcome() -> None:
     )
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
-    for outcome in ("→ completed", "→ failed", "→ timed_out", "→ refused"):
+    for outcome in ("→ completed", "→ failed", "→ timed_out", "→ cancelled", "→ refused"):
         assert outcome in out
-    assert out.count("  ok ") == 7 and "!!" not in out
+    assert out.count("  ok ") == 8 and "!!" not in out
+    assert "error: cancelled_by_app: cancelled at the app's request (the user pressed stop)" in out
     assert "app: completed: It is sunny in Paris." in out, "the example app's round trip"
     assert "$ runpoller stats" in out and "/metrics" in out

@@ -94,7 +94,8 @@ async def test_failed_run_reports_last_error(
     thread_id, run_id = await fake_run(fake_http, "fail")
     final = await client.wait(await client.enqueue(job(thread_id, run_id, namespace)), 15)
     assert final.status == "failed"
-    assert final.error is not None and final.error.code == "server_error"
+    assert final.error is not None and final.error.code == "run_failed"
+    assert final.error.api_code == "server_error", "the API's own code, beside ours"
 
 
 async def test_timeout_cancels_the_run_and_says_so(
@@ -296,7 +297,8 @@ async def test_wrong_key_ends_with_clear_error_and_no_secret(
         await client.enqueue(job(thread_id, run_id, namespace, api_key=secret)), 10
     )
     assert final.status == "error"
-    assert final.error is not None and final.error.code == "invalid_api_key"
+    assert final.error is not None and final.error.code == "unauthorized"
+    assert (final.error.api_code, final.error.http_status) == ("invalid_api_key", 401)
     assert secret not in final.model_dump_json()
 
 

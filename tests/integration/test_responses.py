@@ -38,7 +38,14 @@ def job(response_id: str, namespace: str, **extra: Any) -> dict[str, Any]:
     ("scenario", "status", "check"),
     [
         ("complete", "completed", lambda f: f.output_text == "Hello from the fake OpenAI server."),
-        ("fail", "failed", lambda f: f.error is not None and f.error.code == "server_error"),
+        (
+            "fail",
+            "failed",
+            lambda f: (
+                f.error is not None
+                and (f.error.code, f.error.api_code) == ("run_failed", "server_error")
+            ),
+        ),
         (
             "incomplete",
             "incomplete",

@@ -27,7 +27,7 @@ from runpoller.cli.follow import describe
 from runpoller.cli.stats import collect, render_table
 from runpoller.client import RunpollerClient
 from runpoller.config import load_settings
-from runpoller.protocol import FinalEvent, RequiresActionEvent
+from runpoller.protocol import FinalEvent, RequiresActionEvent, StatusEvent
 from runpoller_dev.devredis import _ping, free_port
 from runpoller_fake import FakeServer, FakeState, start_fake_server
 
@@ -46,6 +46,8 @@ class DemoRun:
     run_id: str = ""
     line: str = "enqueued"
     final: FinalEvent | None = None
+    stop_after_s: float | None = None
+    """The app presses "stop" this long after the run is first seen in progress."""
 
 
 def demo_runs(fast: bool) -> list[DemoRun]:
@@ -88,6 +90,12 @@ def demo_runs(fast: bool) -> list[DemoRun]:
             "timed_out",
             "slow_cancel",
             job_extra={"timeout_ms": 1500 if fast else 4000},
+        ),
+        DemoRun(
+            "the user presses stop: cancelled",
+            "cancelled",
+            "never_ends",
+            stop_after_s=0.5 if fast else 2.0,
         ),
         DemoRun(
             "assistant not in supportedIds: refused",
@@ -199,15 +207,32 @@ async def answer_tool_calls(client: RunpollerClient, event: RequiresActionEvent)
 
 
 async def follow(client: RunpollerClient, run: DemoRun, redraw: asyncio.Event) -> None:
+    stop: asyncio.Task[None] | None = None
     async for item in client.events(run.run_id):
         event = item.event
         run.line = describe(event)
         if isinstance(event, RequiresActionEvent):
             await answer_tool_calls(client, event)
             run.line += " → answered"
+        if (
+            isinstance(event, StatusEvent)
+            and event.status == "in_progress"
+            and run.stop_after_s is not None
+            and stop is None
+        ):
+            stop = asyncio.create_task(press_stop(client, run, redraw))
         if isinstance(event, FinalEvent):
             run.final = event
         redraw.set()
+
+
+async def press_stop(client: RunpollerClient, run: DemoRun, redraw: asyncio.Event) -> None:
+    """The app's stop button: one cancel request through Redis (docs/protocol.md, 5.)."""
+    assert run.stop_after_s is not None
+    await asyncio.sleep(run.stop_after_s)
+    await client.cancel(run.run_id, reason="the user pressed stop")
+    run.line += " → stop pressed"
+    redraw.set()
 
 
 def render(runs: list[DemoRun], started: float, tty: bool) -> str:

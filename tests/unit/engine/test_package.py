@@ -70,7 +70,7 @@ def test_the_check_allows_the_package_and_the_standard_library(tmp_path: Path) -
 def test_every_public_name_is_exported_from_the_package() -> None:
     defined = {
         name
-        for module in (engine.model, engine.rules, engine.admission)
+        for module in (engine.model, engine.rules, engine.admission, engine.codes)
         for name, value in vars(module).items()
         if not name.startswith("_")
         and not inspect.ismodule(value)

@@ -9,6 +9,7 @@ import pytest
 from runpoller import engine
 from runpoller.engine import (
     ActionRequired,
+    CancelOutcome,
     CancelReason,
     CancelStarted,
     Failure,
@@ -17,7 +18,6 @@ from runpoller.engine import (
     Op,
     Phase,
     Policy,
-    ReplyIgnored,
     ReplyRejected,
     RunState,
     Status,
@@ -351,12 +351,14 @@ def test_reply_for_a_round_not_yet_asked_is_rejected() -> None:
     assert "round 2 has not been asked" in r.effects[0].problems[0]
 
 
-def test_duplicate_reply_after_submission_is_ignored() -> None:
+def test_a_reply_for_a_round_already_answered_is_rejected_saying_so() -> None:
     d = engine.on_observation(state(), Op.GET, requires_action(), T0, POLICY)
     d = engine.on_observation(d.state, Op.SUBMIT, obs(Status.QUEUED), T0 + 1, POLICY)
     r = engine.on_reply(d.state, 1, [("call_a", "x"), ("call_b", "y")], T0 + 2, POLICY)
     assert r.next is None and r.state == d.state
-    assert [type(e) for e in r.effects] == [ReplyIgnored]
+    assert r.effects == (
+        ReplyRejected(1, ("round 1 was already answered; this reply was not used",)),
+    )
 
 
 def test_oversized_reply_is_rejected_with_sizes() -> None:
@@ -470,7 +472,7 @@ def test_a_refusal_starts_a_cancel_naming_why() -> None:
     policy = Policy(allowed_models=frozenset({"gpt-4o"}))
     d = engine.on_observation(state(), Op.GET, obs(Status.QUEUED, model="gpt-3.5"), T0, policy)
     why = "model gpt-3.5 is not in ASSISTANTS_MODELS"
-    assert cancels_started(d) == [CancelStarted(CancelReason.REFUSED, why)]
+    assert cancels_started(d) == [CancelStarted(CancelReason.REFUSED_MODEL, why)]
 
 
 def test_a_run_already_cancelling_is_not_announced_again() -> None:
@@ -478,7 +480,7 @@ def test_a_run_already_cancelling_is_not_announced_again() -> None:
     d = engine.on_failure(state(), Op.GET, RETRYABLE[0], T0 + 60, POLICY, 0)
     policy = Policy(allowed_models=frozenset({"gpt-4o"}))
     d = engine.on_observation(d.state, Op.CANCEL, obs(Status.QUEUED, model="x"), T0 + 60, policy)
-    assert d.state.cancel_reason is CancelReason.REFUSED and d.next == engine.Next(
+    assert d.state.cancel_reason is CancelReason.REFUSED_MODEL and d.next == engine.Next(
         Op.CANCEL, T0 + 60
     )
     assert cancels_started(d) == []
@@ -514,10 +516,13 @@ def test_a_tool_timeout_with_nothing_to_cancel_ends_cancelled_without_a_request(
     assert d.effects[1] == StatusChanged(Status.CANCELLED, "cancelled", "run_1")
     assert d.state.phase is Phase.FETCHING and d.state.cancel_sent
     fin = finished(engine.on_result_fetched(d.state, T0 + 60))
+    reason = "timed out waiting for tool outputs (unanswered call ids: call_a, call_b)"
     assert fin == Finished(
         "timed_out",
-        "timed out waiting for tool outputs (unanswered call ids: call_a, call_b)",
+        reason,
         "cancelled",
+        ("tool_outputs_timeout", reason),
+        cancel=CancelOutcome(CancelReason.TOOL_TIMEOUT, "confirmed"),
     )
 
 

@@ -16,9 +16,12 @@ from hypothesis import strategies as st
 
 from runpoller import engine
 from runpoller.engine import (
+    MEANINGS,
     ActionRequired,
+    CancelReason,
     CancelStarted,
     Decision,
+    ErrorCode,
     Failure,
     Finished,
     Next,
@@ -132,6 +135,7 @@ class Run:
     nxt: Next | None = None
     persisted: RunState = field(init=False)
     finals: list[Finished] = field(default_factory=list)
+    app_cancelled: bool = False
 
     def __post_init__(self) -> None:
         self.deadline, self.interval = self.state.deadline, self.state.interval
@@ -147,7 +151,15 @@ class Run:
         assert len(self.finals) <= 1, self.finals
         if fins:
             assert d.next is None and new.phase is Phase.DONE
-            assert fins[0].status in FINAL_STATUSES
+            fin = fins[0]
+            assert fin.status in FINAL_STATUSES
+            # Every end but completed has an error code, listed for its status.
+            assert (fin.error is None) == (fin.status == "completed"), fin
+            if fin.error is not None:
+                code = ErrorCode(fin.error[0])
+                assert fin.status in MEANINGS[code][0], fin
+            if self.app_cancelled and fin.cancel is not None:
+                assert fin.cancel.reason in (CancelReason.APP, old.cancel_reason)
         elif rule == "reply":
             assert new == old, "a reply decides a request, never a new state"
         else:
@@ -194,10 +206,20 @@ class Run:
     def step(self, data: st.DataObject) -> None:
         nxt = self.nxt
         assert nxt is not None
-        kinds = ["answer", "answer", "failure", "failure", "restart"]
+        kinds = ["answer", "answer", "failure", "failure", "restart", "cancel"]
         if nxt.wake_on_reply:
             kinds += ["reply", "reply"]
         kind = data.draw(st.sampled_from(kinds), label="event")
+        if kind == "cancel":
+            # The app asks to cancel during the wait (the driver feeds it in between requests).
+            self.now = data.draw(st.floats(self.now, max(self.now, nxt.at)), label="cancel at")
+            d = engine.on_cancel_request(self.state, "user pressed stop", self.now)
+            if d is None:
+                assert self.state.phase in (Phase.CANCELLING, Phase.FETCHING)
+                return None
+            self.app_cancelled = True
+            assert d.state.cancel_reason is CancelReason.APP
+            return self.apply(d, rule="cancel")
         if kind == "reply":
             self.now = data.draw(st.floats(self.now, max(self.now, nxt.at)), label="reply at")
             round_, outputs = data.draw(replies(self.state), label="reply")
@@ -244,6 +266,7 @@ class Run:
         assert engine.on_result_fetched(s, self.now) == quiet
         assert engine.on_reply(s, s.round, [], self.now, self.policy) == quiet
         assert engine.on_crash(s, "RuntimeError") == quiet
+        assert engine.on_cancel_request(s, "stop", self.now) is None
 
 
 @st.composite

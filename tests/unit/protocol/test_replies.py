@@ -56,7 +56,14 @@ def test_an_entry_naming_no_run_or_round_is_none(fields: dict[bytes, bytes]) -> 
         ("", "outputs is not valid JSON: "),
         ('{"tool_call_id": "a", "output": "x"}', "outputs must be a JSON array"),
         ("null", "outputs must be a JSON array"),
-        ([{"tool_call_id": "a", "output": "x"}, "b"], "outputs[1] needs a string tool_call_id"),
+        (
+            [{"tool_call_id": "a", "output": "x"}, "b"],
+            "outputs[1] must be an object with tool_call_id and output",
+        ),
+        (
+            [{"tool_call_id": "a", "output": "x", "type": "function_call_output"}],
+            "outputs[0] has unexpected key 'type': each item has tool_call_id and output only",
+        ),
         ([{"output": "x"}], "outputs[0] needs a string tool_call_id"),
         ([{"tool_call_id": 7, "output": "x"}], "outputs[0] needs a string tool_call_id"),
         ([{"tool_call_id": "a"}], "outputs[0] has no output"),
@@ -89,10 +96,21 @@ def test_outputs_of_any_json_type_are_kept_for_the_engine_to_reject() -> None:
     assert reply.outputs == [("a", 5), ("b", None), ("c", {"temp_c": 21})]
 
 
-def test_other_keys_are_ignored() -> None:
-    item = {"tool_call_id": "a", "output": "x", "type": "function_call_output"}
-    reply = parse_reply(entry([item], note="from the app"))
-    assert reply == ParsedReply("run_1", 1, [("a", "x")])
+def test_an_entry_with_fields_the_schema_does_not_have_is_rejected_naming_them() -> None:
+    # additionalProperties: false, as documented: a typo ("output" for "outputs") or an extra
+    # field is not silently dropped.
+    reply = parse_reply(entry([{"tool_call_id": "a", "output": "x"}], note="from the app"))
+    assert reply == ParsedReply(
+        "run_1",
+        1,
+        None,
+        "unexpected field 'note': a reply has run_id, round and outputs only",
+    )
+
+
+def test_the_entry_id_travels_with_the_reply() -> None:
+    reply = parse_reply(entry([{"tool_call_id": "a", "output": "x"}]), "1700000000000-3")
+    assert reply == ParsedReply("run_1", 1, [("a", "x")], "", "1700000000000-3")
 
 
 def test_invalid_utf8_never_raises() -> None:

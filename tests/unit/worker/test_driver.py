@@ -279,7 +279,9 @@ async def test_a_response_past_its_tool_deadline_ends_cancelled_without_a_cancel
     final = FinalEvent.model_validate(events[-1][1])
     assert final.api_status == "cancelled"
     assert final.reason == "timed out waiting for tool outputs (unanswered call ids: call_1)"
-    assert final.error is None and final.output_text is None
+    assert final.error is not None and final.error.code == "tool_outputs_timeout"
+    assert final.cancel is not None and final.cancel.outcome == "confirmed"
+    assert final.output_text is None
     assert final.model is None and final.usage is None
     assert final.detail == {"response_ids": ["resp_1"]}
 

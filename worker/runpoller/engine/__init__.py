@@ -11,6 +11,7 @@ drives: backends map their API objects onto :class:`Observation`, the driver
   :class:`RunState`, the requests (:class:`Op`, :class:`Next`), effects and :class:`Decision`.
 - ``rules``: the decisions about a run, and the theory of operation.
 - ``admission``: the decisions before a run exists: a job's bounds, the refusal outcome.
+- ``codes``: the error code of every way a run ends other than ``completed``.
 
 Use it as ``from runpoller import engine`` and ``engine.on_observation(...)``.
 """
@@ -24,8 +25,10 @@ from .admission import (
     metadata_refusal,
     refused,
 )
+from .codes import HTTP_CODES, MEANINGS, ErrorCode
 from .model import (
     ActionRequired,
+    CancelOutcome,
     CancelReason,
     CancelStarted,
     Decision,
@@ -37,7 +40,6 @@ from .model import (
     Op,
     Phase,
     Policy,
-    ReplyIgnored,
     ReplyRejected,
     RunState,
     Status,
@@ -47,6 +49,7 @@ from .model import (
 )
 from .rules import (
     new_state,
+    on_cancel_request,
     on_crash,
     on_failure,
     on_observation,
@@ -60,13 +63,17 @@ from .rules import (
 )
 
 __all__ = [
+    "HTTP_CODES",
     "INVALID_JOB",
+    "MEANINGS",
     "ActionRequired",
     "Bounds",
+    "CancelOutcome",
     "CancelReason",
     "CancelStarted",
     "Decision",
     "Effect",
+    "ErrorCode",
     "Failure",
     "Finished",
     "Limits",
@@ -76,7 +83,6 @@ __all__ = [
     "Phase",
     "Policy",
     "Refusal",
-    "ReplyIgnored",
     "ReplyRejected",
     "RunState",
     "Status",
@@ -86,6 +92,7 @@ __all__ = [
     "job_bounds",
     "metadata_refusal",
     "new_state",
+    "on_cancel_request",
     "on_crash",
     "on_failure",
     "on_observation",

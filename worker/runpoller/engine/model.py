@@ -123,9 +123,16 @@ class Phase(StrEnum):
 
 
 class CancelReason(StrEnum):
+    """Why runpoller started cancelling a run (also the ``reason`` label of the cancel
+    counter)."""
+
     TIMEOUT = "timeout"
     TOOL_TIMEOUT = "tool_timeout"
     REFUSED = "refused"
+    """The run's assistant is not allowed (``supportedIds`` / ``excludedIds``)."""
+    REFUSED_MODEL = "refused_model"
+    APP = "app"
+    """The app asked (its reason, if it gave one, is the state's ``cancel_detail``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,12 +239,6 @@ class ReplyRejected:
 
 
 @dataclass(frozen=True, slots=True)
-class ReplyIgnored:
-    round: int
-    why: str
-
-
-@dataclass(frozen=True, slots=True)
 class UnknownStatusSeen:
     """The API reported a status the backend does not know, the first time in this run: for
     the driver's log and counter. The run keeps polling; the deadline cancels it."""
@@ -255,23 +256,35 @@ class CancelStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelOutcome:
+    """How a cancel runpoller started ended, and why it was started (with the app's reason
+    for an app's cancel). ``outcome``: ``confirmed`` (the API reports the run cancelled, or
+    nothing ran that needed cancelling), ``unconfirmed`` (no confirmation before the grace
+    ended: the run may still be running), ``overtaken`` (the run ended on its own first)."""
+
+    reason: CancelReason
+    outcome: str
+    app_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
-    """The run is over. ``status`` is the protocol's final status."""
+    """The run is over. ``status`` is the protocol's final status; ``error`` (code, message)
+    is set for every status but ``completed``, its code one of :class:`~.codes.ErrorCode`."""
 
     status: str
     reason: str
     api_status: str | None
     error: tuple[str, str] | None = None
+    api_code: str | None = None
+    """What the API itself said: its error code (a failed run's ``last_error.code``, an
+    error body's ``code``)."""
+    http_status: int | None = None
+    cancel: CancelOutcome | None = None
 
 
 Effect = (
-    StatusChanged
-    | ActionRequired
-    | ReplyRejected
-    | ReplyIgnored
-    | UnknownStatusSeen
-    | CancelStarted
-    | Finished
+    StatusChanged | ActionRequired | ReplyRejected | UnknownStatusSeen | CancelStarted | Finished
 )
 
 

@@ -51,8 +51,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from .codes import HTTP_CODES, ErrorCode
 from .model import (
     ActionRequired,
+    CancelOutcome,
     CancelReason,
     CancelStarted,
     Decision,
@@ -64,7 +66,6 @@ from .model import (
     Op,
     Phase,
     Policy,
-    ReplyIgnored,
     ReplyRejected,
     RunState,
     Status,
@@ -82,18 +83,30 @@ _TERMINAL_REASONS: Mapping[Status, str] = {
     Status.CANCELLED: "the run was cancelled outside runpoller",
 }
 
-# Why a cancel was started -> (final status, reason); ``{detail}`` is the state's cancel detail.
-_CANCEL_OUTCOMES: Mapping[CancelReason, tuple[str, str]] = {
-    CancelReason.TIMEOUT: ("timed_out", "the run passed its deadline and was cancelled"),
-    CancelReason.TOOL_TIMEOUT: ("timed_out", "{detail}"),
-    CancelReason.REFUSED: ("refused", "refused: {detail}"),
+# The error code of a run the API ended other than completed (nobody here cancelled it).
+_TERMINAL_CODES: Mapping[Status, ErrorCode] = {
+    Status.FAILED: ErrorCode.RUN_FAILED,
+    Status.INCOMPLETE: ErrorCode.RUN_INCOMPLETE,
+    Status.EXPIRED: ErrorCode.RUN_EXPIRED,
+    Status.CANCELLED: ErrorCode.CANCELLED_OUTSIDE,
 }
 
-_ERROR_CODES: Mapping[int, str] = {
-    400: "invalid_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
+# Why a cancel was started -> (final status, reason, error code); ``{detail}`` is the state's
+# cancel detail (for an app's cancel, the reason it gave, shown in parentheses when given).
+_CANCEL_OUTCOMES: Mapping[CancelReason, tuple[str, str, ErrorCode]] = {
+    CancelReason.TIMEOUT: (
+        "timed_out",
+        "the run passed its deadline and was cancelled",
+        ErrorCode.DEADLINE_EXCEEDED,
+    ),
+    CancelReason.TOOL_TIMEOUT: ("timed_out", "{detail}", ErrorCode.TOOL_OUTPUTS_TIMEOUT),
+    CancelReason.REFUSED: ("refused", "refused: {detail}", ErrorCode.REFUSED_ASSISTANT),
+    CancelReason.REFUSED_MODEL: ("refused", "refused: {detail}", ErrorCode.REFUSED_MODEL),
+    CancelReason.APP: (
+        "cancelled",
+        "cancelled at the app's request{detail}",
+        ErrorCode.CANCELLED_BY_APP,
+    ),
 }
 
 # Phases bounded by the cancel grace period (counted from entering them), not the deadline.
@@ -165,7 +178,7 @@ def on_observation(
     mismatch = _mismatch(state, op, obs)
     if mismatch:
         # Another object's answer says nothing about this run: not adopted, not reported.
-        error = ("object_mismatch", mismatch)
+        error = (ErrorCode.OBJECT_MISMATCH.value, mismatch)
         return _finish(state, "error", mismatch, _api_status(state), effects, error)
     if obs.object_id != state.object_id:
         state = replace(
@@ -189,9 +202,12 @@ def on_observation(
         state = replace(state, checked=True)
         refusal = _refusal(obs, policy)
         if refusal is not None:
+            why, text = refusal
             if obs.status.terminal:
-                return _finish(state, "refused", refusal, obs.api_status, effects)
-            state = _start_cancel(state, CancelReason.REFUSED, refusal, now, effects)
+                code = _CANCEL_OUTCOMES[why][2]
+                reason = f"refused: {text}"
+                return _finish(state, "refused", reason, obs.api_status, effects, (code, reason))
+            state = _start_cancel(state, why, text, now, effects)
             return _send_cancel(state, now, effects)
 
     if obs.status.terminal:
@@ -200,8 +216,7 @@ def on_observation(
 
     if state.phase is Phase.CANCELLING:
         if now >= state.phase_since + policy.cancel_grace_s:
-            status, reason = _cancel_outcome(state, confirmed=False, why="")
-            return _finish(state, status, reason, obs.api_status, effects)
+            return _finish_cancel(state, "unconfirmed", "", obs.api_status, effects)
         if not state.cancel_sent:
             return _send_cancel(state, now, effects)
         at = min(now + _interval(state, obs), state.phase_since + policy.cancel_grace_s)
@@ -247,17 +262,22 @@ def on_result_fetched(state: RunState, now: float, note: str = "") -> Decision:
     last = state.last_status
     api_status = last.value if last else None
     if state.cancel_reason is not None and last is Status.CANCELLED:
-        status, reason = _cancel_outcome(state, confirmed=True, why="")
-    elif last is None:
+        return _finish_cancel(state, "confirmed", "", api_status, [], note)
+    cancel = None
+    if last is None:
         status, reason = "error", "the run ended before its status could be read"
+        code: ErrorCode | None = ErrorCode.API_ERROR
     else:
         status = last.value
         reason = _TERMINAL_REASONS[last]
+        code = _TERMINAL_CODES.get(last)
         if state.cancel_reason is not None:
             reason += f" (it reached {last.value} before the cancel took effect)"
+            cancel = CancelOutcome(state.cancel_reason, "overtaken", _app_reason(state))
     if note:
         reason = f"{reason}; {note}"
-    return _finish(state, status, reason, api_status, [])
+    error = (code.value, reason) if code is not None else None
+    return _finish(state, status, reason, api_status, [], error, cancel=cancel)
 
 
 def on_failure(
@@ -289,18 +309,17 @@ def on_failure(
         if op is Op.FETCH_RESULT:
             return on_result_fetched(state, now, note=f"results unavailable: {failure.message}")
         if op is Op.CANCEL:
-            status, reason = _cancel_outcome(state, confirmed=False, why=failure.message)
-            return _finish(state, status, reason, api_status, [])
+            return _finish_cancel(state, "unconfirmed", failure.message, api_status, [])
+        code = HTTP_CODES.get(failure.status_code or 0, ErrorCode.API_ERROR)
         return _finish(
             state,
             "error",
             f"the API refused the request: {failure.message}",
             api_status,
             [],
-            error=(
-                failure.code or _ERROR_CODES.get(failure.status_code or 0, "api_error"),
-                failure.message,
-            ),
+            (code.value, failure.message),
+            api_code=failure.code,
+            http_status=failure.status_code,
         )
 
     failures = state.failures + 1
@@ -311,8 +330,7 @@ def on_failure(
         if now >= limit:
             if state.phase is Phase.FETCHING:
                 return on_result_fetched(state, now, note=f"results unavailable: {failure.message}")
-            status, reason = _cancel_outcome(state, confirmed=False, why=failure.message)
-            return _finish(state, status, reason, api_status, [])
+            return _finish_cancel(state, "unconfirmed", failure.message, api_status, [])
         return Decision(state, (), Next(op, min(at, limit)))
     if now >= state.deadline:
         effects: list[Effect] = []
@@ -335,14 +353,16 @@ def on_reply(
     """The app answered a round of tool calls: submit if the answer is complete and exact.
 
     ``outputs`` is None when the reply could not even be parsed (``problem`` says why). A
-    reply for a round already answered is ignored (a duplicate or redelivery), not an error.
+    reply for a round already answered is rejected too, so the app learns its answer was not
+    used (the driver drops a redelivery of the very entry it submitted before asking here).
     """
     if state.phase is Phase.DONE:
         return Decision(state)
     if round_ < state.round or (
         round_ == state.round and state.phase is not Phase.AWAITING_OUTPUTS
     ):
-        return Decision(state, (ReplyIgnored(round_, "this round was already answered"),), None)
+        answered = f"round {round_} was already answered; this reply was not used"
+        return Decision(state, (ReplyRejected(round_, (answered,)),), None)
     if round_ > state.round or state.phase is not Phase.AWAITING_OUTPUTS:
         stale = f"round {round_} has not been asked (current round {state.round})"
         return Decision(state, (ReplyRejected(round_, (stale,)),), None)
@@ -358,6 +378,21 @@ def on_reply(
     return Decision(state, (), Next(Op.SUBMIT, now, outputs=pairs))
 
 
+def on_cancel_request(state: RunState, app_reason: str, now: float) -> Decision | None:
+    """The app asked to cancel the run (``app_reason``: what it said, maybe ""). None when
+    that changes nothing: the run is over or ending (fetching its results), or a cancel is
+    under way already (the app's own, asked again, or the deadline's, which the final event
+    then reports). Otherwise cancel now, as for the deadline; a run whose object was never
+    created (a Responses create not sent yet) ends at once, with no request."""
+    if state.phase in (Phase.DONE, Phase.FETCHING, Phase.CANCELLING):
+        return None
+    effects: list[Effect] = []
+    state = _start_cancel(state, CancelReason.APP, app_reason, now, effects)
+    if not state.object_id:
+        return _finish_cancel(state, "confirmed", "", _api_status(state), effects)
+    return _send_cancel(state, now, effects)
+
+
 def on_crash(state: RunState, error_type: str) -> Decision:
     """The driver failed on a bug (``error_type`` names the exception, never its message,
     which may hold secrets): end the run with an error rather than strand or retry it."""
@@ -365,7 +400,8 @@ def on_crash(state: RunState, error_type: str) -> Decision:
         return Decision(state)
     message = f"internal error while driving the run ({error_type})"
     api_status = _api_status(state)
-    return _finish(state, "error", message, api_status, [], error=("internal_error", message))
+    error = (ErrorCode.INTERNAL_ERROR.value, message)
+    return _finish(state, "error", message, api_status, [], error)
 
 
 def step_for(state: RunState, op: Op) -> str:
@@ -410,7 +446,8 @@ def _unconfirmed(state: RunState, why: str, effects: list[Effect]) -> Decision:
         "not sent again, which could start a second billed response"
     )
     api_status = _api_status(state)
-    return _finish(state, "error", message, api_status, effects, ("request_unconfirmed", message))
+    error = (ErrorCode.REQUEST_UNCONFIRMED.value, message)
+    return _finish(state, "error", message, api_status, effects, error)
 
 
 def _mismatch(state: RunState, op: Op, obs: Observation) -> str:
@@ -461,16 +498,16 @@ def _interval(state: RunState, obs: Observation) -> float:
     return state.interval
 
 
-def _refusal(obs: Observation, policy: Policy) -> str | None:
+def _refusal(obs: Observation, policy: Policy) -> tuple[CancelReason, str] | None:
     assistant = obs.assistant_id
     if assistant is not None:
         if policy.supported_ids is not None and assistant not in policy.supported_ids:
-            return f"assistant {assistant} is not in supportedIds"
+            return CancelReason.REFUSED, f"assistant {assistant} is not in supportedIds"
         if policy.excluded_ids is not None and assistant in policy.excluded_ids:
-            return f"assistant {assistant} is in excludedIds"
+            return CancelReason.REFUSED, f"assistant {assistant} is in excludedIds"
     models = policy.allowed_models
     if models is not None and obs.model is not None and obs.model not in models:
-        return f"model {obs.model} is not in ASSISTANTS_MODELS"
+        return CancelReason.REFUSED_MODEL, f"model {obs.model} is not in ASSISTANTS_MODELS"
     return None
 
 
@@ -517,14 +554,35 @@ def _send_cancel(state: RunState, now: float, effects: list[Effect]) -> Decision
     return Decision(state, tuple(effects), Next(Op.FETCH_RESULT, now))
 
 
-def _cancel_outcome(state: RunState, *, confirmed: bool, why: str) -> tuple[str, str]:
-    status, template = _CANCEL_OUTCOMES[state.cancel_reason or CancelReason.TIMEOUT]
-    text = template.format(detail=state.cancel_detail)
-    if not confirmed:
+def _app_reason(state: RunState) -> str:
+    return state.cancel_detail if state.cancel_reason is CancelReason.APP else ""
+
+
+def _finish_cancel(
+    state: RunState,
+    outcome: str,
+    why: str,
+    api_status: str | None,
+    effects: list[Effect],
+    note: str = "",
+) -> Decision:
+    """End a run runpoller cancelled: ``outcome`` is ``confirmed`` (the API reports it
+    cancelled, or nothing ran to cancel) or ``unconfirmed`` (``why``: the last failure)."""
+    reason_ = state.cancel_reason or CancelReason.TIMEOUT
+    status, template, code = _CANCEL_OUTCOMES[reason_]
+    detail = state.cancel_detail
+    if reason_ is CancelReason.APP:
+        detail = f" ({detail})" if detail else ""
+    text = template.format(detail=detail)
+    if outcome != "confirmed":
+        code = ErrorCode.CANCEL_UNCONFIRMED
         text += "; the cancel could not be confirmed"
         if why:
             text += f" ({why})"
-    return status, text
+    if note:
+        text = f"{text}; {note}"
+    cancel = CancelOutcome(reason_, outcome, _app_reason(state))
+    return _finish(state, status, text, api_status, effects, (code.value, text), cancel=cancel)
 
 
 def _finish(
@@ -534,8 +592,12 @@ def _finish(
     api_status: str | None,
     effects: list[Effect],
     error: tuple[str, str] | None = None,
+    *,
+    api_code: str | None = None,
+    http_status: int | None = None,
+    cancel: CancelOutcome | None = None,
 ) -> Decision:
-    effects.append(Finished(status, reason, api_status, error))
+    effects.append(Finished(status, reason, api_status, error, api_code, http_status, cancel))
     return Decision(replace(state, phase=Phase.DONE), tuple(effects), None)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from runpoller.protocol.deadletter import DeadLetter
 from runpoller.protocol.events import (
     AcceptedEvent,
+    CancelInfo,
     ErrorInfo,
     Event,
     FinalEvent,
@@ -64,6 +65,7 @@ __all__ = [
     "AnyJob",
     "ApiId",
     "AssistantsRunJob",
+    "CancelInfo",
     "DeadLetter",
     "ErrorInfo",
     "Event",

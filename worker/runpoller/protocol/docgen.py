@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
+from runpoller.engine.codes import MEANINGS
 from runpoller.protocol import (
     FN_RUN,
     PROTOCOL_VERSION,
@@ -40,6 +41,14 @@ def _schema(model: type[BaseModel] | Any) -> str:
     else:
         schema = TypeAdapter(model).json_schema()
     return "```json\n" + json.dumps(schema, indent=2, sort_keys=True) + "\n```"
+
+
+def _codes_table() -> str:
+    rows = ["| `error.code` | final `status` | what it means to the app |", "|---|---|---|"]
+    for code, (statuses, meaning) in MEANINGS.items():
+        shown = ", ".join(f"`{status}`" for status in statuses)
+        rows.append(f"| `{code.value}` | {shown} | {meaning} |")
+    return "\n".join(rows)
 
 
 def render() -> str:
@@ -87,6 +96,13 @@ job's `id`, or else its `run_id` / `response_id`.
 | `{K.events("<id>")}` | stream | worker | the run's events, fields `type` and `data` (JSON) |
 | `{K.result("<id>")}` | string | worker | the final event (JSON), once the run has ended |
 | `{K.replies}` | stream | app | tool outputs answering `requires_action` events |
+| `{K.reply_status("<entry id>")}` | string | worker | why a reply no run could use was not \
+applied (JSON; kept 1 day) |
+| `{K.cancels}` | stream | app | cancel requests (fields `run_id`, `reason`) |
+| `{K.cancel("<id>")}` | hash | app, worker | the run's durable cancel request (`reason`, \
+`requested_at`; the worker adds `outcome`, `final_status` when the run had already ended) |
+| `{K.runs_active}`, `{K.runs_ended}` | sorted set | worker | index of runs in flight (score: \
+accepted, epoch ms) and ended (score: end, epoch ms), for listing without a scan |
 | `{K.run("<id>")}` | hash | worker | the run's durable state (internal; do not write) |
 | `{K.dead_letters}` | stream | worker | jobs that could not be tied to any run, with the reason |
 | `{K.worker_events}` | stream | worker | dead workers detected, hand-offs (for operators) |
@@ -101,6 +117,11 @@ settled yet (given back when the worker is found dead) |
 
 Streams and results expire (setting `RUNPOLLER_RECORD_TTL_S`, default 7 days); streams are
 capped at `RUNPOLLER_EVENT_STREAM_MAXLEN` entries (default 1000).
+
+`arq:job:<job id>` keys are named by arq, not under `RUNPOLLER_KEY_PREFIX`: two deployments
+sharing one Redis database share them, so the same run id enqueued by both is one job (the
+second `SET … NX` is a no-op), whatever their prefixes and queue names. Give each deployment
+its own Redis database (`RUNPOLLER_REDIS_URL=redis://host:6379/<n>`).
 
 ## 1. Enqueue a job
 
@@ -184,11 +205,25 @@ Each entry has two fields: `type` (one of `accepted`, `status`, `requires_action
 
 ### `final`
 
-`status` is one of: `completed`, `failed`, `incomplete`, `expired`, `cancelled` (as the
-API reported them), `timed_out` (runpoller cancelled the run at its deadline; `reason` says
-whether the cancel was confirmed, and names unanswered tool calls if it was waiting for
-them), `refused` (assistant or model not allowed; the run was cancelled), `error` (the job
-was invalid, or the API refused our requests, e.g. 401/404; see `error`).
+`status` is one of: `completed`, `failed`, `incomplete`, `expired` (as the API reported
+them), `cancelled` (the API reports it cancelled: at the app's request through runpoller, or
+directly on the API), `timed_out` (runpoller cancelled the run at its deadline), `refused`
+(assistant or model not allowed; the run was cancelled), `error` (the job was invalid, or
+the API refused our requests, e.g. 401/404, or answered in a way that cannot be trusted).
+
+Every final event whose `status` is not `completed` carries `error`; switch on
+`error.code`, never on `reason` (prose, for people). When runpoller started cancelling the
+run (deadline, tool-output timeout, refusal, the app's request), `cancel` says why and
+whether the API confirmed it: `cancel.outcome: "unconfirmed"` (with `error.code:
+"cancel_unconfirmed"`) means the run may still be running on the API side.
+
+#### Error codes
+
+{_codes_table()}
+
+A status the API reports that runpoller does not know (one added since) is not an end: the
+run keeps polling, its `status` events carry the status as the API gave it, and the
+deadline cancels it (`timed_out`, `api_status` the unknown status).
 
 {_schema(FinalEvent)}
 
@@ -203,8 +238,20 @@ XADD {K.replies} MAXLEN ~ 100000 * run_id run_abc round 1 outputs '{reply_output
 
 The worker that owns the run wakes at once, checks the reply (every pending id answered
 exactly once, no unknown ids, outputs are strings) and submits all outputs in one request.
-A reply that fails the check produces a `reply_rejected` event naming each problem; send a
-corrected one before the deadline in the `requires_action` event.
+An entry has exactly the fields `run_id`, `round` and `outputs`, and each item of `outputs`
+exactly `tool_call_id` and `output`: anything else is rejected, naming it.
+
+Every reply that cannot be used is answered, never dropped in silence:
+
+- for a run in flight (a failed check, a round not asked yet, a round already answered, a
+  run no longer waiting), a `reply_rejected` event on the run's stream names each problem;
+  for a round still open, send a corrected reply before the deadline in the
+  `requires_action` event;
+- for a run that does not exist, or that had ended before the reply was written, there is
+  no stream to tell: the worker writes `{K.reply_status("<entry id>")}` (the id `XADD`
+  returned), JSON `{{"status": "rejected", "run_id", "round", "problem"}}`, kept one day.
+
+A reply whose entry names no `run_id` or `round` at all reaches no run; it is logged only.
 
 {_schema(ToolOutputsReply)}
 
@@ -220,7 +267,38 @@ GET {K.result("run_abc")}
 
 The `final` event's JSON, or nil while the run is in flight.
 
+## 5. Cancel a run
+
+Ask the workers to cancel run `<id>` with one transaction: a durable request on the run, and
+an entry on `{K.cancels}` that wakes its owner.
+
+```
+MULTI
+HSET {K.cancel("run_abc")} reason "user pressed stop" requested_at 1764115260000
+EXPIRE {K.cancel("run_abc")} 604800
+XADD {K.cancels} MAXLEN ~ 100000 * run_id run_abc reason "user pressed stop"
+EXEC
+```
+
+The worker that owns the run cancels it through the API at once (both backends), waits for
+the API to confirm, and ends the run with `status: "cancelled"`, `error.code:
+"cancelled_by_app"` and `cancel: {{"reason": "app", "outcome": "confirmed", "app_reason":
+"user pressed stop"}}`. The request is durable, so it takes effect whenever it is sent: while
+the run is polled or waits for tool outputs, before any worker took the job (the run is
+cancelled as soon as it is accepted; a response runpoller would create is never created),
+and while no worker owns the run (its next owner reads the request). The deadline still
+bounds everything: a cancel the API does not confirm within the grace period ends
+`cancel_unconfirmed`. Sending it again changes nothing. A run that reaches another end
+first (it completed before the cancel took effect) reports that end, with `cancel.outcome:
+"overtaken"`. If the run had already ended, nothing is sent; a worker answers in the
+request: `outcome` `already_ended` and the run's `final_status` (the Python client, and
+`runpoller cancel`, check the result first and say so without writing anything).
+
 ## Dead letters
+
+Jobs no run could be tied to (and re-enqueues that conflict with a run's first job) are
+kept on `{K.dead_letters}`, never retried: `runpoller dead-letters list`, `requeue` and
+`purge` manage them (docs/operations.md).
 
 {_schema(DeadLetter)}
 """

@@ -14,8 +14,48 @@ FinalStatus = Literal[
 
 
 class ErrorInfo(BaseModel):
-    code: str = Field(description="Machine-readable code, e.g. `server_error`, `not_found`.")
-    message: str
+    """Why the run did not complete: set on every final event whose status is not
+    `completed`."""
+
+    code: str = Field(
+        description="runpoller's code, one of the table under Error codes (e.g. "
+        "`deadline_exceeded`, `run_failed`, `unauthorized`)."
+    )
+    message: str = Field(description="One line a person can read.")
+    api_code: str | None = Field(
+        None,
+        description="The API's own error code, when it gave one (a failed run's "
+        "`last_error.code`, an error body's `code`, e.g. `invalid_api_key`).",
+    )
+    http_status: int | None = Field(
+        None, description="The HTTP status of the API's refusal, for `error` finals."
+    )
+
+
+_CancelReason = Literal[
+    "deadline", "tool_outputs_timeout", "app", "refused_assistant", "refused_model"
+]
+
+
+class CancelInfo(BaseModel):
+    """A cancel runpoller started for the run, and how it ended."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: _CancelReason = Field(
+        description="Why: the `deadline` passed, the deadline passed while the app owed "
+        "tool outputs (`tool_outputs_timeout`), the `app` asked, or the assistant or model is "
+        "not allowed."
+    )
+    outcome: Literal["confirmed", "unconfirmed", "overtaken"] = Field(
+        description="`confirmed`: the API reports the run cancelled (or nothing ran yet that "
+        "needed cancelling); `unconfirmed`: no confirmation before the grace period ended, "
+        "so the run may still be running on the API side; `overtaken`: the run ended on its "
+        "own before the cancel took effect (its status says how)."
+    )
+    app_reason: str | None = Field(
+        None, description="The reason the app gave with its cancel request, if any."
+    )
 
 
 class _Event(BaseModel):
@@ -90,10 +130,16 @@ class FinalEvent(_Event):
     usage: dict[str, Any] | None = None
     model: str | None = None
     metadata: dict[str, MetadataValue] | None = None
+    cancel: CancelInfo | None = Field(
+        None, description="Set when runpoller started cancelling the run (for any reason)."
+    )
     detail: dict[str, Any] = Field(
         default_factory=dict,
         description="Backend-specific detail: `assistants` has thread_id, run_id, messages; "
-        "`responses` has response_ids and output items.",
+        "`responses` has response_ids and output items; `object_ids` when the run followed "
+        "more than one object. `truncated: true` when the event would have exceeded "
+        "`RUNPOLLER_MAX_RESULT_BYTES`: messages and output items were dropped and "
+        "`output_text` cut to half that size; ids and status are kept.",
     )
 
 

@@ -27,8 +27,8 @@ from pydantic_core import ErrorDetails
 
 class _ReplyTarget(BaseModel):
     # The run and round an entry answers: what the worker routes it by, readable even when the
-    # outputs are not. parse_reply passes on only the documented fields, so an entry's other
-    # fields are ignored (ToolOutputsReply documents that there should be none).
+    # rest is not. parse_reply validates the documented fields; an entry with other fields is
+    # rejected naming them (the schema says additionalProperties: false).
     model_config = ConfigDict(extra="ignore")
 
     run_id: str
@@ -47,11 +47,11 @@ class ToolOutputsReply(_ReplyTarget):
 
 
 class ToolOutput(BaseModel):
-    # The contract (what the schema documents): exactly these two keys, `output` a string. The
-    # parser is lenient on purpose: other keys are ignored, and an output of any JSON type is
-    # kept so that the engine rejects the reply naming the call and the type ("output for
-    # 'call_1' must be a string, got int"), together with the reply's other problems.
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"additionalProperties": False})
+    # The contract (what the schema documents): exactly these two keys, `output` a string.
+    # Other keys are rejected (naming the item and key); an output of any JSON type is kept so
+    # that the engine rejects the reply naming the call and the type ("output for 'call_1'
+    # must be a string, got int"), together with the reply's other problems.
+    model_config = ConfigDict(extra="forbid")
     tool_call_id: str
     output: Annotated[Any, WithJsonSchema({"type": "string"})]
 
@@ -67,33 +67,47 @@ class ParsedReply:
     round: int
     outputs: list[tuple[str, Any]] | None
     problem: str = ""
+    entry_id: str = ""
+    """The stream entry's id (what a reply status is kept under; a redelivery has the same)."""
 
 
-def parse_reply(fields: Mapping[Any, Any]) -> ParsedReply | None:
+def parse_reply(fields: Mapping[Any, Any], entry_id: str = "") -> ParsedReply | None:
     """Decode one entry of the replies stream; None when it names no run or round at all.
 
-    A reply to a run and round whose outputs cannot be read comes back with ``outputs=None``
-    and a one-line ``problem`` naming the field (the worker reports it as ``reply_rejected``).
+    A reply to a run and round that cannot be used as it is (outputs unreadable, a field or
+    key the schema does not have) comes back with ``outputs=None`` and a one-line ``problem``
+    naming the field (the worker reports it as ``reply_rejected``).
     """
     entry: dict[str, Any] = {}
-    for name in ToolOutputsReply.model_fields:
-        value = fields.get(name.encode(), fields.get(name))
-        if value is not None:
-            entry[name] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    extra: list[str] = []
+    for key, value in fields.items():
+        name = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+        if name not in ToolOutputsReply.model_fields:
+            extra.append(name)
+            continue
+        entry[name] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
     if not entry.get("run_id"):
         return None
     try:
         target = _ReplyTarget.model_validate(entry)
     except ValidationError:
         return None
+
+    def unusable(problem: str) -> ParsedReply:
+        return ParsedReply(target.run_id, target.round, None, problem, entry_id)
+
+    if extra:
+        names = ", ".join(repr(n) for n in sorted(extra)[:5])
+        return unusable(f"unexpected field {names}: a reply has run_id, round and outputs only")
     if "outputs" not in entry:
-        return ParsedReply(target.run_id, target.round, None, "the reply has no outputs field")
+        return unusable("the reply has no outputs field")
     try:
         reply = ToolOutputsReply.model_validate(entry)
         items = _OUTPUTS.validate_json(reply.outputs)
     except ValidationError as exc:
-        return ParsedReply(target.run_id, target.round, None, _problem(exc.errors()[0]))
-    return ParsedReply(reply.run_id, reply.round, [(i.tool_call_id, i.output) for i in items])
+        return unusable(_problem(exc.errors()[0]))
+    outputs = [(i.tool_call_id, i.output) for i in items]
+    return ParsedReply(reply.run_id, reply.round, outputs, "", entry_id)
 
 
 def _problem(error: ErrorDetails) -> str:
@@ -105,6 +119,13 @@ def _problem(error: ErrorDetails) -> str:
         return f"outputs is not valid JSON: {error.get('ctx', {}).get('error', error['msg'])}"
     if not loc:
         return "outputs must be a JSON array"
+    if error["type"] == "extra_forbidden":
+        return (
+            f"outputs[{loc[0]}] has unexpected key {loc[-1]!r}: each item has tool_call_id "
+            "and output only"
+        )
+    if error["type"] == "model_type":
+        return f"outputs[{loc[0]}] must be an object with tool_call_id and output"
     if loc[1:] == ("output",):
         return f"outputs[{loc[0]}] has no output"
     return f"outputs[{loc[0]}] needs a string tool_call_id"

@@ -15,6 +15,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -35,6 +36,7 @@ from runpoller.protocol import (
     parse_job,
     stored_job,
 )
+from runpoller.redis.control import RunControl
 from runpoller.redis.store import RunStore
 from runpoller.secrets import SecretError, decrypt, is_encrypted
 from runpoller.worker.capacity import Capacity
@@ -64,8 +66,10 @@ class Admission:
         capacity: Capacity,
         metrics: Metrics,
         replay: Callable[[str, engine.RunState], Awaitable[None]],
+        control: RunControl | None = None,
     ) -> None:
         self.settings = settings
+        self.control = control or RunControl(store.redis, store.keys)
         self.store = store
         self.runner = runner
         self.capacity = capacity
@@ -125,7 +129,9 @@ class Admission:
                     try:
                         api_key, bounds = self._job_parameters(job)
                     except RunRefused as exc:
-                        return await self._refuse(run_id, job.kind, exc.code, str(exc))
+                        if claim.state_json:
+                            state = engine.RunState.from_json(claim.state_json)
+                        return await self._end_claimed(run_id, job, state, exc)
                 if claim.state_json:
                     state = engine.RunState.from_json(claim.state_json)
                 else:
@@ -135,7 +141,8 @@ class Admission:
                         timeout_s=bounds.timeout_s,
                         interval_s=bounds.interval_s,
                     )
-            adopted = self.runner.adopt(run_id, job, state, api_key, job_json)
+            cancel = await self.control.cancel_request(run_id)
+            adopted = self.runner.adopt(run_id, job, state, api_key, job_json, cancel)
         if adopted:
             self.metrics.runs_accepted.labels(job.kind, claim.outcome).inc()
             await self.replay(run_id, state)
@@ -148,6 +155,7 @@ class Admission:
         """Take over a run released by a dead or stopping worker."""
         if not isinstance(run_id, str) or not _RUN_ID_CHARS.fullmatch(run_id):
             await self.store.dead_letter("resume job with an invalid run id", repr(run_id))
+            self.metrics.dead_letters.inc()
             return "invalid"
         # Claim even a run this worker still drives: after our lease lapsed, another worker
         # may have released it (owner '') and queued this job; returning without claiming
@@ -170,8 +178,9 @@ class Admission:
             try:
                 api_key, _ = self._job_parameters(job)
             except RunRefused as exc:
-                return await self._refuse(run_id, job.kind, exc.code, str(exc))
-            if not self.runner.adopt(run_id, job, state, api_key, claim.job_json):
+                return await self._end_claimed(run_id, job, state, exc)
+            cancel = await self.control.cancel_request(run_id)
+            if not self.runner.adopt(run_id, job, state, api_key, claim.job_json, cancel):
                 return "already_here"
         self.metrics.runs_accepted.labels(job.kind, "resumed").inc()
         self.metrics.runs_recovered.inc()
@@ -280,17 +289,49 @@ class Admission:
         log.warning("job.conflict", run_id=run_id, fields=list(fields))
         return "dead_letter"
 
+    async def _end_claimed(
+        self, run_id: str, job: AnyJob, state: engine.RunState, exc: RunRefused
+    ) -> str:
+        """A run this worker just claimed whose stored job it cannot run (its key no longer
+        decrypts: the key ring changed): end it with the refusal rather than leave it owned
+        and never driven."""
+        outcome = refused(exc.code, str(exc))
+        assert outcome.error is not None
+        final = FinalEvent(
+            run_id=run_id,
+            ts=int(time.time() * 1000),
+            kind=job.kind,
+            status=outcome.status,
+            api_status=state.last_status.value if state.last_status else None,
+            reason=outcome.reason,
+            error=ErrorInfo(code=outcome.error[0], message=outcome.error[1]),
+            metadata=job.metadata,
+        ).model_dump_json()
+        done = replace(state, phase=engine.Phase.DONE).to_json()
+        written = await self.store.finalize(run_id, done, final, outcome.status)
+        if written == 1:
+            self.metrics.runs_finished.labels(job.kind, outcome.status).inc()
+        log.warning("job.refused", run_id=run_id, code=exc.code, reason=str(exc), resumed=True)
+        return "refused"
+
     async def _refuse_raw(self, raw: Any, code: str, message: str) -> str:
         run_id = _identifiable_run_id(raw)
         if run_id is not None:
             kind = raw.get("kind") if raw.get("kind") in ("assistants_run", "response") else None
-            return await self._refuse(run_id, kind, code, message)
+            return await self._refuse(run_id, kind, code, message, _metadata_of(raw))
         await self.store.dead_letter(f"{code}: {message}", _safe_dump(raw))
         self.metrics.dead_letters.inc()
         log.warning("job.dead_letter", reason=message)
         return "dead_letter"
 
-    async def _refuse(self, run_id: str, kind: str | None, code: str, message: str) -> str:
+    async def _refuse(
+        self,
+        run_id: str,
+        kind: str | None,
+        code: str,
+        message: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
         outcome = refused(code, message)
         assert outcome.error is not None
         final = FinalEvent(
@@ -300,13 +341,16 @@ class Admission:
             status=outcome.status,
             reason=outcome.reason,
             error=ErrorInfo(code=outcome.error[0], message=outcome.error[1]),
+            metadata=metadata,
         ).model_dump_json()
         if await self.store.reject(run_id, final):
+            self.metrics.runs_finished.labels(kind or "unknown", outcome.status).inc()
             log.warning("job.refused", run_id=run_id, code=code, reason=message)
             return "refused"
         await self.store.dead_letter(
             f"{code}: {message} (run {run_id} already exists; left untouched)", run_id
         )
+        self.metrics.dead_letters.inc()
         return "dead_letter"
 
 
@@ -343,6 +387,17 @@ def _parse_stored(run_id: str, job_json: str | None) -> AnyJob | None:
         return parse_job(json.loads(job_json))
     except (ValueError, ValidationError):
         log.warning("run.stored_job_unreadable", run_id=run_id)
+        return None
+
+
+def _metadata_of(raw: Any) -> dict[str, Any] | None:
+    """An invalid job's metadata, echoed in its final event when it is itself valid."""
+    value = raw.get("metadata") if isinstance(raw, dict) else None
+    try:
+        return FinalEvent.model_validate(
+            {"run_id": "x", "ts": 0, "status": "error", "reason": "", "metadata": value}
+        ).metadata
+    except ValidationError:
         return None
 
 

@@ -27,6 +27,7 @@ from runpoller.config import Settings
 from runpoller.http.api import ApiClient, make_http_client
 from runpoller.protocol import Keys
 from runpoller.redis.connection import OutageMonitor
+from runpoller.redis.control import RunControl
 from runpoller.redis.store import RunStore
 from runpoller.worker.admission import Admission
 from runpoller.worker.capacity import Capacity
@@ -129,9 +130,18 @@ class WorkerApp:
             in_flight,
             head_start_s=2 * settings.arq_poll_delay_s,
         )
-        self.replies = RepliesListener(self.store, self.keys, self.runner, self.limiter)
+        self.control = RunControl(redis, self.keys)
+        self.replies = RepliesListener(
+            self.store, self.keys, self.runner, self.limiter, self.control
+        )
         self.admission = Admission(
-            settings, self.store, self.runner, self.capacity, self.metrics, self.replies.replay
+            settings,
+            self.store,
+            self.runner,
+            self.capacity,
+            self.metrics,
+            self.replies.replay,
+            self.control,
         )
         self.housekeeping = Housekeeping(
             settings, redis, self.store, self.runner, self.capacity, self.metrics
@@ -168,6 +178,9 @@ class WorkerApp:
     async def start(self) -> None:
         structlog.contextvars.bind_contextvars(worker_id=self.worker_id)
         await self.store.heartbeat(self.settings.dead_worker_after_ms, 0)
+        # Where the replies and cancels streams stand, before any run is adopted: an entry
+        # written after this is read, whichever run it is for.
+        await self.replies.positions()
         self.liveness.start()
         self.tasks.spawn(self.housekeeping.loop(), name="housekeeping")
         self.tasks.spawn(self.replies.listen(), name="replies")

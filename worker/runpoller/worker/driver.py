@@ -39,6 +39,7 @@ from runpoller.http.slots import PrioritySemaphore
 from runpoller.protocol import (
     AcceptedEvent,
     AnyJob,
+    CancelInfo,
     ErrorInfo,
     FinalEvent,
     ParsedReply,
@@ -69,7 +70,7 @@ class ActiveRun:
     state: RunState
     api_key: str
     backend: Backend
-    _inbox: asyncio.Queue[ParsedReply] | None = None
+    _inbox: asyncio.Queue[ParsedReply | None] | None = None
     last_obs: Observation | None = None
     result: RunResult | None = None
     terminal_seen: float | None = None
@@ -86,20 +87,36 @@ class ActiveRun:
     lost: bool = False
     last_failure: Failure | None = None
     """The last failed request's classification: what a request with no time left reports."""
+    cancel_asked: str | None = None
+    """The app's cancel request (its reason, maybe ""), until the engine has seen it."""
+    sleeper: asyncio.Future[None] | None = None
+    """The wait for the next request, while one runs: a cancel request ends it early."""
+    used_replies: set[str] = field(default_factory=set)
+    """Entry ids of the replies submitted: a redelivery of one (live and replayed after a
+    takeover) is dropped, not rejected."""
 
     @property
-    def inbox(self) -> asyncio.Queue[ParsedReply]:
-        """The app's replies for this run. Made when first needed: a queue costs ~3 KB, and
-        most runs never get a reply."""
+    def inbox(self) -> asyncio.Queue[ParsedReply | None]:
+        """The app's replies for this run (None: wake up, a cancel came). Made when first
+        needed: a queue costs ~3 KB, and most runs never get a reply."""
         if self._inbox is None:
             self._inbox = asyncio.Queue()
         return self._inbox
+
+    def wake(self) -> None:
+        """End the current wait now (a cancel request came)."""
+        if self.sleeper is not None and not self.sleeper.done():
+            self.sleeper.set_result(None)
+        if self._inbox is not None:
+            self._inbox.put_nowait(None)
 
 
 # How long a request may wait for the shared budget before the engine decides instead.
 RATE_LIMIT_MAX_WAIT_S = 1.0
 # How long a cancel waits for its fenced claim before it is sent anyway (Redis is down).
 CANCEL_CLAIM_WAIT_S = 1.0
+# Cancel requests kept for runs not driven here (see Runner.cancel_notices).
+CANCEL_NOTICES_KEPT = 1000
 
 
 class Lost(Exception):
@@ -131,6 +148,10 @@ class Runner:
         self.policy = policy
         self.clock = clock
         self.runs: dict[str, ActiveRun] = {}
+        self.cancel_notices: dict[str, str] = {}
+        """Cancel requests read for runs not driven here (reason by run id, the latest
+        ``CANCEL_NOTICES_KEPT``): one adopted just after its request was read gets it, even
+        if its claim read the run's request before the app wrote it."""
         # Creates, fetches, submits and cancels go before routine polls: someone waits on them.
         self.http_slots = PrioritySemaphore(http_concurrency)
         self.redis_down_since: float | None = None
@@ -138,13 +159,28 @@ class Runner:
     # ------------------------------------------------------------------ adoption
 
     def adopt(
-        self, run_id: str, job: AnyJob, state: RunState, api_key: str, job_json: str = ""
+        self,
+        run_id: str,
+        job: AnyJob,
+        state: RunState,
+        api_key: str,
+        job_json: str = "",
+        cancel: str | None = None,
     ) -> bool:
-        """Start driving a run; False (and nothing done) if this worker drives it already."""
+        """Start driving a run; False (and nothing done) if this worker drives it already.
+
+        ``cancel`` is the app's cancel request read with the claim (its reason): the driver
+        decides on it before its first request, so nothing the cancel forbids is sent.
+        """
         if run_id in self.runs:
             return False
         run = ActiveRun(run_id, job, state, api_key, self.backends[job.kind])
         run.job_json = job_json or stored_job(job)
+        noticed = self.cancel_notices.pop(run_id, None)
+        if cancel is None:
+            cancel = noticed
+        if cancel is not None and state.cancel_reason is not engine.CancelReason.APP:
+            run.cancel_asked = cancel
         self.runs[run_id] = run
         run.task = asyncio.create_task(self._drive(run), name=f"run:{run_id}")
         return True
@@ -167,10 +203,35 @@ class Runner:
                 self._queue(run, self.store.publish, run_id, run.state.to_json(), [])
 
     def deliver_reply(self, reply: ParsedReply) -> bool:
+        """Hand the app's reply to the run's driver: False when this worker does not drive
+        the run, or it has ended. A run waiting for outputs takes it in its wait; any other
+        run cannot use it, and says so at once (a ``reply_rejected`` event)."""
         run = self.runs.get(reply.run_id)
-        if run is None:
+        if run is None or run.state.phase is engine.Phase.DONE:
             return False
-        run.inbox.put_nowait(reply)
+        if run.state.phase is engine.Phase.AWAITING_OUTPUTS:
+            run.inbox.put_nowait(reply)
+        elif reply.entry_id not in run.used_replies:
+            decision = engine.on_reply(
+                run.state, reply.round, reply.outputs, self.clock(), self.policy, reply.problem
+            )
+            self._reply_effects(run, decision.effects)
+        return True
+
+    def request_cancel(self, run_id: str, app_reason: str) -> bool:
+        """The app asked to cancel a run: False when this worker does not drive it. The run's
+        driver feeds it to the engine before its next request (at once, if it is waiting);
+        asked again, it changes nothing."""
+        run = self.runs.get(run_id)
+        if run is None:
+            self.cancel_notices.pop(run_id, None)
+            self.cancel_notices[run_id] = app_reason
+            while len(self.cancel_notices) > CANCEL_NOTICES_KEPT:
+                del self.cancel_notices[next(iter(self.cancel_notices))]
+            return False
+        if run.cancel_asked is None and run.state.cancel_reason is not engine.CancelReason.APP:
+            run.cancel_asked = app_reason
+            run.wake()
         return True
 
     # ------------------------------------------------------------------ the loop
@@ -188,8 +249,17 @@ class Runner:
             await self._apply(run, first, bound)
             nxt = first.next
             while nxt is not None:
+                if run.cancel_asked is not None:
+                    asked, run.cancel_asked = run.cancel_asked, None
+                    cancelled = engine.on_cancel_request(run.state, asked, self.clock())
+                    if cancelled is not None:
+                        await self._apply(run, cancelled, bound)
+                        nxt = cancelled.next
+                        continue
                 decision = await self._wait(run, nxt)
                 if decision is None:
+                    if run.cancel_asked is not None:
+                        continue  # woken by the app's cancel: the engine decides first
                     decision = await self._perform(run, nxt)
                 await self._apply(run, decision, bound)
                 nxt = decision.next
@@ -226,21 +296,28 @@ class Runner:
         delay = nxt.at - self.clock()
         if not nxt.wake_on_reply:
             if delay > 0:
-                await asyncio.sleep(delay)
+                await _sleep(run, delay)
             return None
         while True:
             try:
                 reply = await asyncio.wait_for(run.inbox.get(), max(delay, 0))
             except TimeoutError:
                 return None
+            if reply is None or reply.entry_id in run.used_replies:
+                if reply is None and run.cancel_asked is not None:
+                    return None
+                delay = nxt.at - self.clock()
+                continue
             decision = engine.on_reply(
                 run.state, reply.round, reply.outputs, self.clock(), self.policy, reply.problem
             )
             if decision.next is not None:
+                if reply.entry_id:
+                    run.used_replies.add(reply.entry_id)
                 if run.asked_at is not None:
                     self.metrics.tool_wait.observe(max(self.clock() - run.asked_at, 0))
                 return decision
-            await self._apply(run, decision, log.bind(run_id=run.run_id))
+            self._reply_effects(run, decision.effects)
             delay = nxt.at - self.clock()
 
     async def _perform(self, run: ActiveRun, nxt: engine.Next) -> engine.Decision:
@@ -396,15 +473,8 @@ class Runner:
                     deadline=int(effect.deadline * 1000),
                 )
                 events.append(("requires_action", action.model_dump_json()))
-            elif isinstance(effect, engine.ReplyIgnored):
-                bound.info("reply.ignored", round=effect.round, why=effect.why)
             elif isinstance(effect, engine.ReplyRejected):
-                bound.warning("reply.rejected", round=effect.round, problems=effect.problems)
-                self.metrics.replies_rejected.inc()
-                rejected = ReplyRejectedEvent(
-                    run_id=run.run_id, ts=ts, round=effect.round, problems=list(effect.problems)
-                )
-                events.append(("reply_rejected", rejected.model_dump_json()))
+                events.append(self._rejected(run, effect, ts))
             elif isinstance(effect, engine.UnknownStatusSeen):
                 self.metrics.unknown_statuses.labels(run.job.kind).inc()
                 bound.warning(
@@ -435,6 +505,26 @@ class Runner:
             # held up by a Redis outage); a write that finds the run lost stops the run.
             self._queue(run, self.store.publish, run.run_id, new.to_json(), events)
 
+    def _rejected(self, run: ActiveRun, effect: engine.ReplyRejected, ts: int) -> tuple[str, str]:
+        log.warning(
+            "reply.rejected", run_id=run.run_id, round=effect.round, problems=effect.problems
+        )
+        self.metrics.replies_rejected.inc()
+        rejected = ReplyRejectedEvent(
+            run_id=run.run_id, ts=ts, round=effect.round, problems=list(effect.problems)
+        )
+        return ("reply_rejected", rejected.model_dump_json())
+
+    def _reply_effects(self, run: ActiveRun, effects: tuple[engine.Effect, ...]) -> None:
+        """A reply that decided no request: its rejection, written in order with the run's
+        other writes (the state is written as it is)."""
+        ts = now_ms(self.clock)
+        events = [
+            self._rejected(run, e, ts) for e in effects if isinstance(e, engine.ReplyRejected)
+        ]
+        if events:
+            self._queue(run, self.store.publish, run.run_id, run.state.to_json(), events)
+
     async def _finish(
         self,
         run: ActiveRun,
@@ -461,9 +551,23 @@ class Runner:
         result = run.result or RunResult()
         error = None
         if fin.error is not None:
-            error = ErrorInfo(code=fin.error[0], message=fin.error[1])
-        elif obs is not None and obs.error is not None and fin.status == "failed":
-            error = ErrorInfo(code=obs.error[0], message=obs.error[1])
+            code, message = fin.error
+            api_code = fin.api_code
+            if obs is not None and obs.error is not None and fin.status == "failed":
+                # The API's own words on why the run failed (its last_error).
+                # (The backends say "error" when the API gave no code.)
+                api_code = obs.error[0] if obs.error[0] != "error" else None
+                message = obs.error[1] or message
+            error = ErrorInfo(
+                code=code, message=message, api_code=api_code, http_status=fin.http_status
+            )
+        cancel = None
+        if fin.cancel is not None:
+            cancel = CancelInfo(
+                reason=_CANCEL_REASONS[fin.cancel.reason],
+                outcome=fin.cancel.outcome,
+                app_reason=fin.cancel.app_reason or None,
+            )
         detail = dict(result.detail)
         if len(state.object_ids) > 1:
             detail.setdefault("object_ids", list(state.object_ids))
@@ -482,6 +586,7 @@ class Runner:
             usage=dict(obs.usage) if obs and obs.usage else None,
             model=obs.model if obs else None,
             metadata=run.job.metadata,
+            cancel=cancel,
             detail=detail,
         )
         text = event.model_dump_json()
@@ -551,6 +656,34 @@ class Runner:
                 log.info("redis.back", down_s=round(self.clock() - self.redis_down_since, 1))
                 self.redis_down_since = None
             return result
+
+
+# The engine's reasons for a cancel, as the protocol names them (CancelInfo.reason).
+_CANCEL_REASONS: dict[engine.CancelReason, Any] = {
+    engine.CancelReason.TIMEOUT: "deadline",
+    engine.CancelReason.TOOL_TIMEOUT: "tool_outputs_timeout",
+    engine.CancelReason.APP: "app",
+    engine.CancelReason.REFUSED: "refused_assistant",
+    engine.CancelReason.REFUSED_MODEL: "refused_model",
+}
+
+
+async def _sleep(run: ActiveRun, delay: float) -> None:
+    """asyncio.sleep (one future, one timer), but :meth:`ActiveRun.wake` can end it early."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+    timer = loop.call_later(delay, _wake_up, future)
+    run.sleeper = future
+    try:
+        await future
+    finally:
+        timer.cancel()
+        run.sleeper = None
+
+
+def _wake_up(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _tool_call(call: engine.ToolCallRequest) -> ToolCall:

@@ -1,9 +1,14 @@
-"""The app's replies (tool outputs) and the cluster's control messages, read as they land.
+"""The app's replies and cancel requests, and the cluster's control messages, read as they land.
 
-One task per worker blocks on both streams at once: a reply wakes the run waiting for it;
-a control message (a 429 pause) goes to the rate limiter. A run taken over in the middle of
-a tool round gets the replies that arrived since the round was asked, replayed from the
-stream.
+One task per worker blocks on the three streams at once: a reply wakes the run waiting for
+it; a cancel request goes to the run's driver; a control message (a 429 pause) goes to the
+rate limiter. A run taken over in the middle of a tool round gets the replies that arrived
+since the round was asked, replayed from the stream; a run adopted after a cancel request
+finds it in the run's durable request (see admission).
+
+What no worker here drives is answered in Redis when no owner ever will (``RunControl``): a
+reply for a run that does not exist or had ended gets a reply status; a cancel for a run
+that has ended is answered in its request. A run in flight elsewhere is its owner's.
 
 The read never starts from ``$``: that means "after whatever is last when this very call
 arrives", so an entry written between two calls (while the worker was stalled, busy, or
@@ -20,7 +25,8 @@ from typing import Any
 import structlog
 
 from runpoller import engine
-from runpoller.protocol import Keys, parse_reply
+from runpoller.protocol import Keys, ParsedReply, parse_reply
+from runpoller.redis.control import RunControl
 from runpoller.redis.store import RunStore
 from runpoller.worker.driver import Runner
 from runpoller.worker.ratelimit import RateLimiter
@@ -33,11 +39,19 @@ def _text(value: Any) -> str:
 
 
 class RepliesListener:
-    def __init__(self, store: RunStore, keys: Keys, runner: Runner, limiter: RateLimiter) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        keys: Keys,
+        runner: Runner,
+        limiter: RateLimiter,
+        control: RunControl | None = None,
+    ) -> None:
         self.store = store
         self.keys = keys
         self.runner = runner
         self.limiter = limiter
+        self.control = control or RunControl(store.redis, keys)
         self.cursors: dict[str, str] | None = None
         """Stream -> the id after which the next read starts; None until first recorded."""
         self._positioning = asyncio.Lock()
@@ -55,7 +69,7 @@ class RepliesListener:
             async with self._positioning:
                 if self.cursors is None:
                     self.cursors = await self.store.stream_positions(
-                        [self.keys.replies, self.keys.control]
+                        [self.keys.replies, self.keys.control, self.keys.cancels]
                     )
         return self.cursors
 
@@ -76,7 +90,9 @@ class RepliesListener:
                 for entry_id, fields in entries:
                     cursors[name] = _text(entry_id)
                     try:
-                        self.handle(name, fields)
+                        await self.handle(name, cursors[name], fields)
+                    except asyncio.CancelledError:
+                        raise
                     except Exception as exc:  # one bad entry must not end the listener
                         log.warning(
                             "replies.entry_failed",
@@ -85,18 +101,40 @@ class RepliesListener:
                             error=type(exc).__name__,
                         )
 
-    def handle(self, stream: str, fields: dict[Any, Any]) -> None:
+    async def handle(self, stream: str, entry_id: str, fields: dict[Any, Any]) -> None:
         if stream == self.keys.control:
             data = fields.get(b"data", fields.get("data"))
             if data is not None:
                 self.limiter.on_control(_text(data))
+        elif stream == self.keys.cancels:
+            await self.cancel(fields)
         else:
-            self.deliver(fields)
+            await self.deliver(fields, entry_id)
 
-    def deliver(self, fields: dict[Any, Any]) -> None:
-        reply = parse_reply(fields)
-        if reply is not None:
-            self.runner.deliver_reply(reply)
+    async def deliver(self, fields: dict[Any, Any], entry_id: str = "") -> None:
+        reply = parse_reply(fields, entry_id)
+        if reply is None:
+            log.warning("reply.unroutable", entry_id=entry_id, why="no run_id or round")
+            return
+        if not self.runner.deliver_reply(reply) and entry_id:
+            await self._unapplied(reply)
+
+    async def _unapplied(self, reply: ParsedReply) -> None:
+        if await self.control.reply_unapplied(reply.entry_id, reply.run_id, reply.round):
+            log.info("reply.unapplied", run_id=reply.run_id, entry_id=reply.entry_id)
+
+    async def cancel(self, fields: dict[Any, Any]) -> None:
+        """The app asked to cancel a run: its driver's, if here; else answered if it ended."""
+        raw = fields.get(b"run_id", fields.get("run_id"))
+        if raw is None:
+            log.warning("cancel.unroutable", why="no run_id")
+            return
+        run_id = _text(raw)
+        reason = _text(fields.get(b"reason", fields.get("reason")) or "")
+        if self.runner.request_cancel(run_id, reason):
+            log.info("run.cancel_requested", run_id=run_id, reason=reason)
+        elif await self.control.answer_cancel_of_ended(run_id):
+            log.info("cancel.run_already_ended", run_id=run_id)
 
     async def replay(self, run_id: str, state: engine.RunState) -> None:
         """After a takeover mid-round, deliver replies that arrived since the round was asked.
@@ -110,7 +148,7 @@ class RepliesListener:
         # falls through (one read by both is delivered twice; the engine drops the second).
         await self.positions()
         since = f"{int(state.phase_since * 1000)}-0"
-        for _entry_id, fields in await self.store.replies_since(since, count=10_000):
-            reply = parse_reply(fields)
+        for entry_id, fields in await self.store.replies_since(since, count=10_000):
+            reply = parse_reply(fields, entry_id)
             if reply is not None and reply.run_id == run_id:
                 self.runner.deliver_reply(reply)

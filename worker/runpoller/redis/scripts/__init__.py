@@ -27,6 +27,8 @@ ScriptName = Literal[
     "intake_settle",
     "intake_release",
     "ratelimit_take",
+    "cancel_ended",
+    "reply_unapplied",
 ]
 
 NAMES: Final[tuple[ScriptName, ...]] = get_args(ScriptName)
