@@ -1,4 +1,7 @@
-"""Following runs from the shell: a live progress line per run, then the final result."""
+"""Following runs from the shell: a live progress line per run, then the final result.
+
+``enqueue --wait``, ``follow`` and ``cancel --wait`` all show a run this way.
+"""
 
 from __future__ import annotations
 
@@ -47,9 +50,9 @@ def format_final(final: FinalEvent) -> str:
 class ProgressLine:
     """One line rewritten in place on a TTY; plain appended lines otherwise."""
 
-    def __init__(self, out: TextIO = sys.stderr) -> None:
-        self.out = out
-        self.tty = out.isatty()
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stderr  # stderr now, not at import (a test may have replaced it)
+        self.tty = self.out.isatty()
         self.started = time.monotonic()
 
     def show(self, run_id: str, text: str) -> None:
@@ -82,18 +85,27 @@ async def enqueue_and_follow(
         if not wait:
             print(run_id)
             return 0
-        progress = ProgressLine()
-        final: FinalEvent | None = None
-        async for item in client.events(run_id):
-            progress.show(run_id, describe(item.event))
-            if isinstance(item.event, FinalEvent):
-                final = item.event
-        progress.done()
-        assert final is not None
-        if as_json:
-            print(final.model_dump_json())
-        else:
-            print(format_final(final))
-        return 0 if final.status == "completed" else 1
+        return print_final(await follow_run(client, run_id), as_json=as_json)
     finally:
         await redis.aclose()
+
+
+async def follow_run(
+    client: RunpollerClient, run_id: str, *, progress: ProgressLine | None = None
+) -> FinalEvent:
+    """Show each of the run's events (from its first) on a progress line until the final
+    one, and return it. Waits as long as it takes: a run not yet taken has no events yet."""
+    progress = progress or ProgressLine()
+    async for item in client.events(run_id):
+        progress.show(run_id, describe(item.event))
+        if isinstance(item.event, FinalEvent):
+            progress.done()
+            return item.event
+    raise RuntimeError("event stream ended without a final event")
+
+
+def print_final(final: FinalEvent, *, as_json: bool) -> int:
+    """Print the final event (text, or one JSON object); the exit code of ``--wait``: 0 for
+    a completed run, else 1."""
+    print(final.model_dump_json() if as_json else format_final(final))
+    return 0 if final.status == "completed" else 1

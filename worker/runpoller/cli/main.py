@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from runpoller.cli.common import run
 from runpoller.cli.common import settings as _settings
 from runpoller.cli.ops import register as register_ops
+from runpoller.cli.runs import register as register_runs
 from runpoller.protocol import describe_validation_error
 from runpoller_actions.cli import register as register_actions
 
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_actions(sub)
     register_ops(sub)
+    register_runs(sub)
     return parser
 
 
