@@ -117,3 +117,14 @@ def test_the_wait_counts_reservations_and_ignores_the_workers_own_entry() -> Non
     assert cap.wait_s() == 0.0
     with cap.reservation():
         assert cap.wait_s() == 0.2
+
+
+def test_loads_are_refreshed_before_a_burst_only_when_older_than_allowed() -> None:
+    # A worker that read the loads before a peer started would take a whole burst alone.
+    cap = Capacity("me", 100, lambda: 0)
+    assert cap.loads_stale(ready=60, now=10.0, max_age_s=0.05), "never read: stale"
+    cap.set_loads({"me": 0, "peer": 0}, at=10.0)
+    assert not cap.loads_stale(ready=60, now=10.04, max_age_s=0.05)
+    assert cap.loads_stale(ready=60, now=10.06, max_age_s=0.05)
+    assert not cap.loads_stale(ready=2, now=99.0, max_age_s=0.05), "a trickle never waits"
+    assert cap.headroom(60) < 60, "with the peer known, the burst is shared"

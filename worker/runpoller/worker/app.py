@@ -160,6 +160,7 @@ class WorkerApp:
             headroom=self.capacity.headroom,
             wait_s=self.capacity.wait_s,
             spare=self.capacity.spare,
+            refresh=self.housekeeping.refresh_loads_for,
             overdue_s=settings.heartbeat_interval_ms / 1000,
         )
         self.tasks = TaskSet()

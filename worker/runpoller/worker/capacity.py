@@ -82,7 +82,18 @@ class Capacity:
         self.head_start = head_start_s
         """How long the workers below the average have new jobs to themselves."""
         self.cluster_loads: Mapping[str, int] = {}
+        self.loads_at = 0.0
+        """When :attr:`cluster_loads` was read (monotonic s; 0: never)."""
         self._reserved = 0
+
+    def set_loads(self, loads: Mapping[str, int], at: float) -> None:
+        self.cluster_loads, self.loads_at = loads, at
+
+    def loads_stale(self, ready: int, now: float, max_age_s: float) -> bool:
+        """Whether a batch of ``ready`` jobs should wait for fresh loads first: when it could
+        take more than the spreading slack, and the view is older than ``max_age_s``. (A
+        worker that had not yet seen a peer start would take a whole burst alone.)"""
+        return ready > SPREAD_SLACK and now - self.loads_at > max_age_s
 
     def _mine_and_others(self) -> tuple[int, list[int]]:
         mine = self.in_flight() + self._reserved

@@ -82,9 +82,23 @@ class Housekeeping:
                 )
         await self.requeue_orphans()
         await self._sample_queue()
-        self.capacity.cluster_loads = await self.store.worker_loads()
+        await self.refresh_loads()
         self.last_run = time.time()
         self.metrics.last_activity.set(self.last_run)
+
+    async def refresh_loads(self) -> None:
+        """Read every live worker's load (from the heartbeats) for the spreading rule."""
+        self.capacity.set_loads(await self.store.worker_loads(), time.monotonic())
+
+    async def refresh_loads_for(self, ready: int) -> None:
+        """Before a batch of ``ready`` jobs is sized: fresh loads when a burst could pile onto
+        this worker and the view is older than one intake poll (two Redis commands)."""
+        max_age = self.settings.arq_poll_delay_s
+        if self.capacity.loads_stale(ready, time.monotonic(), max_age):
+            try:
+                await self.refresh_loads()
+            except Exception as exc:  # Redis trouble: size the batch with what is known
+                log.warning("intake.loads_unavailable", error=type(exc).__name__)
 
     async def _sample_queue(self) -> None:
         ready, deferred, age = await self.store.queue_sample(

@@ -84,6 +84,7 @@ class BatchIntake:
         headroom: Callable[[int], int] | None = None,
         wait_s: Callable[[], float] | None = None,
         spare: Callable[[int], int] | None = None,
+        refresh: Callable[[int], Awaitable[None]] | None = None,
         overdue_s: float = 1.0,
         job_timeout_s: float = 30.0,
         concurrency: int = 16,
@@ -99,6 +100,9 @@ class BatchIntake:
         """How long a job must have been due before this worker takes it (None: 0)."""
         self.spare = spare
         """How many of n jobs fit under the cap, spreading aside (None: as ``headroom``)."""
+        self.refresh = refresh
+        """Called with the number of ready jobs before a batch is sized: brings the view of
+        the other workers' loads up to date when a burst could pile onto this worker."""
         self.overdue_s = overdue_s
         """A job due this long that no worker took is anyone's with room (see run())."""
         self.job_timeout_s = job_timeout_s
@@ -131,6 +135,8 @@ class BatchIntake:
         result = BatchResult()
         if not job_ids:
             return result
+        if self.refresh is not None:
+            await self.refresh(len(job_ids))
         room = None if self.headroom is None else self.headroom(len(job_ids))
         wait_s = 0.0 if self.wait_s is None else self.wait_s()
         if room == 0 and self.spare is not None:
