@@ -98,6 +98,13 @@ async def test_stats_json_matches_a_known_scenario(
     await redis.set(f"arq:job:{namespace}-bad", body, px=60_000)
     await redis.zadd(settings.queue_name, {f"{namespace}-bad": now_ms})
     await until(lambda: _stream_has(redis, keys.dead_letters, 1))
+    # An invalid job naming its run: refused with a final error, which counts as an outcome.
+    invalid = {"kind": "assistants_run", "id": f"{namespace}-invalid", "thread_id": "t"}
+    body = serialize_job({"f": FN_RUN, "a": [invalid], "k": {}, "t": None, "et": now_ms})
+    await redis.set(f"arq:job:{namespace}-invalid", body, px=60_000)
+    await redis.zadd(settings.queue_name, {f"{namespace}-invalid": now_ms})
+    refused = await client.wait(f"{namespace}-invalid", 10)
+    assert refused.error is not None and refused.error.code == "invalid_job"
 
     async def settled() -> bool:
         stats = await collect(redis, settings)
@@ -129,8 +136,8 @@ async def test_stats_json_matches_a_known_scenario(
     assert 4 < ghost["last_beat_age_s"] < 30
     assert stats["outcomes"] == {
         "minutes": 15,
-        "total": 4,
-        "by_status": {"completed": 2, "failed": 1, "timed_out": 1},
+        "total": 5,
+        "by_status": {"completed": 2, "error": 1, "failed": 1, "timed_out": 1},
     }
     events = stats["worker_events"]
     assert (events["dead_workers_detected"], events["handoffs"], events["runs_released"]) == (
@@ -150,7 +157,7 @@ async def test_stats_json_matches_a_known_scenario(
     assert code == 0
     assert "0 ready, 1 deferred (next in 59m" in out and "no job waiting" in out
     assert "2 live, 1 dead (not yet released); 1 run in flight" in out
-    assert "4 runs ended · completed 2  failed 1  timed_out 1" in out
+    assert "5 runs ended · completed 2  error 1  failed 1  timed_out 1" in out
     assert f"dead worker ghost-old (detected by {first.app.worker_id})" in out
     assert "1 dead letter;" in out
 

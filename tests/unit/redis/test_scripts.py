@@ -295,22 +295,27 @@ class ScriptCases:
 
     @staticmethod
     def reject_keys(ns: str) -> list[str]:
-        """KEYS of reject.lua: run, events, result, active and ended indexes."""
+        """KEYS of reject.lua: run, events, result, active and ended indexes, outcomes."""
         return [
             f"{ns}:run:r",
             f"{ns}:events:r",
             f"{ns}:res:r",
             f"{ns}:runs:active",
             f"{ns}:runs:ended",
+            f"{ns}:outcomes:1",
         ]
 
     async def test_reject_1_records_a_final_error_for_a_new_run(
         self, client: Redis, namespace: str
     ) -> None:
-        run, events, result, active, ended = keys = self.reject_keys(namespace)
+        run, events, result, active, ended, outcomes = keys = self.reject_keys(namespace)
         await client.zadd(active, {"r": NOW_MS - 40_000, "other": NOW_MS - 1})  # r: expired
         await client.zadd(ended, {"gone": NOW_MS - 30_001, "kept": NOW_MS - 30_000})
-        assert await call(client, "reject", keys, [100, "ERR", 30, "r", NOW_MS]) == 1
+        args = [100, "ERR", 30, "r", NOW_MS, "error"]
+        assert await call(client, "reject", keys, args) == 1
+        # Counted where runpoller stats reads the minute's outcomes, like a finalize.
+        assert await client.hgetall(outcomes) == {b"error": b"1"}
+        assert 0 < await client.ttl(outcomes) <= 7200
         assert await client.hgetall(run) == {b"final": b"1", b"owner": b""}
         assert await types_and_data(client, events) == [("final", "ERR")]
         assert await client.get(result) == b"ERR"
@@ -323,12 +328,12 @@ class ScriptCases:
         ]
 
     async def test_reject_0_when_the_run_exists(self, client: Redis, namespace: str) -> None:
-        run, events, result, active, ended = keys = self.reject_keys(namespace)
+        run, events, result, active, ended, outcomes = keys = self.reject_keys(namespace)
         await client.hset(run, mapping={"owner": "w2", "job": "j"})
         await client.zadd(active, {"r": NOW_MS - 1})
-        assert await call(client, "reject", keys, [100, "ERR", 30, "r", NOW_MS]) == 0
+        assert await call(client, "reject", keys, [100, "ERR", 30, "r", NOW_MS, "error"]) == 0
         assert await client.hgetall(run) == {b"owner": b"w2", b"job": b"j"}
-        assert not await client.exists(events, result, ended)
+        assert not await client.exists(events, result, ended, outcomes)
         assert await client.zrange(active, 0, -1) == [b"r"]
 
     # ------------------------------------------------------------------ heartbeat

@@ -190,9 +190,10 @@ class RunStore:
         )
         return int(result)
 
-    async def reject(self, run_id: str, final: str) -> bool:
+    async def reject(self, run_id: str, final: str, status: str = "error") -> bool:
         """Record a final error for an invalid job naming a run that does not exist yet (and
-        list it in the ended index)."""
+        list it in the ended index; counted in the minute's outcomes, as a finalize is)."""
+        now_ms = _now_ms()
         result = await self._reject(
             keys=[
                 self.keys.run(run_id),
@@ -200,8 +201,9 @@ class RunStore:
                 self.keys.result(run_id),
                 self.keys.runs_active,
                 self.keys.runs_ended,
+                self.keys.outcomes(now_ms // 60_000),
             ],
-            args=[self.maxlen, final, self.ttl_s, run_id, _now_ms()],
+            args=[self.maxlen, final, self.ttl_s, run_id, now_ms, status],
         )
         return bool(result)
 

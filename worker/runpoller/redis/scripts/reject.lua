@@ -5,12 +5,14 @@
 -- KEYS[3]  the run's result string <prefix>:result:<id>
 -- KEYS[4]  the index of unfinished runs <prefix>:runs:active (zset run id -> accepted ms)
 -- KEYS[5]  the index of ended runs <prefix>:runs:ended (zset run id -> end ms)
+-- KEYS[6]  this minute's outcome counts <prefix>:outcomes:<epoch minute> (hash status -> n)
 -- ARGV[1]  approximate MAXLEN of the events stream
 -- ARGV[2]  final event data (also the result's value)
 -- ARGV[3]  TTL in s of the run hash, the events stream and the result
 -- ARGV[4]  run id (the member added to KEYS[5])
 -- ARGV[5]  now, epoch ms (the caller's clock: the run's score in KEYS[5]; members of KEYS[5]
 --          older than ARGV[3] s before it, whose records have expired, are trimmed)
+-- ARGV[6]  the final event's status (the field counted in KEYS[6], as finalize counts it)
 --
 -- Returns:
 --   1  recorded (a final run hash with no owner, the final event, the result), listed in
@@ -27,4 +29,7 @@ redis.call('ZREM', KEYS[4], ARGV[4])
 redis.call('ZADD', KEYS[5], ARGV[5], ARGV[4])
 local expired = tonumber(ARGV[5]) - 1000 * tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. expired)
+if redis.call('HINCRBY', KEYS[6], ARGV[6], 1) == 1 then
+  redis.call('EXPIRE', KEYS[6], 7200)
+end
 return 1
