@@ -476,3 +476,27 @@ async def test_purge_everything_or_only_the_old(client: RunpollerClient, redis: 
     assert await client.purge_dead_letters() == 2
     assert not await redis.exists(key)
     assert await client.purge_dead_letters() == 0
+
+
+async def test_status_shows_the_cancel_request_and_the_workers_answer(
+    client: RunpollerClient, redis: Redis
+) -> None:
+    await accept(redis, "run_z")
+    await end(redis, "run_z", "completed")
+    await redis.hset(
+        Keys(PREFIX).cancel("run_z"),
+        mapping={
+            "reason": "stop",
+            "requested_at": "1764115230500",
+            "outcome": "already_ended",
+            "final_status": "completed",
+        },
+    )
+    view = await client.status("run_z")
+    assert view is not None and view.cancel_request is not None
+    assert view.cancel_request.model_dump() == {
+        "reason": "stop",
+        "requested_at": 1_764_115_230_500,
+        "outcome": "already_ended",
+        "final_status": "completed",
+    }

@@ -87,8 +87,9 @@ class CancelRequest(BaseModel):
     reason: str
     requested_at: int | None = Field(description="Epoch ms of the (latest) request.")
     outcome: str | None = Field(
-        None, description="Set by the worker when the run had already ended."
+        None, description="Set by the worker when the run had already ended: `already_ended`."
     )
+    final_status: str | None = Field(None, description="Set with `outcome`: how the run ended.")
 
 
 class RunView(BaseModel):
@@ -678,6 +679,7 @@ def _cancel_request(fields: Mapping[Any, Any] | None) -> CancelRequest | None:
         reason=values.get("reason", ""),
         requested_at=int(at) if at.isdigit() else None,
         outcome=values.get("outcome") or None,
+        final_status=values.get("final_status") or None,
     )
 
 

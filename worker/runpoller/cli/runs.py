@@ -309,6 +309,8 @@ def render_view(view: RunView, now_ms: int) -> str:
             text += f" · reason: {request.reason}"
         if request.outcome:
             text += f" · {request.outcome}"
+            if request.final_status:
+                text += f" ({request.final_status})"
         rows.append(("cancel", text))
     for label, ms in (
         ("queued", view.queued_at),
