@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 
 from runpoller_fake.errors import ApiError
 from runpoller_fake.script import (
-    DEFAULT_EXPIRES_IN_S,
     DEFAULT_MESSAGE,
     TERMINAL,
     ErrorSpec,
@@ -212,7 +211,11 @@ class Run(Lifecycle):
         self.completed_at: int | None = None
         self.failed_at: int | None = None
         self.cancelled_at: int | None = None
-        self.action_expires_at: int | None = None
+        # Fixed at creation, as the real API's: re-entering requires_action or a poll does
+        # not move it (only ``objects.run_object`` hides it, null, once the run is terminal).
+        expires_in = script.run_expires_in_s
+        self.expires_at = int(wall_now + expires_in)
+        self._expires_mono = now + expires_in
         self.last_error: dict[str, str] | None = None
         self.incomplete_reason: str | None = None
         self.usage: dict[str, int] | None = None
@@ -222,8 +225,8 @@ class Run(Lifecycle):
         super().__init__(run_id, script, now, wall_now)
 
     def _duration(self) -> float | None:
-        if self.status == "requires_action":
-            return self.step.expires_in_s or DEFAULT_EXPIRES_IN_S
+        if self.status == "requires_action":  # waits until the run's expires_at, no longer
+            return max(self._expires_mono - self.phase_start, 0.0)
         return super()._duration()
 
     def _following(self) -> Step:
@@ -242,7 +245,7 @@ class Run(Lifecycle):
         if status == "in_progress" and self.started_at is None:
             self.started_at = at
         elif status == "requires_action":
-            self._ask_for_tools(step, t, at)
+            self._ask_for_tools(step, at)
         elif status == "completed":
             self.completed_at = at
             self._write_messages(step, at, incomplete_reason=None)
@@ -266,11 +269,9 @@ class Run(Lifecycle):
             if self._tool_step is not None:
                 self._tool_step.close(status, at)
 
-    def _ask_for_tools(self, step: Step, t: float, at: int) -> None:
+    def _ask_for_tools(self, step: Step, at: int) -> None:
         calls = [ToolCall.from_spec(spec) for spec in step.tool_calls or ()]
         self.pending_calls = calls
-        expires_in = step.expires_in_s or DEFAULT_EXPIRES_IN_S
-        self.action_expires_at = int(self.unix(t) + expires_in)
         self._tool_step = RunStep(new_id("step_"), "tool_calls", at, tool_calls=calls)
         self.steps.append(self._tool_step)
 

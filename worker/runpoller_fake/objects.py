@@ -20,8 +20,6 @@ from runpoller_fake.lifecycle import (
     ToolCall,
 )
 
-RUN_MAX_AGE_S = 600  # a run that is not terminal expires this long after creation
-
 T = TypeVar("T", bound="_HasId")
 
 
@@ -37,12 +35,6 @@ def thread_object(thread: Thread) -> dict[str, Any]:
 
 def run_object(run: Run) -> dict[str, Any]:
     status = run.status
-    if status == "requires_action":
-        expires_at: int | None = run.action_expires_at
-    elif run.terminal:
-        expires_at = None
-    else:
-        expires_at = run.created_at + RUN_MAX_AGE_S
     required_action = None
     if status == "requires_action":
         required_action = {
@@ -62,7 +54,8 @@ def run_object(run: Run) -> dict[str, Any]:
         "thread_id": run.thread.id,
         "status": status,
         "started_at": run.started_at,
-        "expires_at": expires_at,
+        # Fixed at creation; null once terminal, as in the spec's examples of a finished run.
+        "expires_at": None if run.terminal else run.expires_at,
         "cancelled_at": run.cancelled_at,
         "failed_at": run.failed_at,
         "completed_at": run.completed_at,

@@ -25,8 +25,12 @@ Format (every field but ``steps`` optional)::
 - Terminal steps: ``completed`` (``messages``, ``usage``), ``failed`` (``last_error`` or
   ``error``: ``{code, message}``), ``incomplete`` (``reason``, ``messages``), ``expired``,
   ``cancelled``.
-- Runs: ``requires_action`` waits for tool outputs until ``expires_in_s`` (fractions allowed),
-  then the run is ``expired``. Accepted outputs put the run back to ``queued`` for
+- Runs: ``requires_action`` waits for tool outputs until the run's ``expires_at``, then the
+  run is ``expired``. As in the real API, ``expires_at`` is fixed when the run is created:
+  ``expires_in_s`` (fractions allowed; default 600) after its creation, not after the step
+  began, and a later round or a poll does not move it. A run has one ``expires_at``, so every
+  ``requires_action`` step that sets ``expires_in_s`` must set the same; a round reached after
+  ``expires_at`` expires at once. Accepted outputs put the run back to ``queued`` for
   ``requeue_ms``, then the next step plays. Tool call ``arguments`` are kept verbatim (a dict
   is JSON-encoded), so malformed JSON can be scripted; ``id`` fixes the call id.
 - Responses: ``{"status": "completed", "function_calls": [...]}`` ends a response with
@@ -250,6 +254,13 @@ class Script(_Model):
                     f"steps.{index} ('{step.status}' without 'ms') ends the lifecycle, "
                     f"so steps.{index + 1} and later can never run"
                 )
+        expiries = {step.expires_in_s for step in self.steps if step.expires_in_s is not None}
+        if len(expiries) > 1:
+            index = next(i for i, s in enumerate(self.steps) if s.expires_in_s is not None)
+            raise ValueError(
+                f"steps.{index}.expires_in_s: a run has one expires_at, fixed at creation; "
+                f"the steps set {sorted(expiries)}"
+            )
         for index, fault in enumerate(self.faults):
             if fault.on in CREATE_ENDPOINTS:
                 raise ValueError(
@@ -257,6 +268,14 @@ class Script(_Model):
                     "(POST /_fake/faults), the object does not exist yet"
                 )
         return self
+
+    @property
+    def run_expires_in_s(self) -> float:
+        """Seconds from a run's creation to its ``expires_at``."""
+        for step in self.steps:
+            if step.expires_in_s is not None:
+                return step.expires_in_s
+        return DEFAULT_EXPIRES_IN_S
 
     def check_kind(self, kind: Kind) -> None:
         """Refuse what the other API kind cannot do (runs have no function_calls, etc.)."""

@@ -186,7 +186,7 @@ async def test_one_round_of_tool_calls(client: httpx.AsyncClient, clock: FakeClo
     clock.advance(0.2)
     run = await get_run(client, run)
     assert run["status"] == "requires_action"
-    assert run["expires_at"] == int(WALL_START + 0.2 + 600)
+    assert run["expires_at"] == int(WALL_START) + 600
     [call] = pending_calls(run)
     assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
     assert [tool["function"]["name"] for tool in run["tools"]] == ["get_weather"]
@@ -274,19 +274,102 @@ async def test_bad_arguments_are_passed_through_verbatim(
 
 
 async def test_requires_action_expires(client: httpx.AsyncClient, clock: FakeClock) -> None:
-    run = await create_run(client, "expire")
+    run = await create_run(client, "expire")  # expires_in_s 0.5, asks for tools at 0.2 s
     clock.advance(0.2)
     run = await get_run(client, run)
     assert run["status"] == "requires_action"
-    assert run["expires_at"] == int(WALL_START + 0.2 + 0.5)
-    clock.advance(0.5)
+    assert run["expires_at"] == int(WALL_START + 0.5)
+    clock.advance(0.2999)
+    assert (await get_run(client, run))["status"] == "requires_action"
+    clock.advance(0.0001)  # 0.5 s after creation, not after the wait began
     run = await get_run(client, run)
     assert run["status"] == "expired"
     assert run["required_action"] is None and run["expires_at"] is None
     late = await submit(client, run, [{"tool_call_id": "call_x", "output": "x"}])
     assert late.json()["error"]["message"] == 'Runs in status "expired" do not accept tool outputs.'
     [step] = (await client.get(run_url(run, "/steps"))).json()["data"]
-    assert (step["status"], step["expired_at"]) == ("expired", int(WALL_START + 0.7))
+    assert (step["status"], step["expired_at"]) == ("expired", int(WALL_START + 0.5))
+
+
+def _two_round_script(expires_in_s: float) -> dict[str, Any]:
+    ask = {
+        "status": "requires_action",
+        "expires_in_s": expires_in_s,
+        "tool_calls": [{"name": "get_weather"}],
+    }
+    return {
+        "steps": [
+            {"status": "queued", "ms": 1000},
+            {"status": "in_progress", "ms": 4000},
+            ask,
+            {"status": "in_progress", "ms": 20_000},
+            ask,
+            {"status": "completed"},
+        ]
+    }
+
+
+async def test_expires_at_is_fixed_at_creation(client: httpx.AsyncClient, clock: FakeClock) -> None:
+    """The real API's expires_at is set once: polls and later rounds leave it where it was."""
+    run = await create_run(client, _two_round_script(600))
+    fixed = int(WALL_START) + 600
+    seen = [run["expires_at"]]
+    for _ in range(5):  # queued, in_progress: polled over time
+        clock.advance(1.2)
+        run = await get_run(client, run)
+        seen.append(run["expires_at"])
+    assert run["status"] == "requires_action"  # entered 5 s after creation
+    outputs = [{"tool_call_id": call["id"], "output": "ok"} for call in pending_calls(run)]
+    answered = (await submit(client, run, outputs)).json()
+    seen.append(answered["expires_at"])
+    clock.advance(30)
+    run = await get_run(client, run)
+    assert run["status"] == "requires_action"  # the second round, 25 s after creation
+    seen.append(run["expires_at"])
+    assert seen == [fixed] * len(seen)
+    outputs = [{"tool_call_id": call["id"], "output": "ok"} for call in pending_calls(run)]
+    assert (await submit(client, run, outputs)).status_code == 200
+    clock.advance(1)
+    run = await get_run(client, run)
+    assert (run["status"], run["expires_at"]) == ("completed", None)
+
+
+async def test_a_round_expires_at_the_runs_expires_at(
+    client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    run = await create_run(client, _two_round_script(30))
+    clock.advance(5)
+    run = await get_run(client, run)
+    assert (run["status"], run["expires_at"]) == ("requires_action", int(WALL_START) + 30)
+    outputs = [{"tool_call_id": call["id"], "output": "ok"} for call in pending_calls(run)]
+    assert (await submit(client, run, outputs)).status_code == 200
+    clock.advance(20)  # the second round begins at 25 s: 5 s left of the run's 30
+    run = await get_run(client, run)
+    assert (run["status"], run["expires_at"]) == ("requires_action", int(WALL_START) + 30)
+    clock.advance(4.999)
+    assert (await get_run(client, run))["status"] == "requires_action"
+    clock.advance(0.001)
+    run = await get_run(client, run)
+    assert (run["status"], run["expires_at"]) == ("expired", None)
+    steps = (await client.get(run_url(run, "/steps"), params={"order": "asc"})).json()["data"]
+    assert [(s["status"], s["expired_at"]) for s in steps] == [
+        ("completed", None),
+        ("expired", int(WALL_START) + 30),
+    ]
+
+
+async def test_a_round_reached_after_expires_at_expires_at_once(
+    client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    run = await create_run(client, _two_round_script(10))
+    clock.advance(5)
+    outputs = [
+        {"tool_call_id": c["id"], "output": "ok"} for c in pending_calls(await get_run(client, run))
+    ]
+    assert (await submit(client, run, outputs)).status_code == 200
+    clock.advance(20)  # still in_progress at 10 s; the second round begins at 25 s
+    run = await get_run(client, run)
+    assert (run["status"], run["required_action"]) == ("expired", None)
 
 
 async def test_run_that_never_ends(client: httpx.AsyncClient, clock: FakeClock) -> None:
@@ -334,6 +417,14 @@ async def test_invalid_scripts_are_refused_naming_the_field(client: httpx.AsyncC
         json.dumps({"steps": [{"status": "queued", "ms": -1}]}): "steps.0.ms",
         json.dumps({"steps": [{"status": "in_progress"}, {"status": "completed"}]}): "steps.1",
         json.dumps({"steps": [{"status": "completed"}], "faults": [{"on": "get_run"}]}): "faults.0",
+        json.dumps(
+            {
+                "steps": [
+                    {"status": "requires_action", "expires_in_s": 5, "tool_calls": [{"name": "f"}]},
+                    {"status": "requires_action", "expires_in_s": 9, "tool_calls": [{"name": "f"}]},
+                ]
+            }
+        ): "steps.0.expires_in_s: a run has one expires_at",
         "no_such_scenario": "unknown scenario 'no_such_scenario'",
         "{not json": "not valid JSON",
     }
