@@ -242,6 +242,21 @@ async def test_list_runs_pages_follow_the_cursor_to_the_end(
     assert pages == 4
 
 
+async def test_a_page_that_ends_the_index_has_no_cursor(
+    client: RunpollerClient, redis: Redis, clock: list[int]
+) -> None:
+    for n in range(4):
+        clock[0] = NOW_MS + n
+        await accept(redis, f"f{n}")
+    first = await client.list_runs("in_flight", limit=2)
+    assert [i.run_id for i in first.items] == ["f0", "f1"] and first.next_cursor is not None
+    last = await client.list_runs("in_flight", limit=2, cursor=first.next_cursor)
+    assert [i.run_id for i in last.items] == ["f2", "f3"]
+    assert last.next_cursor is None, "nothing follows f3: no page to ask for"
+    whole = await client.list_runs("in_flight", limit=4)
+    assert len(whole.items) == 4 and whole.next_cursor is None
+
+
 async def test_list_runs_since_starts_at_a_score(
     client: RunpollerClient, redis: Redis, clock: list[int]
 ) -> None:

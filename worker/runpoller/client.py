@@ -399,8 +399,9 @@ class RunpollerClient:
         """The first ``count`` entries after ``position`` over all ``indexes`` together, in
         (score, member) order, and whether none follow them."""
         low = "-inf" if position.score == -math.inf else _number(position.score)
-        # From the cursor's score on, inclusive: the cursor's own entry comes back first.
-        num = count + (position.member is not None)
+        # One more than asked, to know whether any follow; and from the cursor's score on,
+        # inclusive, so the cursor's own entry comes back first.
+        num = count + 1 + (position.member is not None)
         offsets = dict.fromkeys(indexes, 0)
         kept: dict[str, list[_Entry]] = {}
         more: set[str] = set()  # indexes with entries beyond those kept

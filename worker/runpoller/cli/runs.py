@@ -356,9 +356,8 @@ async def _list(client: RunpollerClient, args: argparse.Namespace) -> int:
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         for row in rows:
-            print(
-                "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[3]])
-            )
+            cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+            print("  ".join([*cells, row[3]]).rstrip())
     if page.next_cursor:
         again = ["runpoller", "runs", "list"]
         if args.status:
