@@ -193,6 +193,7 @@ class Run:
         limit = state.phase_since + self.policy.cancel_grace_s
         if n.op is Op.CANCEL:
             assert state.cancellable, "no cancel for a run with nothing to cancel"
+            assert state.object_id, "no cancel for an object never created"
             assert state.phase is Phase.CANCELLING and n.at <= max(limit, self.now)
         elif state.phase in (Phase.CANCELLING, Phase.FETCHING):
             assert n.at <= max(limit, self.now), (n, state)

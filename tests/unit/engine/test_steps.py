@@ -56,17 +56,27 @@ def test_a_new_owner_re_reads_a_run_whose_submit_may_be_in_flight_when_it_create
 
 
 @pytest.mark.parametrize(
-    ("s", "what"),
+    ("s", "what", "code"),
     [
-        (engine.sending(awaiting(answer_creates=True), "submit:1"), "continuation"),
-        (engine.sending(state(object_id="", object_ids=()), "create"), "create"),
+        (
+            engine.sending(awaiting(answer_creates=True), "submit:1"),
+            "continuation",
+            "request_unconfirmed",
+        ),
+        (
+            engine.sending(state(object_id="", object_ids=()), "create"),
+            "create",
+            "create_outcome_unknown",
+        ),
     ],
     ids=["continuation", "create"],
 )
-def test_a_new_owner_never_repeats_a_create_whose_fate_is_unknown(s: RunState, what: str) -> None:
+def test_a_new_owner_never_repeats_a_create_whose_fate_is_unknown(
+    s: RunState, what: str, code: str
+) -> None:
     fin = final_of(engine.start(s, T0 + 5))
     assert fin.status == "error" and fin.error is not None
-    assert fin.error[0] == "request_unconfirmed"
+    assert fin.error[0] == code
     assert f"the {what} request may have been processed" in fin.reason
     assert "its sender stopped" in fin.reason
 
@@ -105,7 +115,22 @@ def test_an_ambiguous_failure_of_a_create_ends_the_run() -> None:
     s = engine.sending(state(object_id="", object_ids=()), "create")
     cut = Failure("no answer before the deadline", retryable=True, ambiguous=True)
     fin = final_of(engine.on_failure(s, Op.CREATE, cut, T0 + 1, POLICY, 0.0))
-    assert fin.error is not None and fin.error[0] == "request_unconfirmed"
+    assert fin.error is not None and fin.error[0] == "create_outcome_unknown"
+    assert "cancel" not in fin.reason and fin.cancel is None, "no cancel is claimed"
+
+
+def test_a_create_never_sent_by_the_deadline_ends_without_a_cancel_request() -> None:
+    # Rate limited (surely not sent) until the deadline: nothing was created. No CANCEL with
+    # no object id, and no claim that anything was cancelled.
+    s = state(object_id="", object_ids=())
+    limited = Failure("rate limited before sending", code="rate_limited", retryable=True)
+    fin = final_of(engine.on_failure(s, Op.CREATE, limited, T0 + 60, POLICY, 0.0))
+    assert fin.status == "timed_out" and fin.error is not None
+    assert fin.error[0] == "deadline_exceeded"
+    assert fin.reason == (
+        "the run passed its deadline before its response could be created; nothing was "
+        "created, nothing to cancel"
+    )
 
 
 def test_a_create_refused_before_it_was_sent_is_retried() -> None:

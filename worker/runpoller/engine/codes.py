@@ -34,6 +34,7 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     API_ERROR = "api_error"
     OBJECT_MISMATCH = "object_mismatch"
+    CREATE_OUTCOME_UNKNOWN = "create_outcome_unknown"
     REQUEST_UNCONFIRMED = "request_unconfirmed"
     # The job was refused before any request was made.
     INVALID_JOB = "invalid_job"
@@ -123,10 +124,19 @@ MEANINGS: Mapping[ErrorCode, tuple[tuple[str, ...], str]] = {
         "The API's answer carried another object's id (a proxy or compatible server mixed "
         "up objects): that object's status and output were not taken for this run's.",
     ),
+    ErrorCode.CREATE_OUTCOME_UNKNOWN: (
+        ("error",),
+        "The worker's `POST /v1/responses` for the job's `request` may have reached the API "
+        "but no answer came (a timeout, a dropped connection, a worker that died sending it): "
+        "a response may exist, and bill, under an id nobody knows. It is not sent again "
+        "(that could bill twice). Put your own id in the request's `metadata` to find it "
+        "in the API's logs or dashboard, and cancel it there if needed.",
+    ),
     ErrorCode.REQUEST_UNCONFIRMED: (
         ("error",),
-        "A request that creates a response (a create, a continuation) may have reached the "
-        "API but its answer never came: it is not sent again, which could bill twice.",
+        "A continuation (the tool outputs of a Responses run, which create a new response) "
+        "may have reached the API but its answer never came: it is not sent again, which "
+        "could bill twice. `detail.object_ids` holds the responses known so far.",
     ),
     ErrorCode.INVALID_JOB: (
         ("error",),

@@ -388,8 +388,6 @@ def on_cancel_request(state: RunState, app_reason: str, now: float) -> Decision 
         return None
     effects: list[Effect] = []
     state = _start_cancel(state, CancelReason.APP, app_reason, now, effects)
-    if not state.object_id:
-        return _finish_cancel(state, "confirmed", "", _api_status(state), effects)
     return _send_cancel(state, now, effects)
 
 
@@ -440,14 +438,14 @@ def _creates(state: RunState, op: Op) -> bool:
 
 
 def _unconfirmed(state: RunState, why: str, effects: list[Effect]) -> Decision:
-    what = "create" if not state.object_id else "continuation"
+    creating = not state.object_id
+    what = "create" if creating else "continuation"
     message = (
         f"the {what} request may have been processed but was not confirmed ({why}); it is "
         "not sent again, which could start a second billed response"
     )
-    api_status = _api_status(state)
-    error = (ErrorCode.REQUEST_UNCONFIRMED.value, message)
-    return _finish(state, "error", message, api_status, effects, error)
+    code = ErrorCode.CREATE_OUTCOME_UNKNOWN if creating else ErrorCode.REQUEST_UNCONFIRMED
+    return _finish(state, "error", message, _api_status(state), effects, (code.value, message))
 
 
 def _mismatch(state: RunState, op: Op, obs: Observation) -> str:
@@ -538,7 +536,11 @@ def _start_cancel(
 
 def _send_cancel(state: RunState, now: float, effects: list[Effect]) -> Decision:
     """Send the cancel now; or, when nothing runs on the API side (a response that completed
-    with function calls), count the run as cancelled without a request and collect it."""
+    with function calls), count the run as cancelled without a request and collect it; or,
+    when nothing was ever created (a create not sent yet, or surely not processed), end the
+    run at once saying so: there is nothing to cancel, and no cancel is claimed."""
+    if not state.object_id:
+        return _finish_cancel(state, "confirmed", "", _api_status(state), effects)
     if state.cancellable:
         return Decision(state, tuple(effects), Next(Op.CANCEL, now))
     if state.last_status is not Status.CANCELLED:
@@ -552,6 +554,11 @@ def _send_cancel(state: RunState, now: float, effects: list[Effect]) -> Decision
         phase_since=now,
     )
     return Decision(state, tuple(effects), Next(Op.FETCH_RESULT, now))
+
+
+_NOTHING_CREATED: Mapping[CancelReason, str] = {
+    CancelReason.TIMEOUT: "the run passed its deadline before its response could be created",
+}
 
 
 def _app_reason(state: RunState) -> str:
@@ -574,6 +581,11 @@ def _finish_cancel(
     if reason_ is CancelReason.APP:
         detail = f" ({detail})" if detail else ""
     text = template.format(detail=detail)
+    if not state.object_id:
+        # Nothing was created (a Responses create never sent, or surely not processed).
+        text = _NOTHING_CREATED.get(reason_, text) + "; nothing was created, nothing to cancel"
+        if reason_ is CancelReason.APP:
+            text = f"cancelled at the app's request{detail} before the response was created"
     if outcome != "confirmed":
         code = ErrorCode.CANCEL_UNCONFIRMED
         text += "; the cancel could not be confirmed"
