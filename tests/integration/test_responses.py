@@ -12,6 +12,7 @@ import pytest
 from runpoller.client import RunpollerClient
 from runpoller.protocol import FinalEvent, RequiresActionEvent, StatusEvent
 from runpoller_fake import FakeServer
+from runpoller_fake.testing import function_tools
 from tests.integration.conftest import FAKE_KEY, WorkerHandle
 from tests.integration.test_end_to_end import RewritingProxy
 
@@ -82,14 +83,10 @@ async def test_timeout_cancels_the_response(
     assert [e["endpoint"] for e in log].count("cancel_response") == 1
 
 
-async def test_two_round_function_call_continuation(
-    start_worker: StartWorker, client: RunpollerClient, fake_http: httpx.AsyncClient, namespace: str
-) -> None:
-    await start_worker()
-    first_id = await fake_response(fake_http, "two_rounds")
-    rid = await client.enqueue(
-        job(first_id, namespace, continuation={"model": "gpt-4o", "instructions": "Be brief."})
-    )
+async def answer_every_round(
+    client: RunpollerClient, rid: str
+) -> tuple[list[int], list[str], FinalEvent]:
+    """Follow the run, answering each round's calls; the rounds, object ids seen, and final."""
     rounds: list[int] = []
     seen_ids: list[str] = []
     final = None
@@ -104,16 +101,48 @@ async def test_two_round_function_call_continuation(
             )
         if isinstance(event, FinalEvent):
             final = event
+    assert final is not None
+    return rounds, seen_ids, final
+
+
+async def test_two_round_function_call_continuation(
+    start_worker: StartWorker, client: RunpollerClient, fake_http: httpx.AsyncClient, namespace: str
+) -> None:
+    await start_worker()
+    first_id = await fake_response(fake_http, "two_rounds")
+    # Nothing carries over previous_response_id: the second round's get_time can only be
+    # called because every continuation declares the tools again, as a real app's must.
+    tools = function_tools("get_weather", "get_time")
+    continuation = {"model": "gpt-4o", "instructions": "Be brief.", "tools": tools}
+    rid = await client.enqueue(job(first_id, namespace, continuation=continuation))
+    rounds, seen_ids, final = await answer_every_round(client, rid)
     assert rounds == [1, 2]
-    assert final is not None and final.status == "completed"
+    assert final.status == "completed"
     ids = final.detail["response_ids"]
     assert len(ids) == 3 and ids[0] == first_id and len(set(ids)) == 3
     assert set(seen_ids) == set(ids)
-    # The continuation carried the job's instructions and pointed at the previous response.
+    # The continuation carried the job's instructions and tools, and pointed at the previous
+    # response.
     headers = {"Authorization": f"Bearer {FAKE_KEY}"}
     second = (await fake_http.get(f"/v1/responses/{ids[1]}", headers=headers)).json()
     assert second["previous_response_id"] == ids[0]
     assert second["instructions"] == "Be brief."
+    assert second["tools"] == tools
+
+
+async def test_a_continuation_without_tools_cannot_call_a_function(
+    start_worker: StartWorker, client: RunpollerClient, fake_http: httpx.AsyncClient, namespace: str
+) -> None:
+    """A job whose continuation declares no tools: its second round is never asked for, the
+    model answers with text instead (tools do not carry over previous_response_id)."""
+    await start_worker()
+    first_id = await fake_response(fake_http, "two_rounds")
+    rid = await client.enqueue(job(first_id, namespace, continuation={"model": "gpt-4o"}))
+    rounds, _, final = await answer_every_round(client, rid)
+    assert rounds == [1]
+    assert final.status == "completed", final
+    assert final.output_text == "I cannot call get_time: this request gave me no such tool."
+    assert len(final.detail["response_ids"]) == 2
 
 
 async def test_worker_creates_the_response_from_the_job(

@@ -4,7 +4,9 @@ Not part of the OpenAI surface: no auth, no fault injection, no OpenAI headers.
 
 - ``POST /_fake/scenarios {name, script}`` registers a named script; ``GET`` lists names.
 - ``POST /_fake/runs {script, assistant_id?, model?, thread_id?, metadata?}`` → RunObject.
-- ``POST /_fake/responses {script, model?, metadata?}`` → background Response.
+- ``POST /_fake/responses {script, model?, metadata?, tools?}`` → background Response, as if
+  the app had created it with ``tools`` (default: a function tool for every function the
+  script calls). Its continuations, made through ``/v1``, have only the tools they send.
 - ``POST /_fake/faults`` (a fault, a list, or ``{"faults": [...]}``) sets server-wide faults;
   ``GET`` shows them with their counters; ``DELETE`` clears them.
 - ``GET /_fake/stats``; ``GET /_fake/runs/{id}/log`` (also ``/_fake/responses/{id}/log``).
@@ -31,6 +33,7 @@ from pydantic import ValidationError
 from runpoller_fake import objects
 from runpoller_fake.errors import ApiError
 from runpoller_fake.ops import STATE_KEY, read_json, script_for, start_response, start_run
+from runpoller_fake.params import script_function_tools
 from runpoller_fake.script import (
     BUILTIN_SCENARIOS,
     Fault,
@@ -109,11 +112,15 @@ async def _create_run(state: FakeState, request: web.Request) -> Any:
 async def _create_response(state: FakeState, request: web.Request) -> Any:
     body = await read_json(request, allow_empty=True)
     script = script_for(state, body.get("script"), "response", param="script")
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise ApiError(400, "'tools' must be a list of tool definitions.", param="tools")
     response_body = {
         "model": body.get("model"),
         "metadata": body.get("metadata"),
         "input": body.get("input", "Hello"),
         "background": True,
+        "tools": script_function_tools(script) if tools is None else tools,
     }
     return objects.response_object(start_response(state, response_body, script))
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from runpoller_fake.errors import ApiError
+from runpoller_fake.params import callable_functions
 from runpoller_fake.script import (
     DEFAULT_MESSAGE,
     TERMINAL,
@@ -364,6 +365,7 @@ class Response(Lifecycle):
         wall_now: float,
     ) -> None:
         self.params = params
+        self.functions = callable_functions(params)
         self.completed_at: int | None = None
         self.error: dict[str, str] | None = None
         self.incomplete_reason: str | None = None
@@ -384,7 +386,7 @@ class Response(Lifecycle):
         if status == "completed":
             self.completed_at = self.wall(t)
             if step.function_calls:
-                self.output = [ToolCall.from_spec(spec) for spec in step.function_calls]
+                self._call_functions(step.function_calls)
             else:
                 self._write_messages(step, "completed")
         elif status == "incomplete":
@@ -405,6 +407,23 @@ class Response(Lifecycle):
     def _write_messages(self, step: Step, status: str) -> None:
         texts = step.messages if step.messages is not None else [DEFAULT_MESSAGE]
         self.output = [OutputMessage(new_id("msg_", 24), text, status) for text in texts]
+
+    def _call_functions(self, specs: list[ToolCallSpec]) -> None:
+        """Make the scripted calls this response's own request lets the model make.
+
+        The model can only call a function in its request's ``tools`` (none is carried over
+        from a previous response); the real API does not refuse such a request, the model just
+        answers without the call. So the calls its tools do not declare are not made, and a
+        response left with none completes with a text message (naming them, for whoever reads
+        the test), as the real one would: no error, and no call the worker could answer.
+        """
+        made = [spec for spec in specs if spec.name in self.functions]
+        if made:
+            self.output = [ToolCall.from_spec(spec) for spec in made]
+            return
+        names = ", ".join(dict.fromkeys(spec.name for spec in specs))
+        text = f"I cannot call {names}: this request gave me no such tool."
+        self.output = [OutputMessage(new_id("msg_", 24), text)]
 
     def cancel(self, now: float) -> None:
         """Cancel at once (Responses have no ``cancelling``); idempotent once cancelled."""

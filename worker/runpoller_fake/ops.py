@@ -193,4 +193,4 @@ def start_response(
         script = script_for(
             state, scenario_of(body), "response", param="metadata.fake_scenario", default=carried
         )
-    return state.create_response(response_params(body, script), script)
+    return state.create_response(response_params(body), script)

@@ -2,8 +2,14 @@
 
 The real API returns every request parameter on the object (``model``, ``tools``,
 ``temperature`` ...), filled with defaults when not sent; clients and the spec expect them.
-When a request names no tools, the functions the script calls are listed so the object looks
-like one that could have made those calls.
+
+Tools: a run that names none uses its assistant's, which the fake does not keep, so it lists the
+functions its script calls. A response has exactly the ``tools`` its own request sent, and
+nothing else: the real API carries no ``tools`` (nor ``instructions``, ``tool_choice`` ...) over
+through ``previous_response_id``, each continuation that may call functions sends them again
+(``callable_functions`` says which a response's model may call). Only the ``/_fake/responses``
+control route, standing in for the app's first request, declares the script's functions for it
+when not told otherwise (``script_function_tools``).
 """
 
 from __future__ import annotations
@@ -31,6 +37,50 @@ def _function_names(script: Script) -> list[str]:
 
 
 _PARAMETERS = {"type": "object", "properties": {}, "additionalProperties": True}
+
+
+def function_tool(name: str) -> dict[str, Any]:
+    """A Responses ``FunctionTool`` declaring ``name`` (every field the spec requires)."""
+    return {
+        "type": "function",
+        "name": name,
+        "description": None,
+        "parameters": dict(_PARAMETERS, properties={}),
+        "strict": False,
+    }
+
+
+def script_function_tools(script: Script) -> list[dict[str, Any]]:
+    """A ``FunctionTool`` for every function the script calls."""
+    return [function_tool(name) for name in _function_names(script)]
+
+
+def callable_functions(params: dict[str, Any]) -> frozenset[str]:
+    """The functions a response's model may call: its own ``tools``, as ``tool_choice`` allows.
+
+    The model can only call a function its request declared; ``tool_choice`` ``"none"`` allows
+    none, a ``function`` choice only that one, ``allowed_tools`` only the functions it lists.
+    """
+    names = frozenset(_function_tool_names(params.get("tools")))
+    choice = params.get("tool_choice")
+    if choice == "none":
+        return frozenset()
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return names & {choice.get("name")}
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        return names & frozenset(_function_tool_names(choice.get("tools")))
+    return names
+
+
+def _function_tool_names(tools: Any) -> list[str]:
+    items = tools if isinstance(tools, list) else []
+    return [
+        tool["name"]
+        for tool in items
+        if isinstance(tool, dict)
+        and tool.get("type") == "function"
+        and isinstance(tool.get("name"), str)
+    ]
 
 
 def run_params(body: dict[str, Any], script: Script) -> dict[str, Any]:
@@ -65,20 +115,8 @@ def run_params(body: dict[str, Any], script: Script) -> dict[str, Any]:
     }
 
 
-def response_params(body: dict[str, Any], script: Script) -> dict[str, Any]:
-    """What a background ``Response`` echoes from a ``CreateResponse`` body."""
-    tools = body.get("tools")
-    if tools is None:
-        tools = [
-            {
-                "type": "function",
-                "name": name,
-                "description": None,
-                "parameters": _PARAMETERS,
-                "strict": False,
-            }
-            for name in _function_names(script)
-        ]
+def response_params(body: dict[str, Any]) -> dict[str, Any]:
+    """What a background ``Response`` echoes from a ``CreateResponse`` body (its own only)."""
     return {
         "model": _given(body, "model", DEFAULT_MODEL),
         "instructions": body.get("instructions"),
@@ -95,7 +133,7 @@ def response_params(body: dict[str, Any], script: Script) -> dict[str, Any]:
         "temperature": _given(body, "temperature", 1.0),
         "text": _given(body, "text", {"format": {"type": "text"}, "verbosity": "medium"}),
         "tool_choice": _given(body, "tool_choice", "auto"),
-        "tools": tools,
+        "tools": _given(body, "tools", []),
         "top_logprobs": _given(body, "top_logprobs", 0),
         "top_p": _given(body, "top_p", 1.0),
         "truncation": _given(body, "truncation", "disabled"),

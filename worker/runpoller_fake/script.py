@@ -34,7 +34,10 @@ Format (every field but ``steps`` optional)::
   ``requeue_ms``, then the next step plays. Tool call ``arguments`` are kept verbatim (a dict
   is JSON-encoded), so malformed JSON can be scripted; ``id`` fixes the call id.
 - Responses: ``{"status": "completed", "function_calls": [...]}`` ends a response with
-  function calls; a continuation (``previous_response_id``) plays the steps after it.
+  function calls; a continuation (``previous_response_id``) plays the steps after it. The
+  model calls only functions declared in the ``tools`` of the response's own request (they
+  are not carried over through ``previous_response_id``, as in the real API): a scripted call
+  to any other is not made, and with none left the response completes with a text message.
 - Cancel: a run goes ``cancelling`` for ``cancel_ms``, then ``cancelled`` (or ``completed``
   with ``cancel_outcome: "completed"``: the cancel lost the race). Responses cancel at once.
 - ``poll_after_ms`` sends ``openai-poll-after-ms`` on GET while non-terminal.

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from runpoller_fake.params import function_tool
 from runpoller_fake.spec import validate
 
 _RUN = r"/v1/threads/[^/]+/runs/[^/]+"
@@ -27,6 +28,15 @@ REPLY_SCHEMAS: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("GET", re.compile(r"/v1/responses/[^/]+"), "Response"),
     ("POST", re.compile(r"/v1/responses/[^/]+/cancel"), "Response"),
 )
+
+
+def function_tools(*names: str) -> list[dict[str, Any]]:
+    """``tools`` for a ``CreateResponse`` declaring these functions, as an app sends them.
+
+    A response may call only what its own request declares: a continuation that should be able
+    to call functions must send them again (they do not carry over ``previous_response_id``).
+    """
+    return [function_tool(name) for name in names]
 
 
 class FakeClock:

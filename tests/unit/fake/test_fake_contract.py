@@ -13,12 +13,14 @@ import httpx
 import pytest
 
 from runpoller_fake import BUILTIN_SCENARIOS
-from runpoller_fake.testing import FakeClock
+from runpoller_fake.testing import FakeClock, function_tools
 
 TERMINAL = {"completed", "failed", "incomplete", "expired", "cancelled"}
 
 # The statuses each scenario goes through (repeats squeezed), when driven as the tests do:
-# tools answered at once, and a cancel after 0.5 s for runs that never end.
+# tools answered at once, and a cancel after 0.5 s for runs that never end. Responses declare
+# the built-in scenarios' functions on every request, continuations too (nothing carries over).
+TOOLS = function_tools("get_weather", "get_time")
 _ROUND = "requires_action queued in_progress"
 RUN_STATUSES = {
     "complete": "queued in_progress completed",
@@ -113,6 +115,7 @@ async def test_response_scenario_replies_match_the_spec(
         "input": "Hi",
         "background": True,
         "store": True,
+        "tools": TOOLS,
         "metadata": {"fake_scenario": scenario},
     }
     response = await retrying(client, "POST", "/responses", json=body)
@@ -127,6 +130,7 @@ async def test_response_scenario_replies_match_the_spec(
             follow_up = {
                 "model": "gpt-4o",
                 "background": True,
+                "tools": TOOLS,
                 "input": outputs,
                 "previous_response_id": response["id"],
             }

@@ -9,7 +9,9 @@ import httpx
 import pytest
 
 from runpoller_fake import FakeServer
-from runpoller_fake.testing import FakeClock
+from runpoller_fake.testing import FakeClock, function_tools
+
+WEATHER = function_tools("get_weather")
 
 
 async def create(
@@ -117,19 +119,20 @@ async def test_no_beta_header_needed_but_a_key_is(server: FakeServer) -> None:
 
 
 async def test_function_calls_and_continuation(client: httpx.AsyncClient, clock: FakeClock) -> None:
-    first = (await create(client, "parallel_calls")).json()
+    first = (await create(client, "parallel_calls", tools=WEATHER)).json()
     clock.advance(0.2)
     first = await get(client, first["id"])
     assert first["status"] == "completed"
     calls = [item for item in first["output"] if item["type"] == "function_call"]
     assert [json.loads(c["arguments"])["city"] for c in calls] == ["Paris", "London", "Tokyo"]
     assert all(c["id"].startswith("fc_") and c["call_id"].startswith("call_") for c in calls)
-    assert {tool["name"] for tool in first["tools"]} == {"get_weather"}
+    assert first["tools"] == WEATHER
 
     reply = await create(client, previous_response_id=first["id"], input=outputs_for(first))
     assert reply.status_code == 200, reply.text
     second = reply.json()
     assert second["previous_response_id"] == first["id"]
+    assert second["tools"] == [], "tools are not carried over"
     assert second["status"] == "in_progress"  # the script carries on after the function calls
     clock.advance(0.15)
     second = await get(client, second["id"])
@@ -140,10 +143,11 @@ async def test_function_calls_and_continuation(client: httpx.AsyncClient, clock:
 async def test_continuation_rejects_bad_call_ids(
     client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
-    first = (await create(client, "parallel_calls")).json()
+    first = (await create(client, "parallel_calls", tools=WEATHER)).json()
     clock.advance(0.2)
     first = await get(client, first["id"])
     outputs = outputs_for(first)
+    assert len(outputs) == 3
 
     wrong = [*outputs[:2], {**outputs[2], "call_id": "call_bogus"}]
     reply = await create(client, previous_response_id=first["id"], input=wrong)
@@ -201,3 +205,117 @@ async def test_unknown_response_is_404(client: httpx.AsyncClient) -> None:
     reply = await client.get("/responses/resp_nope")
     assert reply.status_code == 404
     assert reply.json()["error"]["message"] == "Response with id 'resp_nope' not found."
+
+
+def function_call_names(response: dict[str, Any]) -> list[str]:
+    return [item["name"] for item in response["output"] if item["type"] == "function_call"]
+
+
+def message_texts(response: dict[str, Any]) -> list[str]:
+    return [
+        part["text"]
+        for item in response["output"]
+        if item["type"] == "message"
+        for part in item["content"]
+    ]
+
+
+async def answered(
+    client: httpx.AsyncClient, clock: FakeClock, previous: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    """Continue ``previous`` with an output for each of its calls; the continuation, finished."""
+    reply = await create(
+        client, previous_response_id=previous["id"], input=outputs_for(previous), **extra
+    )
+    assert reply.status_code == 200, reply.text
+    clock.advance(0.2)
+    return await get(client, reply.json()["id"])
+
+
+async def test_tools_are_not_carried_over_through_previous_response_id(
+    client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    """A continuation has what its own request sent: no tools, instructions or tool_choice
+    from the response it continues, so a second round it declares no tool for is not made."""
+    tools = function_tools("get_weather", "get_time")
+    first = (
+        await create(
+            client, "two_rounds", tools=tools, instructions="Be brief.", tool_choice="required"
+        )
+    ).json()
+    clock.advance(0.2)
+    first = await get(client, first["id"])
+    assert function_call_names(first) == ["get_weather"]
+    second = await answered(client, clock, first)
+    assert (second["tools"], second["instructions"], second["tool_choice"]) == ([], None, "auto")
+    assert second["status"] == "completed"
+    assert function_call_names(second) == [], "the model cannot call get_time: not in tools"
+    assert message_texts(second) == ["I cannot call get_time: this request gave me no such tool."]
+    assert second["usage"]["total_tokens"] > 0
+    # A continuation of it needs no function_call_output: there is no call to answer.
+    third = await create(client, previous_response_id=second["id"], input="And then?")
+    assert third.status_code == 200, third.text
+
+
+async def test_a_continuation_that_sends_its_tools_again_can_call_them(
+    client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    tools = function_tools("get_weather", "get_time")
+    first = (await create(client, "two_rounds", tools=tools)).json()
+    clock.advance(0.2)
+    first = await get(client, first["id"])
+    second = await answered(client, clock, first, tools=tools)
+    assert second["tools"] == tools
+    assert function_call_names(second) == ["get_time"]
+    third = await answered(client, clock, second)
+    assert message_texts(third) == ["It is sunny in Paris."]
+
+
+async def test_a_response_without_tools_calls_no_function(
+    client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    created = (await create(client, "requires_action")).json()
+    assert created["tools"] == []
+    clock.advance(0.2)
+    done = await get(client, created["id"])
+    assert done["status"] == "completed" and function_call_names(done) == []
+    assert message_texts(done) == ["I cannot call get_weather: this request gave me no such tool."]
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "names"),
+    [
+        ("auto", ["f", "g"]),
+        ("required", ["f", "g"]),
+        ("none", []),
+        ({"type": "function", "name": "g"}, ["g"]),
+        (
+            {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "f"}]},
+            ["f"],
+        ),
+    ],
+)
+async def test_only_declared_functions_that_tool_choice_allows_are_called(
+    client: httpx.AsyncClient, clock: FakeClock, tool_choice: Any, names: list[str]
+) -> None:
+    calls = [{"name": "f"}, {"name": "g"}, {"name": "h"}]  # h is declared nowhere
+    script = {"steps": [{"status": "completed", "function_calls": calls}]}
+    reply = await create(client, script, tools=function_tools("f", "g"), tool_choice=tool_choice)
+    assert reply.status_code == 200, reply.text
+    done = await get(client, reply.json()["id"])
+    assert function_call_names(done) == names
+    if not names:
+        assert message_texts(done) == ["I cannot call f, g, h: this request gave me no such tool."]
+
+
+async def test_the_control_route_declares_the_scripts_functions_unless_told(
+    control: httpx.AsyncClient, client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    by_default = (await control.post("responses", json={"script": "two_rounds"})).json()
+    assert [tool["name"] for tool in by_default["tools"]] == ["get_weather", "get_time"]
+    bare = (await control.post("responses", json={"script": "two_rounds", "tools": []})).json()
+    clock.advance(0.2)
+    assert function_call_names(await get(client, by_default["id"])) == ["get_weather"]
+    assert function_call_names(await get(client, bare["id"])) == []
+    wrong = await control.post("responses", json={"script": "two_rounds", "tools": "all"})
+    assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "tools"
