@@ -65,6 +65,12 @@ class Keys:
         return f"{self.prefix}:reply:{entry_id}"
 
     @property
+    def wakes(self) -> str:
+        """Webhook wake-ups (fields ``object_id``, ``type``, ``webhook_id``): the run that
+        follows the object polls at once. Written by the webhook receiver."""
+        return f"{self.prefix}:wakes"
+
+    @property
     def control(self) -> str:
         """Worker-to-worker messages (a 429 pause for a key, ...)."""
         return f"{self.prefix}:control"
