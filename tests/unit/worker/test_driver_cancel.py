@@ -163,3 +163,36 @@ async def test_asking_twice_sends_one_cancel() -> None:
     final = await final_of(redis, runner)
     assert backend.calls.count("cancel") == 1
     assert final.cancel is not None and final.cancel.app_reason == "first"
+
+
+# ---------------------------------------------------------------------------- webhook wakes
+
+
+async def test_a_webhook_wake_polls_the_run_now_instead_of_after_its_interval() -> None:
+    backend = Backend()
+    redis, runner, store = await runner_for(backend)
+    await adopt(store, runner, interval_s=300)
+    while not backend.calls:
+        await asyncio.sleep(0.01)
+    while runner.runs["run_1"].next_op is None:  # the first answer is being applied
+        await asyncio.sleep(0.01)
+    assert runner.wake_object("run_other") == "not_here"
+    assert runner.wake_object("run_1") == "woken"
+    while len(backend.calls) < 2:  # bounded by the test timeout, not by the 300 s interval
+        await asyncio.sleep(0.01)
+    assert backend.calls == ["get", "get"]
+    runner.request_cancel("run_1", "")
+    await final_of(redis, runner)
+    assert runner.by_object == {}, "forgotten with the run"
+
+
+async def test_a_wake_does_not_hurry_a_request_that_is_not_a_poll() -> None:
+    backend = Backend()
+    redis, runner, store = await runner_for(backend)
+    backend.hold.clear()
+    await adopt(store, runner)
+    await backend.in_get.wait()
+    assert runner.wake_object("run_1") == "not_waiting", "a request is in flight"
+    backend.hold.set()
+    runner.request_cancel("run_1", "")
+    await final_of(redis, runner)

@@ -136,7 +136,12 @@ async def test_a_reply_written_between_two_reads_before_any_was_read_is_delivere
     store.after_read.append(stall)
     await listen_until(listener_for(store, sink), lambda: bool(sink.replies))
     assert sink.run_ids == ["r1"]
-    assert store.reads[0] == {KEYS.replies: "0-0", KEYS.control: "0-0", KEYS.cancels: "0-0"}
+    assert store.reads[0] == {
+        KEYS.replies: "0-0",
+        KEYS.control: "0-0",
+        KEYS.cancels: "0-0",
+        KEYS.wakes: "0-0",
+    }
     no_dollar(store)
 
 
@@ -156,7 +161,12 @@ async def test_old_entries_are_not_replayed_and_the_next_one_is_read(redis: Redi
     await listen_until(listener_for(store, sink), lambda: bool(sink.replies))
     assert sink.run_ids == ["new"]
     assert sink.controls == []
-    assert store.reads[0] == {KEYS.replies: last, KEYS.control: "5-0", KEYS.cancels: "0-0"}
+    assert store.reads[0] == {
+        KEYS.replies: last,
+        KEYS.control: "5-0",
+        KEYS.cancels: "0-0",
+        KEYS.wakes: "0-0",
+    }
     no_dollar(store)
 
 
@@ -269,6 +279,7 @@ async def test_replay_after_a_takeover_delivers_the_rounds_replies_then_live_one
         KEYS.replies: "3000-0",
         KEYS.control: "0-0",
         KEYS.cancels: "0-0",
+        KEYS.wakes: "0-0",
     }, "the live read starts where the replay's read ended (or before), never after"
     sink.replies.clear()
 

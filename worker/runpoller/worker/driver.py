@@ -91,6 +91,10 @@ class ActiveRun:
     """The app's cancel request (its reason, maybe ""), until the engine has seen it."""
     sleeper: asyncio.Future[None] | None = None
     """The wait for the next request, while one runs: a cancel request ends it early."""
+    woken: bool = False
+    """A webhook said the run's object changed: the wait for its next poll ends now."""
+    next_op: Op | None = None
+    """The request the driver waits to make (a wake-up only hurries a poll)."""
     used_replies: set[str] = field(default_factory=set)
     """Entry ids of the replies submitted: a redelivery of one (live and replayed after a
     takeover) is dropped, not rejected."""
@@ -104,7 +108,7 @@ class ActiveRun:
         return self._inbox
 
     def wake(self) -> None:
-        """End the current wait now (a cancel request came)."""
+        """End the current wait now (a cancel request came, or a webhook)."""
         if self.sleeper is not None and not self.sleeper.done():
             self.sleeper.set_result(None)
         if self._inbox is not None:
@@ -148,6 +152,8 @@ class Runner:
         self.policy = policy
         self.clock = clock
         self.runs: dict[str, ActiveRun] = {}
+        self.by_object: dict[str, ActiveRun] = {}
+        """The run following each API object id (what a webhook names)."""
         self.cancel_notices: dict[str, str] = {}
         """Cancel requests read for runs not driven here (reason by run id, the latest
         ``CANCEL_NOTICES_KEPT``): one adopted just after its request was read gets it, even
@@ -182,6 +188,8 @@ class Runner:
         if cancel is not None and state.cancel_reason is not engine.CancelReason.APP:
             run.cancel_asked = cancel
         self.runs[run_id] = run
+        if state.object_id:
+            self.by_object[state.object_id] = run
         run.task = asyncio.create_task(self._drive(run), name=f"run:{run_id}")
         return True
 
@@ -193,6 +201,7 @@ class Runner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.runs.clear()
+        self.by_object.clear()
 
     def restore_missing(self, run_ids: list[str]) -> None:
         """Runs whose records Redis lost while this worker drives them (seen when its own
@@ -217,6 +226,19 @@ class Runner:
             )
             self._reply_effects(run, decision.effects)
         return True
+
+    def wake_object(self, object_id: str) -> str:
+        """A webhook says ``object_id`` changed (a response ended): its run polls now.
+        ``woken``; ``not_here`` when no run here follows it; ``not_waiting`` when its next
+        request is not a poll (a backoff, a cancel, a submit keep their own schedule)."""
+        run = self.by_object.get(object_id)
+        if run is None or run.state.object_id != object_id or self.runs.get(run.run_id) is not run:
+            return "not_here"
+        if run.next_op is not Op.GET:
+            return "not_waiting"
+        run.woken = True
+        run.wake()
+        return "woken"
 
     def request_cancel(self, run_id: str, app_reason: str) -> bool:
         """The app asked to cancel a run: False when this worker does not drive it. The run's
@@ -256,7 +278,9 @@ class Runner:
                         await self._apply(run, cancelled, bound)
                         nxt = cancelled.next
                         continue
+                run.next_op = nxt.op
                 decision = await self._wait(run, nxt)
+                run.next_op, run.woken = None, False
                 if decision is None:
                     if run.cancel_asked is not None:
                         continue  # woken by the app's cancel: the engine decides first
@@ -278,6 +302,9 @@ class Runner:
             # Only this driver's entry: a newer one for the same run may have replaced it.
             if self.runs.get(run.run_id) is run:
                 del self.runs[run.run_id]
+            for object_id in run.state.object_ids:
+                if self.by_object.get(object_id) is run:
+                    del self.by_object[object_id]
 
     async def _finish_after_crash(self, run: ActiveRun, exc: Exception) -> None:
         """A bug must not strand a run: the engine ends it with an error (never retried)."""
@@ -304,7 +331,7 @@ class Runner:
             except TimeoutError:
                 return None
             if reply is None or reply.entry_id in run.used_replies:
-                if reply is None and run.cancel_asked is not None:
+                if reply is None and (run.cancel_asked is not None or run.woken):
                     return None
                 delay = nxt.at - self.clock()
                 continue
@@ -440,6 +467,8 @@ class Runner:
 
     async def _apply(self, run: ActiveRun, decision: engine.Decision, bound: Any) -> None:
         old, new = run.state, decision.state
+        if new.object_id != old.object_id and new.object_id:
+            self.by_object[new.object_id] = run
         if run.last_obs is not None and run.last_obs.status is not new.last_status:
             # The engine overruled the last answer (it let go of a run with nothing left to
             # cancel): that answer no longer describes how the run ended.

@@ -128,6 +128,14 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.wakes = Counter(
+            "runpoller_wakes_total",
+            "Webhook wake-ups read: woken (a run here polled at once), not_here (no run here "
+            "follows that object), not_waiting (its run was busy: its next request is not a "
+            "poll).",
+            ["result"],
+            registry=r,
+        )
         self.replies_rejected = Counter(
             "runpoller_replies_rejected_total", "App replies that failed validation.", registry=r
         )

@@ -1,10 +1,11 @@
 """The app's replies and cancel requests, and the cluster's control messages, read as they land.
 
-One task per worker blocks on the three streams at once: a reply wakes the run waiting for
-it; a cancel request goes to the run's driver; a control message (a 429 pause) goes to the
-rate limiter. A run taken over in the middle of a tool round gets the replies that arrived
-since the round was asked, replayed from the stream; a run adopted after a cancel request
-finds it in the run's durable request (see admission).
+One task per worker blocks on the four streams at once: a reply wakes the run waiting for
+it; a cancel request goes to the run's driver; a webhook's wake-up makes the run following
+that object poll now (a run with no owner polls when it is resumed anyway); a control
+message (a 429 pause) goes to the rate limiter. A run taken over in the middle of a tool
+round gets the replies that arrived since the round was asked, replayed from the stream; a
+run adopted after a cancel request finds it in the run's durable request (see admission).
 
 What no worker here drives is answered in Redis when no owner ever will (``RunControl``): a
 reply for a run that does not exist or had ended gets a reply status; a cancel for a run
@@ -69,7 +70,12 @@ class RepliesListener:
             async with self._positioning:
                 if self.cursors is None:
                     self.cursors = await self.store.stream_positions(
-                        [self.keys.replies, self.keys.control, self.keys.cancels]
+                        [
+                            self.keys.replies,
+                            self.keys.control,
+                            self.keys.cancels,
+                            self.keys.wakes,
+                        ]
                     )
         return self.cursors
 
@@ -108,6 +114,8 @@ class RepliesListener:
                 self.limiter.on_control(_text(data))
         elif stream == self.keys.cancels:
             await self.cancel(fields)
+        elif stream == self.keys.wakes:
+            self.wake(fields)
         else:
             await self.deliver(fields, entry_id)
 
@@ -122,6 +130,16 @@ class RepliesListener:
     async def _unapplied(self, reply: ParsedReply) -> None:
         if await self.control.reply_unapplied(reply.entry_id, reply.run_id, reply.round):
             log.info("reply.unapplied", run_id=reply.run_id, entry_id=reply.entry_id)
+
+    def wake(self, fields: dict[Any, Any]) -> None:
+        """A webhook said an object changed: the run here that follows it polls now."""
+        raw = fields.get(b"object_id", fields.get("object_id"))
+        if raw is None:
+            return
+        result = self.runner.wake_object(_text(raw))
+        self.runner.metrics.wakes.labels(result).inc()
+        if result == "woken":
+            log.info("run.woken", object_id=_text(raw))
 
     async def cancel(self, fields: dict[Any, Any]) -> None:
         """The app asked to cancel a run: its driver's, if here; else answered if it ended."""
