@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from runpoller_dev.devredis import _ping, free_port
 from runpoller_fake import FakeServer
+from runpoller_fake.testing import function_tools
 from tests.conftest import test_redis_url
 
 
@@ -164,7 +165,10 @@ async def create_objects(fake: FakeServer, n: int, script: Any, kind: str = "run
                     "thread_id": body["thread_id"],
                     "run_id": body["id"],
                 }
-            return {"kind": "response", "response_id": body["id"]}
+            # The continuations must declare the function again (the API carries no tools
+            # over previous_response_id), or every round after the first is never asked.
+            continuation = {"model": "gpt-4o", "tools": function_tools("lookup")}
+            return {"kind": "response", "response_id": body["id"], "continuation": continuation}
 
         out: list[Any] = []
         for start in range(0, n, 50):

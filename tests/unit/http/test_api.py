@@ -332,3 +332,31 @@ async def test_a_bad_id_never_reaches_a_prepared_request() -> None:
     with pytest.raises(InvalidId):
         await backend.get(job, state, KEY, memo)
     assert memo == {}
+
+
+async def test_a_continuation_sends_again_what_the_api_does_not_carry_over() -> None:
+    # previous_response_id carries neither tools nor instructions: a continuation of a job
+    # that created its response takes them from the request, unless the job's continuation
+    # says otherwise.
+    bodies: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, json={"id": "resp_2", "status": "queued"})
+
+    tools = [{"type": "function", "name": "get_weather", "parameters": {}, "strict": False}]
+    job = ResponseJob(
+        kind="response",
+        id="r1",
+        request={"model": "gpt-4o", "input": "hi", "tools": tools, "instructions": "Be brief."},
+        continuation={"instructions": "Be briefer."},
+    )
+    state = RunState(deadline=0, interval=1, object_id="resp_1")
+    await ResponsesBackend(client(handler)).submit(job, state, KEY, (("call_1", "sunny"),))
+    (body,) = bodies
+    assert body["tools"] == tools and body["model"] == "gpt-4o"
+    assert body["instructions"] == "Be briefer.", "the job's continuation wins"
+    assert body["previous_response_id"] == "resp_1"
+    assert body["input"] == [
+        {"type": "function_call_output", "call_id": "call_1", "output": "sunny"}
+    ]

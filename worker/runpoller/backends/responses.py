@@ -96,6 +96,11 @@ def _observe(response: ApiResponse) -> Observation:
     return observe(response.data, response.poll_after_s)
 
 
+CARRIED_FROM_REQUEST = ("model", "instructions", "tools", "tool_choice", "parallel_tool_calls")
+"""What a continuation takes from the job's ``request`` unless its ``continuation`` says
+otherwise: the API does not carry these over through ``previous_response_id``."""
+
+
 class ResponsesBackend:
     def __init__(self, api: ApiClient) -> None:
         self.api = api
@@ -137,8 +142,11 @@ class ResponsesBackend:
         outputs: tuple[tuple[str, str], ...],
     ) -> Observation:
         body: dict[str, Any] = dict(job.continuation or {})
-        if "model" not in body and job.request and "model" in job.request:
-            body["model"] = job.request["model"]
+        # The API carries none of these over through previous_response_id: a continuation
+        # without them could not call the job's functions (or follow its instructions).
+        for name in CARRIED_FROM_REQUEST:
+            if name not in body and job.request and name in job.request:
+                body[name] = job.request[name]
         body["previous_response_id"] = state.object_id
         body["input"] = [
             {"type": "function_call_output", "call_id": call_id, "output": output}

@@ -103,8 +103,11 @@ class ResponseJob(_Job):
     continuation: dict[str, Any] | None = Field(
         None,
         description="CreateResponse fields every continuation after a function-call round "
-        "needs (e.g. `model`, `tools`, `instructions`). `previous_response_id`, `input`, "
-        "`background` and `store` are set by the worker.",
+        "needs (e.g. `model`, `tools`, `instructions`): the API carries none of them over "
+        "through `previous_response_id`. With a `request`, its `model`, `instructions`, "
+        "`tools`, `tool_choice` and `parallel_tool_calls` are used unless given here; with a "
+        "`response_id`, give them here or a continuation cannot call functions. "
+        "`previous_response_id`, `input`, `background` and `store` are set by the worker.",
     )
 
     @model_validator(mode="after")
