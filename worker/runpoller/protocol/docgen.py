@@ -294,6 +294,26 @@ first (it completed before the cancel took effect) reports that end, with `cance
 request: `outcome` `already_ended` and the run's `final_status` (the Python client, and
 `runpoller cancel`, check the result first and say so without writing anything).
 
+## 6. See runs
+
+A run's record is `{K.run("<id>")}` (read it, never write it): `job` (the job as stored, its
+`api_key` encrypted), `state` (the engine's JSON: `phase`, `deadline`, `object_ids`, `round`,
+`pending_calls`, …; fields may be added), `owner` (the worker driving it, or empty), `final`.
+Two sorted sets index the runs, kept by the workers' scripts (never a `KEYS` scan):
+`{K.runs_active}` (run id → when a worker accepted it, epoch ms; removed when the run ends)
+and `{K.runs_ended}` (run id → when it ended; trimmed at `RUNPOLLER_RECORD_TTL_S`). Page
+them with `ZRANGEBYSCORE` by (score, member); an active entry whose record no longer exists
+belongs to a run whose record expired unfinished: skip it. Queued runs are the `run:<id>`
+members of `{QUEUE}` with no record yet. Scores come from the workers' clocks.
+
+The same reads from the shell, each with `--json` (docs/operations.md): `runpoller runs show
+ID`, `runpoller runs list [--status queued|in_flight|requires_action|ended] [--since]
+[--limit N] [--cursor C]`, `runpoller follow ID`, `runpoller reply ID --round N
+call_id=output …` (section 3's entry), `runpoller cancel ID [--reason TEXT] [--wait]`
+(section 5's transaction), `runpoller dead-letters list|requeue ID|purge`. The Python client
+has them as `status`, `list_runs`, `cancel`, `dead_letters`, `requeue_dead_letter` and
+`purge_dead_letters`.
+
 ## Dead letters
 
 Jobs no run could be tied to (and re-enqueues that conflict with a run's first job) are

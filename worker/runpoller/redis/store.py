@@ -15,6 +15,8 @@ Keys (prefix ``runpoller`` by default; see ``runpoller.protocol.Keys`` and docs/
 - ``worker:<wid>`` heartbeat (PX TTL); ``workers`` zset of worker ids by last beat;
   ``owned:<wid>`` set of run ids a worker holds; ``orphans`` set of run ids to re-enqueue;
   ``orphans:lock`` the token of the one worker re-enqueueing them (PX TTL).
+- ``runs:active`` / ``runs:ended`` zsets indexing runs by accepted / end time (epoch ms, the
+  worker's clock), kept by claim, finalize, reject and restore, for listing without a scan.
 """
 
 from __future__ import annotations
