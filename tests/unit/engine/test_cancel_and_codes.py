@@ -18,6 +18,7 @@ from runpoller.engine import (
     Op,
     Phase,
     Policy,
+    ReplyRejected,
     RunState,
     Status,
     ToolCallRequest,
@@ -189,3 +190,15 @@ def test_every_code_is_documented_for_the_statuses_it_ends() -> None:
     for code, (statuses, meaning) in MEANINGS.items():
         assert statuses and meaning.endswith("."), code
         assert "completed" not in statuses
+
+
+def test_a_reply_to_a_run_being_cancelled_is_rejected_saying_so() -> None:
+    calls = (ToolCallRequest("call_a", "f", "{}"),)
+    ask = obs(Status.REQUIRES_ACTION, tool_calls=calls)
+    d = engine.on_observation(state(), Op.GET, ask, T0, POLICY)
+    d2 = engine.on_cancel_request(d.state, WHY, T0 + 1)
+    assert d2 is not None
+    r = engine.on_reply(d2.state, 1, [("call_a", "x")], T0 + 2, POLICY)
+    assert r.next is None and r.state == d2.state
+    why = "the run is being cancelled and no longer takes tool outputs; this reply was not used"
+    assert r.effects == (ReplyRejected(1, (why,)),)

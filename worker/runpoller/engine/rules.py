@@ -358,6 +358,10 @@ def on_reply(
     """
     if state.phase is Phase.DONE:
         return Decision(state)
+    if state.phase in _GRACE_BOUNDED:
+        ending = "being cancelled" if state.phase is Phase.CANCELLING else "ending"
+        why = f"the run is {ending} and no longer takes tool outputs; this reply was not used"
+        return Decision(state, (ReplyRejected(round_, (why,)),), None)
     if round_ < state.round or (
         round_ == state.round and state.phase is not Phase.AWAITING_OUTPUTS
     ):
