@@ -255,6 +255,17 @@ class RunpollerClient:
                     if isinstance(event, FinalEvent):
                         return
 
+    async def history(self, run_id: str, *, count: int = 10_000) -> list[StreamEvent]:
+        """The run's events as they stand now (the stream is capped, so this is bounded),
+        oldest first, without waiting for more."""
+        entries = await self.redis.xrange(self.keys.events(run_id), count=count)
+        out = []
+        for entry_id, fields in entries:
+            data = fields.get(b"data", fields.get("data"))
+            key = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            out.append(StreamEvent(key, _EVENT.validate_json(data)))
+        return out
+
     async def result(self, run_id: str) -> FinalEvent | None:
         raw = await self.redis.get(self.keys.result(run_id))
         return None if raw is None else FinalEvent.model_validate_json(raw)

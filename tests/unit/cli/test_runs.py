@@ -120,8 +120,12 @@ def test_runs_show_in_text_and_json(
     assert any("awaiting_outputs · round 1 · waiting for call_1, call_2" in line for line in lines)
     assert any(line.split() == ["owner", "w1", "(dead)"] for line in lines)
     assert '"api_key": "none"' in out
+    # Every event, with its time: here the accepted event the claim wrote.
+    assert lines[-1].split()[1:] == ["accepted"] and lines[-1].startswith("    ")
     code, out, _ = cli(["runs", "show", "run_a", "--json"], capsys)
     view = json.loads(out)
+    assert [e["type"] for e in view["history"]] == ["accepted"]
+    assert view["history"][0]["ts"] == NOW_MS and "-" in view["history"][0]["id"]
     assert (view["status"], view["pending_calls"], view["owner_alive"]) == (
         "requires_action",
         ["call_1", "call_2"],

@@ -269,11 +269,21 @@ async def _known(client: RunpollerClient, run_id: str) -> RunView:
 
 
 async def _show(client: RunpollerClient, args: argparse.Namespace) -> int:
+    from runpoller.cli.follow import describe
+
     view = await _known(client, args.run_id)
+    history = await client.history(args.run_id)
     if args.json:
-        _emit(view)
+        document = json.loads(view.model_dump_json())
+        document["history"] = [
+            {"id": item.id, **json.loads(item.event.model_dump_json())} for item in history
+        ]
+        _emit(document)
     else:
         print(render_view(view, _now_ms()))
+        for item in history:
+            when = datetime.fromtimestamp(item.event.ts / 1000, UTC).strftime("%H:%M:%S.%f")
+            print(f"    {when[:-3]}  {describe(item.event)}")
     return 0
 
 
