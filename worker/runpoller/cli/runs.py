@@ -296,7 +296,7 @@ def render_view(view: RunView, now_ms: int) -> str:
         phase = view.phase
         if view.round:
             phase += f" · round {view.round}"
-        if view.pending_calls:
+        if view.pending_calls and view.phase == "awaiting_outputs":
             due = format_time(view.outputs_deadline_ms, now_ms)
             phase += f" · waiting for {', '.join(view.pending_calls)} until {due}"
         rows.append(("phase", phase))
