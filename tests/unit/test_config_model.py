@@ -69,6 +69,8 @@ RULES: list[tuple[str, dict[str, Any], str, str]] = [
     ("key ring parses", {"secret_keys": "k1:tooshort"}, "secret_keys", "k1"),
     ("empty supported ids", {"supported_ids": []}, "supported_ids", "an empty list is invalid"),
     ("empty excluded ids", {"excluded_ids": []}, "excluded_ids", "an empty list is invalid"),
+    ("webhook secrets", {"webhook_secrets": "sk-x"}, "webhook_secrets", "does not start with"),
+    ("webhook listener", {"webhook_port": 70000}, "webhook_port", "must be 0 (any port)"),
 ]
 
 

@@ -11,6 +11,7 @@ once, with messages in field names), and :func:`load_settings` turns the first p
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -172,6 +173,14 @@ class Settings(BaseSettings):
     metrics_host: str = "0.0.0.0"  # noqa: S104 - probes must be reachable in a container
     metrics_port: int = 9464
 
+    # The webhook receiver (`runpoller webhooks`): OpenAI's signing secrets, "whsec_<base64>"
+    # comma-separated (several while rotating: each is tried); where it listens (0: any
+    # port); the largest body it reads.
+    webhook_secrets: SecretStr | None = None
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = 8090
+    webhook_max_body_bytes: int = 1024 * 1024
+
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 
@@ -206,6 +215,13 @@ class Settings(BaseSettings):
         from runpoller.secrets import parse_key_ring
 
         return parse_key_ring(self.secret_keys.get_secret_value()) if self.secret_keys else {}
+
+    @property
+    def webhook_secret_list(self) -> list[str]:
+        """The ``whsec_…`` secrets of :attr:`webhook_secrets`, in order (empty when unset)."""
+        raw = self.webhook_secrets.get_secret_value() if self.webhook_secrets else ""
+        secrets: list[str] = _split_csv(raw)
+        return secrets
 
     @property
     def user_provided_key(self) -> bool:
@@ -493,6 +509,47 @@ def _id_lists_not_empty(s: Settings) -> PydanticCustomError | None:
     return None
 
 
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
+
+
+def _webhook_secret_problem(secret: str) -> str | None:
+    """What is wrong with one webhook secret, in words that never quote it."""
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        return f"does not start with {WEBHOOK_SECRET_PREFIX}"
+    encoded = secret[len(WEBHOOK_SECRET_PREFIX) :]
+    try:  # standard base64, padded or not (as the standardwebhooks library reads it)
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except ValueError:
+        return f"is not {WEBHOOK_SECRET_PREFIX} followed by base64"
+    return None if key else f"has nothing after {WEBHOOK_SECRET_PREFIX}"
+
+
+def _webhook_secrets_valid(s: Settings) -> PydanticCustomError | None:
+    for position, secret in enumerate(s.webhook_secret_list, 1):
+        problem = _webhook_secret_problem(secret)
+        if problem is not None:
+            return _problem(
+                "{w[webhook_secrets]}: secret #{v[position]} {v[problem]}",
+                position=position,
+                problem=problem,
+            )
+    return None
+
+
+def _webhook_listener(s: Settings) -> PydanticCustomError | None:
+    if not 0 <= s.webhook_port <= 65535:
+        return _problem(
+            "{w[webhook_port]} is {v[webhook_port]}; it must be 0 (any port) to 65535",
+            webhook_port=s.webhook_port,
+        )
+    if s.webhook_max_body_bytes < 1:
+        return _problem(
+            "{w[webhook_max_body_bytes]} must be at least 1",
+            webhook_max_body_bytes=s.webhook_max_body_bytes,
+        )
+    return None
+
+
 _RULES: tuple[_Rule, ...] = (
     _poll_interval_minimum,
     _timeout_above_interval,
@@ -504,4 +561,6 @@ _RULES: tuple[_Rule, ...] = (
     _http_base_url,
     _key_ring_parses,
     _id_lists_not_empty,
+    _webhook_secrets_valid,
+    _webhook_listener,
 )

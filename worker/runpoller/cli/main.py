@@ -16,6 +16,7 @@ from runpoller.cli.common import run
 from runpoller.cli.common import settings as _settings
 from runpoller.cli.ops import register as register_ops
 from runpoller.cli.runs import register as register_runs
+from runpoller.cli.webhooks import register as register_webhooks
 from runpoller.protocol import describe_validation_error
 from runpoller_actions.cli import register as register_actions
 
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_actions(sub)
     register_ops(sub)
     register_runs(sub)
+    register_webhooks(sub)
     return parser
 
 
