@@ -8,11 +8,10 @@ import time
 from typing import Any
 
 import fakeredis
+import openai
 import pytest
 
 from tests.unit.webhooks.conftest import Delivery, Post, event, new_secret, sign, wakes
-
-openai = pytest.importorskip("openai")
 
 
 def variants(secret: str) -> list[tuple[str, Delivery, dict[str, str]]]:
