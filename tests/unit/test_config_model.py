@@ -71,6 +71,12 @@ RULES: list[tuple[str, dict[str, Any], str, str]] = [
     ("empty excluded ids", {"excluded_ids": []}, "excluded_ids", "an empty list is invalid"),
     ("webhook secrets", {"webhook_secrets": "sk-x"}, "webhook_secrets", "does not start with"),
     ("webhook listener", {"webhook_port": 70000}, "webhook_port", "must be 0 (any port)"),
+    (
+        "webhook fallback",
+        {"webhook_fallback_interval_ms": 10},
+        "webhook_fallback_interval_ms",
+        "must be 0 (no webhooks) or from the poll interval",
+    ),
 ]
 
 
@@ -186,7 +192,8 @@ def counting_rules(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 def test_settings_in_code_runs_every_rule_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = counting_rules(monkeypatch)
     Settings(secret_keys=GOOD_RING)
-    assert len(calls) == len(RULES) - 3  # the three counts and the two lists: one rule each
+    # One rule each: the three counts, the two lists, the webhook listener and its fallback.
+    assert len(calls) == len(RULES) - 4
     assert set(calls.values()) == {1}
 
 

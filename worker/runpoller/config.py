@@ -180,6 +180,9 @@ class Settings(BaseSettings):
     webhook_host: str = "127.0.0.1"
     webhook_port: int = 8090
     webhook_max_body_bytes: int = 1024 * 1024
+    # With the receiver deployed, a Responses run is still polled, at this longer interval
+    # (ms), so a lost webhook costs latency, never a run (0: no webhooks, the job's interval).
+    webhook_fallback_interval_ms: int = 0
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
@@ -546,6 +549,16 @@ def _webhook_listener(s: Settings) -> PydanticCustomError | None:
         return _problem(
             "{w[webhook_max_body_bytes]} must be at least 1",
             webhook_max_body_bytes=s.webhook_max_body_bytes,
+        )
+    fallback = s.webhook_fallback_interval_ms
+    if fallback and not s.poll_interval_ms <= fallback <= s.max_poll_interval_ms:
+        return _problem(
+            "{w[webhook_fallback_interval_ms]} is {v[webhook_fallback_interval_ms]} ms; it must "
+            "be 0 (no webhooks) or from the poll interval ({v[poll_interval_ms]} ms) to the "
+            "maximum poll interval ({v[max_poll_interval_ms]} ms)",
+            webhook_fallback_interval_ms=fallback,
+            poll_interval_ms=s.poll_interval_ms,
+            max_poll_interval_ms=s.max_poll_interval_ms,
         )
     return None
 

@@ -317,3 +317,23 @@ async def test_a_conflicting_job_for_an_ended_run_is_a_dead_letter(app: WorkerAp
         "run's first job, which the run keeps"
     ]
     assert "r1" not in app.runner.runs
+
+
+async def test_with_webhooks_responses_poll_at_the_fallback_interval_and_runs_do_not() -> None:
+    settings, _ = load_settings(
+        assistants_api_key="sk-admission-test",
+        assistants_base_url="http://api.test/v1",
+        key_prefix=PREFIX,
+        poll_interval_ms=1000,
+        webhook_fallback_interval_ms=15_000,
+        metrics_port=-1,
+    )
+    http = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500)))
+    app = WorkerApp(settings, fakeredis.FakeAsyncRedis(), http=http, worker_id="w1")  # type: ignore[arg-type]
+    response = {"kind": "response", "response_id": "resp_1"}
+    run = {"kind": "assistants_run", "thread_id": "t1", "run_id": "r1"}
+    assert await app.admission.intake(response, 0.0) == "new"
+    assert await app.admission.intake(run, 0.0) == "new"
+    intervals = {rid: r.state.interval for rid, r in app.runner.runs.items()}
+    await app.runner.stop_runs()
+    assert intervals == {"resp_1": 15.0, "r1": 1.0}, "webhooks wake responses, not runs"

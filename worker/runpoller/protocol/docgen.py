@@ -103,6 +103,10 @@ applied (JSON; kept 1 day) |
 `requested_at`; the worker adds `outcome`, `final_status` when the run had already ended) |
 | `{K.runs_active}`, `{K.runs_ended}` | sorted set | worker | index of runs in flight (score: \
 accepted, epoch ms) and ended (score: end, epoch ms), for listing without a scan |
+| `{K.wakes}` | stream | webhook receiver | a background response ended (fields `object_id`, \
+`type`, `webhook_id`): the run following it polls now (docs/operations.md, Webhooks) |
+| `{K.prefix}:webhook:<webhook-id>` | string | webhook receiver | a delivery already recorded \
+(kept 24 h): OpenAI's retries of it write nothing |
 | `{K.run("<id>")}` | hash | worker | the run's durable state (internal; do not write) |
 | `{K.dead_letters}` | stream | worker | jobs that could not be tied to any run, with the reason |
 | `{K.worker_events}` | stream | worker | dead workers detected, hand-offs (for operators) |

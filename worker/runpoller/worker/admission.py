@@ -241,6 +241,10 @@ class Admission:
         bounds = job_bounds(job.poll_interval_ms, job.timeout_ms, self._limits)
         if not isinstance(bounds, Bounds):
             raise RunRefused(bounds.code, bounds.message)
+        fallback_s = s.webhook_fallback_interval_ms / 1000
+        if job.kind == "response" and fallback_s > bounds.interval_s:
+            # Webhooks wake the run when it ends; polling is the fallback for a lost one.
+            bounds = Bounds(timeout_s=bounds.timeout_s, interval_s=fallback_s)
         return api_key, bounds
 
     def _check_metadata(self, job: AnyJob) -> None:
