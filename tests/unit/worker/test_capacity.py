@@ -128,3 +128,12 @@ def test_loads_are_refreshed_before_a_burst_only_when_older_than_allowed() -> No
     assert cap.loads_stale(ready=60, now=10.06, max_age_s=0.05)
     assert not cap.loads_stale(ready=2, now=99.0, max_age_s=0.05), "a trickle never waits"
     assert cap.headroom(60) < 60, "with the peer known, the burst is shared"
+
+
+def test_a_fair_share_of_overdue_jobs_is_over_the_live_workers_it_knows() -> None:
+    cap = Capacity("me", 100, lambda: 0)
+    assert cap.fair_share(240) == 240, "alone (as far as it knows): all of them"
+    cap.set_loads({"me": 0, "a": 0, "b": 0}, at=1.0)
+    assert cap.fair_share(240) == 80 and cap.fair_share(2) == 1
+    cap.set_loads({"a": 5, "b": 0}, at=2.0)  # its own beat not read yet: still counted
+    assert cap.fair_share(240) == 80

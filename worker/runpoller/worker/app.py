@@ -161,6 +161,7 @@ class WorkerApp:
             wait_s=self.capacity.wait_s,
             spare=self.capacity.spare,
             refresh=self.housekeeping.refresh_loads_for,
+            fair_share=self.capacity.fair_share,
             overdue_s=settings.heartbeat_interval_ms / 1000,
         )
         self.tasks = TaskSet()

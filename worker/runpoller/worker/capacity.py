@@ -110,6 +110,11 @@ class Capacity:
         mine, _ = self._mine_and_others()
         return max(0, min(most, self.cap - mine))
 
+    def fair_share(self, ready: int) -> int:
+        """This worker's share of ``ready`` jobs: over the live workers it knows (at least 1)."""
+        workers = len(self.cluster_loads.keys() | {self.worker_id})
+        return max(1, -(-ready // workers))
+
     def wait_s(self) -> float:
         """How long a ready job should have waited before this worker takes it."""
         mine, others = self._mine_and_others()

@@ -85,6 +85,7 @@ class BatchIntake:
         wait_s: Callable[[], float] | None = None,
         spare: Callable[[int], int] | None = None,
         refresh: Callable[[int], Awaitable[None]] | None = None,
+        fair_share: Callable[[int], int] | None = None,
         overdue_s: float = 1.0,
         job_timeout_s: float = 30.0,
         concurrency: int = 16,
@@ -100,6 +101,8 @@ class BatchIntake:
         """How long a job must have been due before this worker takes it (None: 0)."""
         self.spare = spare
         """How many of n jobs fit under the cap, spreading aside (None: as ``headroom``)."""
+        self.fair_share = fair_share or (lambda n: n)
+        """How many of n overdue jobs one batch may take (None: all of them)."""
         self.refresh = refresh
         """Called with the number of ready jobs before a batch is sized: brings the view of
         the other workers' loads up to date when a burst could pile onto this worker."""
@@ -139,15 +142,18 @@ class BatchIntake:
             await self.refresh(len(job_ids))
         room = None if self.headroom is None else self.headroom(len(job_ids))
         wait_s = 0.0 if self.wait_s is None else self.wait_s()
-        if room == 0 and self.spare is not None:
-            # Refused by the spreading rule, whose view of the others' loads is up to one
-            # heartbeat old: two workers that each think the other lighter would both leave
-            # a burst alone until the next beat. Jobs no worker took for overdue_s go to
-            # whoever has room under the cap, so intake never stalls on stale loads.
-            room, wait_s = self.spare(len(job_ids)), max(wait_s, self.overdue_s)
-        if room == 0:
-            return result  # full: leave every job to the others
-        taken = await self.take(job_ids, room, wait_s)
+        taken = await self.take(job_ids, room, wait_s) if room != 0 else []
+        if self.spare is not None and len(taken) < len(job_ids):
+            # The spreading rule's view of the others' loads is up to one heartbeat old: two
+            # workers that each think the other lighter would both leave a burst alone until
+            # the next beat. Jobs no worker took for overdue_s are anyone's with room under
+            # the cap, so intake never stalls on stale loads; a fair share per batch (the
+            # ready jobs over the live workers), so the worker that polls first does not
+            # take a whole burst once it is overdue while the others take their headroom.
+            extra = min(self.spare(len(job_ids)) - len(taken), self.fair_share(len(job_ids)))
+            if extra > 0:
+                rest = [j for j in job_ids if _text(j) not in taken]
+                taken += await self.take(rest, extra, max(wait_s, self.overdue_s))
         if not taken:
             return result
         bodies = await self.queue.bodies(taken)
@@ -229,3 +235,7 @@ class BatchIntake:
                 return "left"
             return "failed"
         return "done"
+
+
+def _text(job_id: bytes | str) -> str:
+    return job_id.decode() if isinstance(job_id, bytes) else job_id
