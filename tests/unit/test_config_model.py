@@ -72,6 +72,12 @@ RULES: list[tuple[str, dict[str, Any], str, str]] = [
     ("webhook secrets", {"webhook_secrets": "sk-x"}, "webhook_secrets", "does not start with"),
     ("webhook listener", {"webhook_port": 70000}, "webhook_port", "must be 0 (any port)"),
     (
+        "adaptive polling",
+        {"adaptive_poll_after_ms": 60_000, "adaptive_poll_max_ms": 10},
+        "adaptive_poll_max_ms",
+        "it must be from the poll interval",
+    ),
+    (
         "webhook fallback",
         {"webhook_fallback_interval_ms": 10},
         "webhook_fallback_interval_ms",

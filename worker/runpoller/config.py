@@ -123,6 +123,11 @@ class Settings(BaseSettings):
 
     # Per-job overrides are accepted up to these bounds.
     max_poll_interval_ms: int = 60_000
+    # Age-based polling: a run older than RUNPOLLER_ADAPTIVE_POLL_AFTER_MS is polled less
+    # often, its interval growing with its age (twice the age, twice the interval) up to
+    # RUNPOLLER_ADAPTIVE_POLL_MAX_MS. 0: off (every poll at the run's interval).
+    adaptive_poll_after_ms: int = 0
+    adaptive_poll_max_ms: int = 10_000
     max_timeout_ms: int = 24 * 3600 * 1000
 
     # Per-job API keys travel encrypted (secrets.py): "kid:base64key,..." (first = current).
@@ -563,6 +568,25 @@ def _webhook_listener(s: Settings) -> PydanticCustomError | None:
     return None
 
 
+def _adaptive_polling(s: Settings) -> PydanticCustomError | None:
+    if s.adaptive_poll_after_ms < 0:
+        return _problem(
+            "{w[adaptive_poll_after_ms]} must be 0 (off) or more",
+            adaptive_poll_after_ms=s.adaptive_poll_after_ms,
+        )
+    cap = s.adaptive_poll_max_ms
+    if s.adaptive_poll_after_ms and not s.poll_interval_ms <= cap <= s.max_poll_interval_ms:
+        return _problem(
+            "{w[adaptive_poll_max_ms]} is {v[adaptive_poll_max_ms]} ms; it must be from the "
+            "poll interval ({v[poll_interval_ms]} ms) to the maximum poll interval "
+            "({v[max_poll_interval_ms]} ms)",
+            adaptive_poll_max_ms=cap,
+            poll_interval_ms=s.poll_interval_ms,
+            max_poll_interval_ms=s.max_poll_interval_ms,
+        )
+    return None
+
+
 _RULES: tuple[_Rule, ...] = (
     _poll_interval_minimum,
     _timeout_above_interval,
@@ -576,4 +600,5 @@ _RULES: tuple[_Rule, ...] = (
     _id_lists_not_empty,
     _webhook_secrets_valid,
     _webhook_listener,
+    _adaptive_polling,
 )

@@ -202,3 +202,37 @@ def test_a_reply_to_a_run_being_cancelled_is_rejected_saying_so() -> None:
     assert r.next is None and r.state == d2.state
     why = "the run is being cancelled and no longer takes tool outputs; this reply was not used"
     assert r.effects == (ReplyRejected(1, (why,)),)
+
+
+# ---------------------------------------------------------------------------- adaptive polling
+
+ADAPTIVE = Policy(cancel_grace_s=30, adaptive_after_s=10, adaptive_max_s=8)
+
+
+def test_adaptive_polling_grows_the_interval_with_the_runs_age_up_to_its_cap() -> None:
+    s = engine.new_state("run_1", now=T0, timeout_s=600, interval_s=2)
+    nexts = []
+    for age in (5, 10, 20, 30, 100):
+        d = engine.on_observation(s, Op.GET, obs(Status.IN_PROGRESS), T0 + age, ADAPTIVE)
+        assert d.next is not None
+        nexts.append(round(d.next.at - (T0 + age), 6))
+    # Young: the run's own interval; then in proportion to age (20 s: twice); capped at 8 s.
+    assert nexts == [2, 2, 4, 6, 8]
+
+
+def test_adaptive_polling_never_passes_the_deadline_nor_slows_a_cancel() -> None:
+    s = engine.new_state("run_1", now=T0, timeout_s=60, interval_s=2)
+    d = engine.on_observation(s, Op.GET, obs(Status.IN_PROGRESS), T0 + 57, ADAPTIVE)
+    assert d.next == engine.Next(Op.GET, T0 + 60), "the deadline cuts the grown interval"
+    d = engine.on_observation(d.state, Op.GET, obs(Status.IN_PROGRESS), T0 + 60, ADAPTIVE)
+    d = engine.on_observation(d.state, Op.CANCEL, obs(Status.CANCELLING), T0 + 60, ADAPTIVE)
+    assert d.next == engine.Next(Op.GET, T0 + 62), "a cancel is watched at the plain interval"
+
+
+def test_off_by_default_and_for_states_that_predate_the_accepted_time() -> None:
+    s = engine.new_state("run_1", now=T0, timeout_s=600, interval_s=2)
+    d = engine.on_observation(s, Op.GET, obs(Status.IN_PROGRESS), T0 + 100, POLICY)
+    assert d.next == engine.Next(Op.GET, T0 + 102)
+    old = replace(s, accepted_at=0.0)
+    d = engine.on_observation(old, Op.GET, obs(Status.IN_PROGRESS), T0 + 100, ADAPTIVE)
+    assert d.next == engine.Next(Op.GET, T0 + 102)

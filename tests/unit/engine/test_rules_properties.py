@@ -41,6 +41,7 @@ POLICIES = [
     Policy(cancel_grace_s=GRACE),
     Policy(cancel_grace_s=GRACE, allowed_models=frozenset({"gpt-4o"})),
     Policy(cancel_grace_s=GRACE, excluded_ids=frozenset({"asst_bad"})),
+    Policy(cancel_grace_s=GRACE, adaptive_after_s=5.0, adaptive_max_s=8.0),
 ]
 FINAL_STATUSES = set(get_args(FinalStatus))
 MAX_STEPS = 60

@@ -109,6 +109,11 @@ class Policy:
     excluded_ids: frozenset[str] | None = None
     allowed_models: frozenset[str] | None = None
     max_reply_bytes: int = 1024 * 1024
+    adaptive_after_s: float = 0.0
+    """Age-based polling: a run older than this is polled less often, its interval growing in
+    proportion to its age (twice the age, twice the interval) up to :attr:`adaptive_max_s`.
+    0: off, every poll at the run's interval."""
+    adaptive_max_s: float = 0.0
 
 
 # ---------------------------------------------------------------------------- state
@@ -161,6 +166,8 @@ class RunState:
     sending: str = ""
     """The request that must not be sent twice (:func:`~runpoller.engine.step_for`) claimed
     by the owner and not yet answered: a new owner learns from it what may be in flight."""
+    accepted_at: float = 0.0
+    """When the run was first accepted (0: not known, a state written before it was kept)."""
     unknown_status: str = ""
     """The last status the API reported that the backend does not know (``""`` until one is
     seen; never cleared, so it is reported once per run): what the final event reports as

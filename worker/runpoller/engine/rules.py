@@ -141,6 +141,7 @@ def new_state(object_id: str, *, now: float, timeout_s: float, interval_s: float
         interval=interval_s,
         object_id=object_id,
         phase_since=now,
+        accepted_at=now,
         object_ids=(object_id,) if object_id else (),
     )
 
@@ -250,7 +251,7 @@ def on_observation(
         state = _cancel_at_deadline(state, now, effects)
         return _send_cancel(state, now, effects)
 
-    at = min(now + _interval(state, obs), state.deadline)
+    at = min(now + _interval(state, obs, now, policy), state.deadline)
     awaiting = state.phase is Phase.AWAITING_OUTPUTS
     return Decision(state, tuple(effects), Next(_read(state), at, wake_on_reply=awaiting))
 
@@ -493,11 +494,21 @@ def _read(state: RunState) -> Op:
     return Op.GET if state.object_id else Op.CREATE
 
 
-def _interval(state: RunState, obs: Observation) -> float:
-    """The configured interval, or the server's poll-after hint when that is longer."""
-    if obs.poll_after_s is not None and obs.poll_after_s > state.interval:
+def _interval(
+    state: RunState, obs: Observation, now: float = 0.0, policy: Policy | None = None
+) -> float:
+    """The run's interval (grown with its age when adaptive polling is on, for a run polled
+    or waiting for outputs; a cancel is watched at the plain interval), or the server's
+    poll-after hint when that is longer."""
+    interval = state.interval
+    if policy is not None and policy.adaptive_after_s > 0 and state.accepted_at > 0:
+        age = now - state.accepted_at
+        if age > policy.adaptive_after_s:
+            grown = state.interval * age / policy.adaptive_after_s
+            interval = max(state.interval, min(grown, policy.adaptive_max_s))
+    if obs.poll_after_s is not None and obs.poll_after_s > interval:
         return obs.poll_after_s
-    return state.interval
+    return interval
 
 
 def _refusal(obs: Observation, policy: Policy) -> tuple[CancelReason, str] | None:

@@ -59,6 +59,8 @@ def policy_from(settings: Settings) -> engine.Policy:
         if settings.assistants_models
         else None,
         max_reply_bytes=settings.max_reply_bytes,
+        adaptive_after_s=settings.adaptive_poll_after_ms / 1000,
+        adaptive_max_s=settings.adaptive_poll_max_ms / 1000,
     )
 
 
