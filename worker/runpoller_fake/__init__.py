@@ -6,6 +6,7 @@ This is a real HTTP server (aiohttp) speaking the Assistants runs and Responses 
 endpoints under ``/v1``, whose objects are validated against OpenAI's OpenAPI spec in tests.
 Statuses are computed from elapsed time on each request, so thousands of runs cost nothing
 between polls. See ``script.py`` for scripting and ``control.py`` for the ``/_fake`` endpoints.
+Like OpenAI, it can send signed webhooks when a response ends, polled or not (``webhooks.py``).
 """
 
 from runpoller_fake.app import make_app

@@ -33,6 +33,7 @@ from runpoller_fake.ops import (
 )
 from runpoller_fake.script import Fault
 from runpoller_fake.state import POLL_ENDPOINTS, FakeState
+from runpoller_fake.webhooks import webhook_context
 
 Handler = Callable[[FakeState, web.Request], Awaitable[dict[str, Any]]]
 # Extra fields a handler adds to the object's request log (the submitted tool outputs).
@@ -377,4 +378,5 @@ def make_app(state: FakeState | None = None) -> web.Application:
     )
     add_control_routes(app)
     app.router.add_route("*", "/v1/{tail:.*}", _unknown_url)
+    app.cleanup_ctx.append(webhook_context)
     return app

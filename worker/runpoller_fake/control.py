@@ -18,14 +18,25 @@ Not part of the OpenAI surface: no auth, no fault injection, no OpenAI headers.
   while in flight), ``peer_port``, and for side effects what identifies them:
   ``previous_response_id`` and ``call_ids`` (function_call_output items) on
   ``create_response``, ``tool_call_ids`` on ``submit_tool_outputs``. The log only observes.
-- ``POST /_fake/reset``; ``GET /_fake/health``.
+- ``POST /_fake/webhooks {url, secret, max_attempts?, retry_backoff_ms?, timeout_ms?}``
+  configures the webhooks of ended responses (``url: null`` stops them; a field left out
+  keeps its value); ``GET`` shows the configuration, never the secret.
+- ``POST /_fake/webhooks/faults`` (a ``WebhookFault``, a list, or ``{"faults": [...]}``),
+  ``GET``, ``DELETE``: faults of the next deliveries, as ``/_fake/faults`` for requests.
+- ``GET /_fake/webhooks/log?since=N``: ``{"deliveries": [...], "next": M}``, one entry per
+  delivery (a duplicate is a second entry, ``duplicate: true``): ``seq``, ``event_id``,
+  ``webhook_id``, ``type``, ``response_id``, ``created_at``, ``faults`` applied, ``status``
+  (the last HTTP status answered, ``"connection_error"``, ``"timeout"``, ``"dropped"``,
+  ``"held"``, or ``"pending"`` before the first answer), ``attempts``, ``answers`` (one per
+  attempt), ``sent_at`` (the last attempt, Unix s).
+- ``POST /_fake/reset`` (also forgets the webhook log and faults); ``GET /_fake/health``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -37,12 +48,15 @@ from runpoller_fake.params import script_function_tools
 from runpoller_fake.script import (
     BUILTIN_SCENARIOS,
     Fault,
+    FaultCounter,
     ScriptError,
     describe_validation_error,
     parse_script,
 )
 from runpoller_fake.state import FakeState
+from runpoller_fake.webhooks import WebhookFault
 
+_F = TypeVar("_F")
 ControlHandler = Callable[[FakeState, web.Request], Awaitable[Any]]
 
 # (method, route) -> the endpoint name faults and stats use (runpoller_fake.app).
@@ -126,10 +140,22 @@ async def _create_response(state: FakeState, request: web.Request) -> Any:
 
 
 async def _set_faults(state: FakeState, request: web.Request) -> Any:
-    try:
-        raw = json.loads(await request.read() or b"[]")
-    except ValueError:
-        raise ApiError(400, "The request body is not valid JSON.") from None
+    raw = await _read_any_json(request, b"[]")
+    state.set_faults(_parse_faults(raw, Fault.model_validate))
+    return await _get_faults(state, request)
+
+
+async def _get_faults(state: FakeState, request: web.Request) -> Any:
+    return {"faults": _counters(state.faults)}
+
+
+async def _clear_faults(state: FakeState, request: web.Request) -> Any:
+    state.set_faults([])
+    return {"faults": []}
+
+
+def _parse_faults(raw: Any, model: Callable[[Any], _F]) -> list[_F]:
+    """A fault, a list of them, or ``{"faults": [...]}``; a 400 naming the bad one."""
     if isinstance(raw, dict):
         raw = raw.get("faults", [raw])
     if not isinstance(raw, list):
@@ -137,26 +163,94 @@ async def _set_faults(state: FakeState, request: web.Request) -> Any:
     faults = []
     for index, item in enumerate(raw):
         try:
-            faults.append(Fault.model_validate(item))
+            faults.append(model(item))
         except ValidationError as exc:
             problem = describe_validation_error(exc)
             raise ApiError(400, f"faults.{index}: {problem}", param=f"faults.{index}") from None
-    state.set_faults(faults)
-    return await _get_faults(state, request)
+    return faults
 
 
-async def _get_faults(state: FakeState, request: web.Request) -> Any:
-    return {
-        "faults": [
-            {**c.fault.model_dump(mode="json", exclude_none=True), "seen": c.seen, "fired": c.fired}
-            for c in state.faults
-        ]
-    }
+async def _read_any_json(request: web.Request, default: bytes) -> Any:
+    try:
+        return json.loads(await request.read() or default)
+    except ValueError:
+        raise ApiError(400, "The request body is not valid JSON.") from None
 
 
-async def _clear_faults(state: FakeState, request: web.Request) -> Any:
-    state.set_faults([])
+def _counters(counters: list[FaultCounter[Any]]) -> list[dict[str, Any]]:
+    return [
+        {**c.fault.model_dump(mode="json", exclude_none=True), "seen": c.seen, "fired": c.fired}
+        for c in counters
+    ]
+
+
+_WEBHOOK_NUMBERS = {
+    "max_attempts": (1, 20),
+    "retry_backoff_ms": (0, 600_000),
+    "timeout_ms": (1, 600_000),
+}
+
+
+async def _set_webhooks(state: FakeState, request: web.Request) -> Any:
+    body = await read_json(request)
+    sender = state.webhooks
+    unknown = sorted(set(body) - {"url", "secret", *_WEBHOOK_NUMBERS})
+    if unknown:
+        raise ApiError(400, f"Unknown webhook settings: {unknown}.", param=unknown[0])
+    url = body.get("url", sender.url)
+    secret = body.get("secret", sender.secret)
+    for name, value in (("url", url), ("secret", secret)):
+        if value is not None and not isinstance(value, str):
+            raise ApiError(400, f"'{name}' must be a string or null.", param=name)
+    numbers = {}
+    for name, (low, high) in _WEBHOOK_NUMBERS.items():
+        value = body.get(name, getattr(sender, name))
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not low <= value <= high
+        ):
+            raise ApiError(400, f"'{name}' must be a number from {low} to {high}.", param=name)
+        numbers[name] = value
+    try:
+        sender.configure(url=url, secret=secret)
+    except ValueError as exc:
+        raise ApiError(400, str(exc), param="url" if "URL" in str(exc) else "secret") from None
+    sender.max_attempts = int(numbers["max_attempts"])
+    sender.retry_backoff_ms = float(numbers["retry_backoff_ms"])
+    sender.timeout_ms = float(numbers["timeout_ms"])
+    return sender.describe()
+
+
+async def _get_webhooks(state: FakeState, request: web.Request) -> Any:
+    return state.webhooks.describe()
+
+
+async def _set_webhook_faults(state: FakeState, request: web.Request) -> Any:
+    raw = await _read_any_json(request, b"[]")
+    state.webhooks.set_faults(_parse_faults(raw, WebhookFault.model_validate))
+    return await _get_webhook_faults(state, request)
+
+
+async def _get_webhook_faults(state: FakeState, request: web.Request) -> Any:
+    return {"faults": _counters(state.webhooks.faults)}
+
+
+async def _clear_webhook_faults(state: FakeState, request: web.Request) -> Any:
+    state.webhooks.set_faults([])
     return {"faults": []}
+
+
+async def _webhook_log(state: FakeState, request: web.Request) -> Any:
+    log = state.webhooks.log
+    return {"deliveries": log[_since(request) :], "next": len(log)}
+
+
+def _since(request: web.Request) -> int:
+    try:
+        return max(int(request.query.get("since", "0")), 0)
+    except ValueError:
+        raise ApiError(400, "'since' must be an integer.", param="since") from None
 
 
 async def _stats(state: FakeState, request: web.Request) -> Any:
@@ -172,12 +266,8 @@ async def _log(state: FakeState, request: web.Request) -> Any:
 
 
 async def _request_log(state: FakeState, request: web.Request) -> Any:
-    try:
-        since = max(int(request.query.get("since", "0")), 0)
-    except ValueError:
-        raise ApiError(400, "'since' must be an integer.", param="since") from None
     log = state.request_log
-    return {"requests": log[since:], "next": len(log)}
+    return {"requests": log[_since(request) :], "next": len(log)}
 
 
 def _side_effect_fields(endpoint: str, raw: bytes) -> dict[str, Any]:
@@ -281,6 +371,12 @@ def add_control_routes(app: web.Application) -> None:
             web.get("/_fake/log", _control(_request_log)),
             web.get("/_fake/runs/{object_id}/log", _control(_log)),
             web.get("/_fake/responses/{object_id}/log", _control(_log)),
+            web.post("/_fake/webhooks", _control(_set_webhooks)),
+            web.get("/_fake/webhooks", _control(_get_webhooks)),
+            web.post("/_fake/webhooks/faults", _control(_set_webhook_faults)),
+            web.get("/_fake/webhooks/faults", _control(_get_webhook_faults)),
+            web.delete("/_fake/webhooks/faults", _control(_clear_webhook_faults)),
+            web.get("/_fake/webhooks/log", _control(_webhook_log)),
             web.post("/_fake/reset", _control(_reset)),
             web.get("/_fake/health", _control(_health)),
         ]

@@ -12,6 +12,7 @@ The JSON shapes are built in ``objects.py``.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -21,6 +22,7 @@ from runpoller_fake.script import (
     DEFAULT_MESSAGE,
     TERMINAL,
     ErrorSpec,
+    Fault,
     FaultCounter,
     Kind,
     Script,
@@ -131,7 +133,7 @@ class Lifecycle:
         self.id = object_id
         self.script = script
         self.created_at = int(wall_now)
-        self.faults = [FaultCounter(fault) for fault in script.faults]
+        self.faults: list[FaultCounter[Fault]] = [FaultCounter(f) for f in script.faults]
         self.log: list[dict[str, Any]] = []
         self._mono0 = now
         self._wall0 = wall_now
@@ -351,7 +353,11 @@ class OutputMessage:
 
 
 class Response(Lifecycle):
-    """A Responses API background response; function calls end it ``completed``."""
+    """A Responses API background response; function calls end it ``completed``.
+
+    ``on_end(response, t)`` is called once, when it enters its end status at instant ``t``
+    (the webhook sender's hook: the lifecycle itself does no I/O).
+    """
 
     kind = "response"
 
@@ -363,7 +369,9 @@ class Response(Lifecycle):
         script: Script,
         now: float,
         wall_now: float,
+        on_end: Callable[[Response, float], None] | None = None,
     ) -> None:
+        self.on_end = on_end
         self.params = params
         self.functions = callable_functions(params)
         self.completed_at: int | None = None
@@ -376,6 +384,20 @@ class Response(Lifecycle):
     @property
     def function_calls(self) -> list[ToolCall]:
         return [item for item in self.output if isinstance(item, ToolCall)]
+
+    def terminal_at(self) -> float | None:
+        """The instant this response ends if nothing else happens (None: it never does)."""
+        if self.terminal:
+            return self.phase_start
+        t, step, following = self.phase_start, self.step, self._next
+        steps = self.script.steps
+        while step.status not in TERMINAL:
+            if step.ms is None:
+                return None
+            t += step.ms / 1000.0
+            step = steps[following] if following < len(steps) else _COMPLETED
+            following += 1
+        return t
 
     def continuation_script(self) -> Script:
         """What a response continuing this one plays: the steps after this one's end."""
@@ -403,6 +425,8 @@ class Response(Lifecycle):
                 "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": usage.prompt_tokens + usage.completion_tokens,
             }
+        if status in TERMINAL and self.on_end is not None:
+            self.on_end(self, t)
 
     def _write_messages(self, step: Step, status: str) -> None:
         texts = step.messages if step.messages is not None else [DEFAULT_MESSAGE]

@@ -50,7 +50,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import (
     AliasChoices,
@@ -220,11 +220,24 @@ class Fault(_Model):
         return self.status is not None or self.drop
 
 
+class Counted(Protocol):
+    """What a fault counter reads of a fault (``Fault``, ``webhooks.WebhookFault``)."""
+
+    @property
+    def skip(self) -> int: ...
+
+    @property
+    def times(self) -> int | None: ...
+
+
+F = TypeVar("F", bound=Counted)
+
+
 @dataclass(slots=True)
-class FaultCounter:
+class FaultCounter(Generic[F]):
     """A fault plus how often it has matched and fired, for ``skip`` and ``times``."""
 
-    fault: Fault
+    fault: F
     seen: int = 0
     fired: int = 0
 

@@ -35,10 +35,20 @@ class FakeServer:
 
 
 async def start_fake_server(
-    host: str = "127.0.0.1", port: int = 0, state: FakeState | None = None
+    host: str = "127.0.0.1",
+    port: int = 0,
+    state: FakeState | None = None,
+    *,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
 ) -> FakeServer:
-    """Listen on ``host:port`` (0 = a free port) and return at once."""
+    """Listen on ``host:port`` (0 = a free port) and return at once.
+
+    With ``webhook_url`` and ``webhook_secret``, ended responses are sent there as webhooks
+    (``runpoller_fake.webhooks``; also ``POST /_fake/webhooks``)."""
     state = state if state is not None else FakeState()
+    if webhook_url is not None or webhook_secret is not None:
+        state.webhooks.configure(url=webhook_url, secret=webhook_secret)
     # No access log: it would cost more than the handlers under benchmark load.
     runner = web.AppRunner(
         make_app(state), access_log=None, handle_signals=False, shutdown_timeout=1.0
@@ -52,16 +62,30 @@ async def start_fake_server(
 
 @asynccontextmanager
 async def running_fake_server(
-    host: str = "127.0.0.1", port: int = 0, state: FakeState | None = None
+    host: str = "127.0.0.1",
+    port: int = 0,
+    state: FakeState | None = None,
+    *,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
 ) -> AsyncIterator[FakeServer]:
-    server = await start_fake_server(host, port, state)
+    server = await start_fake_server(
+        host, port, state, webhook_url=webhook_url, webhook_secret=webhook_secret
+    )
     try:
         yield server
     finally:
         await server.close()
 
 
-def serve(host: str, port: int, api_keys: Iterable[str] | None) -> None:
+def serve(
+    host: str,
+    port: int,
+    api_keys: Iterable[str] | None,
+    *,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
+) -> None:
     """Run until SIGINT/SIGTERM (``runpoller fake-openai``); prints the base URL once ready.
 
     On uvloop where installed, like the workers: the fake API's own latency is part of every
@@ -69,15 +93,16 @@ def serve(host: str, port: int, api_keys: Iterable[str] | None) -> None:
     """
     from runpoller.worker.loops import new_event_loop
 
+    state = FakeState(api_keys=api_keys, webhook_url=webhook_url, webhook_secret=webhook_secret)
     with asyncio.Runner(loop_factory=lambda: new_event_loop("auto")) as runner:
-        runner.run(_serve_forever(host, port, api_keys))
+        runner.run(_serve_forever(host, port, state))
 
 
-async def _serve_forever(host: str, port: int, api_keys: Iterable[str] | None) -> None:
+async def _serve_forever(host: str, port: int, state: FakeState) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with running_fake_server(host, port, FakeState(api_keys=api_keys)) as server:
+    async with running_fake_server(host, port, state) as server:
         print(f"fake OpenAI server listening on {server.base_url}", flush=True)
         await stop.wait()

@@ -4,6 +4,7 @@
 HTTP (or the ``create_*`` methods), and read ``state.stats`` without going through JSON.
 ``state.request_log`` is every ``/v1`` request in arrival order (``GET /_fake/log``), kept by
 ``runpoller_fake.control``: it only observes, the API answers the same with or without it.
+``state.webhooks`` sends the webhooks of ended responses (``runpoller_fake.webhooks``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from runpoller_fake.lifecycle import (
     new_id,
 )
 from runpoller_fake.script import Fault, FaultCounter, Script
+from runpoller_fake.webhooks import WebhookSender
 
 POLL_ENDPOINTS = frozenset({"get_run", "get_response"})
 
@@ -121,6 +123,8 @@ class FakeState:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
     ) -> None:
         self.api_keys: set[str] | None = set(api_keys) if api_keys is not None else None
         self.validate_requests = validate_requests
@@ -132,12 +136,14 @@ class FakeState:
         self.runs: dict[str, Run] = {}
         self.responses: dict[str, Response] = {}
         self.scenarios: dict[str, Script] = {}
-        self.faults: list[FaultCounter] = []
+        self.faults: list[FaultCounter[Fault]] = []
         self.stats = Stats()
         self.request_log: list[dict[str, Any]] = []
+        self.webhooks = WebhookSender(self, url=webhook_url, secret=webhook_secret)
 
     def reset(self) -> None:
         """Forget every object, scenario, fault and counter (config and clock stay)."""
+        self.webhooks.reset()
         self.threads.clear()
         self.runs.clear()
         self.responses.clear()
@@ -247,7 +253,9 @@ class FakeState:
             script=script,
             now=now,
             wall_now=self.wall(now),
+            on_end=self.webhooks.response_ended,
         )
+        self.webhooks.watch(response)
         self.responses[response.id] = response
         self.stats.created["response"] += 1
         self.stats.objects[response.id] = ObjectStats("response")

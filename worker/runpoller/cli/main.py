@@ -69,9 +69,19 @@ def _needs_fake_extra(command: str) -> Iterator[None]:
 def _cmd_fake_openai(args: argparse.Namespace) -> int:
     with _needs_fake_extra("fake-openai"):
         from runpoller_fake import serve
+        from runpoller_fake.webhooks import check_secret, check_url
 
     keys = set(args.api_key) if args.api_key else None
-    serve(args.host, args.port, keys)
+    url, secret = args.webhook_url, args.webhook_secret
+    if (url is None) != (secret is None):
+        raise SystemExit("runpoller fake-openai: give --webhook-url and --webhook-secret together")
+    try:
+        if url is not None and secret is not None:
+            check_url(url)
+            check_secret(secret)
+    except ValueError as exc:
+        raise SystemExit(f"runpoller fake-openai: {exc}") from None
+    serve(args.host, args.port, keys, webhook_url=url, webhook_secret=secret)
     return 0
 
 
@@ -134,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--api-key", action="append", help="accepted bearer key (repeatable; default: any)"
     )
+    p.add_argument(
+        "--webhook-url", help="POST webhooks of ended responses here (with --webhook-secret)"
+    )
+    p.add_argument("--webhook-secret", help="the whsec_<base64> secret signing the webhooks")
     p.set_defaults(func=_cmd_fake_openai)
 
     p = sub.add_parser("enqueue", help="enqueue a run from the shell")
