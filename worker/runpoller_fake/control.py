@@ -27,8 +27,10 @@ Not part of the OpenAI surface: no auth, no fault injection, no OpenAI headers.
   delivery (a duplicate is a second entry, ``duplicate: true``): ``seq``, ``event_id``,
   ``webhook_id``, ``type``, ``response_id``, ``created_at``, ``faults`` applied, ``status``
   (the last HTTP status answered, ``"connection_error"``, ``"timeout"``, ``"dropped"``,
-  ``"held"``, or ``"pending"`` before the first answer), ``attempts``, ``answers`` (one per
-  attempt), ``sent_at`` (the last attempt, Unix s).
+  ``"held"``, ``"unconfigured"`` when the URL was removed meanwhile, or ``"pending"`` before
+  the first answer), ``attempts``, ``answers`` (one per
+  attempt), ``sent_at`` (the last attempt, Unix s), ``done`` (answered 2xx, given up after
+  ``max_attempts``, or dropped; a held one is not done).
 - ``POST /_fake/reset`` (also forgets the webhook log and faults); ``GET /_fake/health``.
 """
 

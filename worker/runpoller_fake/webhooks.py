@@ -238,7 +238,7 @@ class WebhookSender:
         delivery.entry = self._log_entry(delivery, event)
         effects = delivery.effects
         if effects.drop:
-            delivery.entry["status"] = "dropped"
+            delivery.entry.update(status="dropped", done=True)
             self._release_held()
         elif effects.reorder:
             delivery.entry["status"] = "held"
@@ -277,6 +277,7 @@ class WebhookSender:
             "attempts": 0,
             "answers": [],
             "sent_at": None,
+            "done": False,
         }
         self.log.append(entry)
         return entry
@@ -309,15 +310,22 @@ class WebhookSender:
                 self._release_held()
 
     async def _attempts(self, delivery: Delivery) -> None:
+        """Up to ``max_attempts`` tries; the entry is ``done`` after the last (or a 2xx)."""
+        try:
+            await self._try(delivery)
+        finally:
+            delivery.entry["done"] = True
+
+    async def _try(self, delivery: Delivery) -> None:
         entry = delivery.entry
         secret = new_secret() if delivery.effects.bad_signature else self.secret
         for attempt in range(1, self.max_attempts + 1):
-            url = self.url
-            if url is None or secret is None:
-                entry["status"] = "unconfigured"
-                return
             if attempt > 1:
                 await self._state.sleep(self.retry_backoff_ms / 1000.0 * 2 ** (attempt - 2))
+            url = self.url
+            if url is None or secret is None:  # switched off meanwhile
+                entry["status"] = "unconfigured"
+                return
             entry["attempts"] = attempt
             answer = await self._post(url, secret, delivery)
             entry["answers"].append(answer)
