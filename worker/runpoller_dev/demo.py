@@ -8,8 +8,11 @@ real ``redis-server`` on a free port before falling back to the stand-in.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
+import re
+import secrets
 import signal
 import sys
 import threading
@@ -249,9 +252,18 @@ async def run_demo(*, fast: bool = False) -> int:
     started = time.monotonic()
     print("runpoller demo: fake OpenAI server + Redis + one worker process + sample runs\n")
     async with demo_redis() as redis_url, contextlib.AsyncExitStack() as stack:
-        fake: FakeServer = await start_fake_server(port=0, state=FakeState(api_keys={DEMO_KEY}))
+        # OpenAI signs a webhook when a background response ends; the fake does too, to the
+        # demo's receiver, which wakes the run at once (polling is the fallback).
+        webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        webhook_port = free_port()
+        fake: FakeServer = await start_fake_server(
+            port=0,
+            state=FakeState(api_keys={DEMO_KEY}),
+            webhook_url=f"http://127.0.0.1:{webhook_port}/webhooks/openai",
+            webhook_secret=webhook_secret,
+        )
         stack.push_async_callback(fake.close)
-        print(f"api:    {fake.base_url} (bundled fake OpenAI server)")
+        print(f"api:    {fake.base_url} (bundled fake OpenAI server, sends signed webhooks)")
         namespace = f"runpoller-demo-{uuid.uuid4().hex[:8]}"
         metrics_port = free_port()
         env = {
@@ -269,8 +281,28 @@ async def run_demo(*, fast: bool = False) -> int:
             "RUNPOLLER_LOG_FORMAT": "console",
             "RUNPOLLER_METRICS_HOST": "127.0.0.1",
             "RUNPOLLER_METRICS_PORT": str(metrics_port),
+            # Responses runs poll every 20 s only: what finishes them early is the webhook.
+            "RUNPOLLER_WEBHOOK_FALLBACK_INTERVAL_MS": "20000",
+            "RUNPOLLER_MAX_POLL_INTERVAL_MS": "20000",
         }
         env.pop("RUNPOLLER_LIBRECHAT_CONFIG", None)
+        receiver = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "runpoller",
+            "webhooks",
+            env={
+                **env,
+                "RUNPOLLER_WEBHOOK_SECRETS": webhook_secret,
+                "RUNPOLLER_WEBHOOK_PORT": str(webhook_port),
+            },
+        )
+        stack.push_async_callback(_stop, receiver)
+        await _wait_ready(f"http://127.0.0.1:{webhook_port}/readyz", receiver)
+        print(
+            f"hooks:  http://127.0.0.1:{webhook_port}/webhooks/openai (runpoller webhooks; "
+            "Responses runs poll every 20 s, a webhook wakes them)"
+        )
         worker = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "runpoller", "worker", env=env
         )
@@ -325,6 +357,7 @@ async def run_demo(*, fast: bool = False) -> int:
                     print(f"       output: {final.output_text}")
                 if final.error:
                     print(f"       error: {final.error.code}: {final.error.message}")
+        await print_wakes(metrics_port, runs)
         example_ok = await run_example_app(env)
         await print_stats(redis, redis_url, namespace)
         elapsed = time.monotonic() - started
@@ -352,6 +385,24 @@ async def run_example_app(env: dict[str, str]) -> bool:
     return code == 0
 
 
+async def print_wakes(metrics_port: int, runs: list[DemoRun]) -> None:
+    """Which path ended the Responses runs: the worker's count of webhook wake-ups."""
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            text = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+    except httpx.HTTPError:
+        return
+    woken = 0
+    for result in ("woken", "woken_late"):
+        pattern = rf'^runpoller_wakes_total\{{result="{result}"\}} (\S+)$'
+        match = re.search(pattern, text, re.M)
+        woken += int(float(match.group(1))) if match else 0
+    print(
+        f"\nwebhooks: {woken} poll(s) of the background responses brought forward by a signed "
+        "webhook (runpoller_wakes_total: woken, woken_late); without one they poll every 20 s"
+    )
+
+
 async def print_stats(redis: Redis, redis_url: str, namespace: str) -> None:
     """End with the cluster view an operator gets from ``runpoller stats``."""
     settings, _ = load_settings(
@@ -366,6 +417,18 @@ async def _delete_namespace(redis: Redis, namespace: str) -> None:
         keys = [key async for key in redis.scan_iter(match=f"{namespace}*", count=1000)]
         if keys:
             await redis.delete(*keys)
+
+
+async def _wait_ready(url: str, proc: asyncio.subprocess.Process) -> None:
+    """Until the receiver answers ready (the fake gives up on a delivery after a few tries)."""
+    async with httpx.AsyncClient(timeout=1) as http:
+        for _ in range(200):
+            if proc.returncode is not None:
+                return
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(url)).status_code == 200:
+                    return
+            await asyncio.sleep(0.05)
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:

@@ -196,3 +196,19 @@ async def test_a_wake_does_not_hurry_a_request_that_is_not_a_poll() -> None:
     backend.hold.set()
     runner.request_cancel("run_1", "")
     await final_of(redis, runner)
+
+
+async def test_a_webhook_that_comes_before_its_response_is_known_still_hurries_the_poll() -> None:
+    # The response ended (and its webhook arrived) before the create's answer was applied:
+    # the notice is kept, and the poll comes as soon as the run follows that response.
+    backend = Backend()
+    redis, runner, store = await runner_for(backend)
+    assert runner.wake_object("resp_new") == "not_here"
+    job = ResponseJob(kind="response", id="run_1", request={"model": "gpt-4o", "input": "hi"})
+    await adopt(store, runner, job=job, object_id="", interval_s=300)
+    while len(backend.calls) < 2:  # bounded by the test timeout, not by the 300 s interval
+        await asyncio.sleep(0.01)
+    assert backend.calls == ["create", "get"]
+    assert "resp_new" not in runner.wake_notices
+    runner.request_cancel("run_1", "")
+    await final_of(redis, runner)

@@ -154,6 +154,10 @@ class Runner:
         self.runs: dict[str, ActiveRun] = {}
         self.by_object: dict[str, ActiveRun] = {}
         """The run following each API object id (what a webhook names)."""
+        self.wake_notices: dict[str, None] = {}
+        """Objects a webhook named before any run here followed them (the latest
+        ``CANCEL_NOTICES_KEPT``): a continuation whose response ended before its create's
+        answer was applied polls at once when it is, instead of at the fallback interval."""
         self.cancel_notices: dict[str, str] = {}
         """Cancel requests read for runs not driven here (reason by run id, the latest
         ``CANCEL_NOTICES_KEPT``): one adopted just after its request was read gets it, even
@@ -190,6 +194,9 @@ class Runner:
         self.runs[run_id] = run
         if state.object_id:
             self.by_object[state.object_id] = run
+            if self.wake_notices.pop(state.object_id, 0) is None:
+                run.woken = True
+                self.metrics.wakes.labels("woken_late").inc()
         run.task = asyncio.create_task(self._drive(run), name=f"run:{run_id}")
         return True
 
@@ -233,6 +240,7 @@ class Runner:
         request is not a poll (a backoff, a cancel, a submit keep their own schedule)."""
         run = self.by_object.get(object_id)
         if run is None or run.state.object_id != object_id or self.runs.get(run.run_id) is not run:
+            _remember(self.wake_notices, object_id, None)
             return "not_here"
         if run.next_op is not Op.GET:
             return "not_waiting"
@@ -246,10 +254,7 @@ class Runner:
         asked again, it changes nothing."""
         run = self.runs.get(run_id)
         if run is None:
-            self.cancel_notices.pop(run_id, None)
-            self.cancel_notices[run_id] = app_reason
-            while len(self.cancel_notices) > CANCEL_NOTICES_KEPT:
-                del self.cancel_notices[next(iter(self.cancel_notices))]
+            _remember(self.cancel_notices, run_id, app_reason)
             return False
         if run.cancel_asked is None and run.state.cancel_reason is not engine.CancelReason.APP:
             run.cancel_asked = app_reason
@@ -321,6 +326,8 @@ class Runner:
     async def _wait(self, run: ActiveRun, nxt: engine.Next) -> engine.Decision | None:
         """Sleep until ``nxt.at``; a reply from the app cuts the wait short."""
         delay = nxt.at - self.clock()
+        if run.woken and nxt.op is Op.GET:
+            return None  # a webhook said the object changed: poll now
         if not nxt.wake_on_reply:
             if delay > 0:
                 await _sleep(run, delay)
@@ -469,6 +476,9 @@ class Runner:
         old, new = run.state, decision.state
         if new.object_id != old.object_id and new.object_id:
             self.by_object[new.object_id] = run
+            if self.wake_notices.pop(new.object_id, 0) is None:
+                run.woken = True  # its webhook came first: the next poll is now
+                self.metrics.wakes.labels("woken_late").inc()
         if run.last_obs is not None and run.last_obs.status is not new.last_status:
             # The engine overruled the last answer (it let go of a run with nothing left to
             # cancel): that answer no longer describes how the run ended.
@@ -695,6 +705,14 @@ _CANCEL_REASONS: dict[engine.CancelReason, Any] = {
     engine.CancelReason.REFUSED: "refused_assistant",
     engine.CancelReason.REFUSED_MODEL: "refused_model",
 }
+
+
+def _remember(notices: dict[str, Any], key: str, value: Any) -> None:
+    """Keep ``key`` as the newest notice, the oldest dropped beyond CANCEL_NOTICES_KEPT."""
+    notices.pop(key, None)
+    notices[key] = value
+    while len(notices) > CANCEL_NOTICES_KEPT:
+        del notices[next(iter(notices))]
 
 
 async def _sleep(run: ActiveRun, delay: float) -> None:

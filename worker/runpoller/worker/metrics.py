@@ -131,8 +131,9 @@ class Metrics:
         self.wakes = Counter(
             "runpoller_wakes_total",
             "Webhook wake-ups read: woken (a run here polled at once), not_here (no run here "
-            "follows that object), not_waiting (its run was busy: its next request is not a "
-            "poll).",
+            "follows that object, yet: kept a while), woken_late (a run here came to follow "
+            "an object named before, and polled at once), not_waiting (its run was busy: its "
+            "next request is not a poll).",
             ["result"],
             registry=r,
         )
