@@ -104,6 +104,10 @@ class Admission:
         )
         conflict: list[str] = []
         with self.capacity.reservation():
+            # Read before the claim: between a claim and its adoption there must be no I/O
+            # (a Redis failure there would leave the run owned here and never driven). A
+            # request written after this read reaches the run through the cancels stream.
+            cancel = await self.control.cancel_request(run_id)
             claim = await self.store.claim(
                 run_id,
                 stored_job(job),
@@ -141,7 +145,6 @@ class Admission:
                         timeout_s=bounds.timeout_s,
                         interval_s=bounds.interval_s,
                     )
-            cancel = await self.control.cancel_request(run_id)
             adopted = self.runner.adopt(run_id, job, state, api_key, job_json, cancel)
         if adopted:
             self.metrics.runs_accepted.labels(job.kind, claim.outcome).inc()
@@ -168,6 +171,7 @@ class Admission:
                 await self.store.dead_letter("resume of a run that has no record", run_id)
                 self.metrics.dead_letters.inc()
                 return "expired"
+            cancel = await self.control.cancel_request(run_id)  # before the claim, as above
             claim = await self.store.claim(run_id, "", "", "")
             if claim.outcome != "resumed" or not claim.job_json or not claim.state_json:
                 return claim.outcome
@@ -179,7 +183,6 @@ class Admission:
                 api_key, _ = self._job_parameters(job)
             except RunRefused as exc:
                 return await self._end_claimed(run_id, job, state, exc)
-            cancel = await self.control.cancel_request(run_id)
             if not self.runner.adopt(run_id, job, state, api_key, claim.job_json, cancel):
                 return "already_here"
         self.metrics.runs_accepted.labels(job.kind, "resumed").inc()
