@@ -18,17 +18,22 @@ from runpoller.worker.app import WorkerApp
 PREFIX = "adm"
 
 
-@pytest.fixture
-def app() -> WorkerApp:
+def app_with(**overrides: Any) -> WorkerApp:
+    """A worker app on fakeredis, with an API that answers 500 to anything."""
     settings, _ = load_settings(
         assistants_api_key="sk-admission-test",
         assistants_base_url="http://api.test/v1",
         key_prefix=PREFIX,
-        max_timeout_ms=600_000,
         metrics_port=-1,
+        **overrides,
     )
     http = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500)))
     return WorkerApp(settings, fakeredis.FakeAsyncRedis(), http=http, worker_id="w1")  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def app() -> WorkerApp:
+    return app_with(max_timeout_ms=600_000)
 
 
 async def final_of(app: WorkerApp, run_id: str) -> FinalEvent | None:
@@ -320,16 +325,7 @@ async def test_a_conflicting_job_for_an_ended_run_is_a_dead_letter(app: WorkerAp
 
 
 async def test_with_webhooks_responses_poll_at_the_fallback_interval_and_runs_do_not() -> None:
-    settings, _ = load_settings(
-        assistants_api_key="sk-admission-test",
-        assistants_base_url="http://api.test/v1",
-        key_prefix=PREFIX,
-        poll_interval_ms=1000,
-        webhook_fallback_interval_ms=15_000,
-        metrics_port=-1,
-    )
-    http = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500)))
-    app = WorkerApp(settings, fakeredis.FakeAsyncRedis(), http=http, worker_id="w1")  # type: ignore[arg-type]
+    app = app_with(poll_interval_ms=1000, webhook_fallback_interval_ms=15_000)
     response = {"kind": "response", "response_id": "resp_1"}
     run = {"kind": "assistants_run", "thread_id": "t1", "run_id": "r1"}
     assert await app.admission.intake(response, 0.0) == "new"

@@ -571,8 +571,12 @@ def _send_cancel(state: RunState, now: float, effects: list[Effect]) -> Decision
     return Decision(state, tuple(effects), Next(Op.FETCH_RESULT, now))
 
 
+# The reason of a cancel that found nothing created (a Responses create never sent, or surely
+# not processed): no request, and no claim that anything was cancelled.
 _NOTHING_CREATED: Mapping[CancelReason, str] = {
-    CancelReason.TIMEOUT: "the run passed its deadline before its response could be created",
+    CancelReason.TIMEOUT: "the run passed its deadline before its response could be created; "
+    "nothing was created, nothing to cancel",
+    CancelReason.APP: "cancelled at the app's request{detail} before the response was created",
 }
 
 
@@ -592,15 +596,12 @@ def _finish_cancel(
     cancelled, or nothing ran to cancel) or ``unconfirmed`` (``why``: the last failure)."""
     reason_ = state.cancel_reason or CancelReason.TIMEOUT
     status, template, code = _CANCEL_OUTCOMES[reason_]
+    if not state.object_id:
+        template = _NOTHING_CREATED.get(reason_, template)
     detail = state.cancel_detail
     if reason_ is CancelReason.APP:
         detail = f" ({detail})" if detail else ""
     text = template.format(detail=detail)
-    if not state.object_id:
-        # Nothing was created (a Responses create never sent, or surely not processed).
-        text = _NOTHING_CREATED.get(reason_, text) + "; nothing was created, nothing to cancel"
-        if reason_ is CancelReason.APP:
-            text = f"cancelled at the app's request{detail} before the response was created"
     if outcome != "confirmed":
         code = ErrorCode.CANCEL_UNCONFIRMED
         text += "; the cancel could not be confirmed"

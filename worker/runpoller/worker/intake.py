@@ -152,7 +152,8 @@ class BatchIntake:
             # take a whole burst once it is overdue while the others take their headroom.
             extra = min(self.spare(len(job_ids)) - len(taken), self.fair_share(len(job_ids)))
             if extra > 0:
-                rest = [j for j in job_ids if _text(j) not in taken]
+                done = set(taken)
+                rest = [j for j in job_ids if _text(j) not in done]
                 taken += await self.take(rest, extra, max(wait_s, self.overdue_s))
         if not taken:
             return result

@@ -39,6 +39,12 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _field(fields: dict[Any, Any], name: str) -> str | None:
+    """A stream entry's field as text (None when absent), whether or not the client decodes."""
+    value = fields.get(name.encode(), fields.get(name))
+    return None if value is None else _text(value)
+
+
 class RepliesListener:
     def __init__(
         self,
@@ -109,9 +115,9 @@ class RepliesListener:
 
     async def handle(self, stream: str, entry_id: str, fields: dict[Any, Any]) -> None:
         if stream == self.keys.control:
-            data = fields.get(b"data", fields.get("data"))
+            data = _field(fields, "data")
             if data is not None:
-                self.limiter.on_control(_text(data))
+                self.limiter.on_control(data)
         elif stream == self.keys.cancels:
             await self.cancel(fields)
         elif stream == self.keys.wakes:
@@ -133,22 +139,21 @@ class RepliesListener:
 
     def wake(self, fields: dict[Any, Any]) -> None:
         """A webhook said an object changed: the run here that follows it polls now."""
-        raw = fields.get(b"object_id", fields.get("object_id"))
-        if raw is None:
+        object_id = _field(fields, "object_id")
+        if object_id is None:
             return
-        result = self.runner.wake_object(_text(raw))
+        result = self.runner.wake_object(object_id)
         self.runner.metrics.wakes.labels(result).inc()
         if result == "woken":
-            log.info("run.woken", object_id=_text(raw))
+            log.info("run.woken", object_id=object_id)
 
     async def cancel(self, fields: dict[Any, Any]) -> None:
         """The app asked to cancel a run: its driver's, if here; else answered if it ended."""
-        raw = fields.get(b"run_id", fields.get("run_id"))
-        if raw is None:
+        run_id = _field(fields, "run_id")
+        if run_id is None:
             log.warning("cancel.unroutable", why="no run_id")
             return
-        run_id = _text(raw)
-        reason = _text(fields.get(b"reason", fields.get("reason")) or "")
+        reason = _field(fields, "reason") or ""
         if self.runner.request_cancel(run_id, reason):
             log.info("run.cancel_requested", run_id=run_id, reason=reason)
         elif await self.control.answer_cancel_of_ended(run_id):
