@@ -50,6 +50,7 @@ ROOTS = (
     "FunctionToolCall",
     "FunctionCallOutputItemParam",
     "ErrorResponse",
+    "ResponseStreamEvent",
 )
 
 _PREFIX = "#/components/schemas/"

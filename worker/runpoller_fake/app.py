@@ -32,10 +32,11 @@ from runpoller_fake.ops import (
     start_run,
 )
 from runpoller_fake.script import Fault
+from runpoller_fake.sse import Streamed, stream_reply, streamed_get
 from runpoller_fake.state import POLL_ENDPOINTS, FakeState
 from runpoller_fake.webhooks import webhook_context
 
-Handler = Callable[[FakeState, web.Request], Awaitable[dict[str, Any]]]
+Handler = Callable[[FakeState, web.Request], Awaitable[dict[str, Any] | Streamed]]
 # Extra fields a handler adds to the object's request log (the submitted tool outputs).
 LOG_EXTRA = web.RequestKey("fake_openai_log_extra", dict[str, Any])
 
@@ -93,28 +94,50 @@ def _object_id(request: web.Request, endpoint: str) -> str | None:
     return object_id
 
 
-async def _inject_faults(state: FakeState, endpoint: str, obj: Lifecycle | None) -> Fault | None:
-    """Apply matching latency faults; return the fault that ends the request, if any."""
+async def _inject_faults(
+    state: FakeState, endpoint: str, obj: Lifecycle | None, *, streams: bool
+) -> tuple[Fault | None, int | None]:
+    """Apply matching latency faults; the fault that ends the request, if any, and the
+    number of events after which a streamed reply is cut (``streams``: the reply is SSE)."""
     if not state.faults and (obj is None or not obj.faults):
-        return None
+        return None, None
     counters = state.faults + obj.faults if obj is not None else state.faults
     latency = 0.0
     ending: Fault | None = None
+    cut: int | None = None
     for counter in counters:
         fault = counter.fault
         if fault.on != endpoint and fault.on != "any":
+            continue
+        if fault.cut_after is not None and (not streams or cut is not None):
             continue
         if not counter.fires():
             continue
         if fault.latency_ms:
             latency += fault.latency_ms / 1000.0
             state.stats.faults["latency"] += 1
+        if fault.cut_after is not None:
+            cut = fault.cut_after
+            state.stats.faults["cut"] += 1
         if fault.ends_request:
             ending = fault
             break
     if latency:
         await state.sleep(latency)
-    return ending
+    return ending, cut
+
+
+async def _wants_stream(request: web.Request, endpoint: str) -> bool:
+    """Whether the reply will be a stream (what a ``cut_after`` fault needs to know)."""
+    if endpoint == "get_response":
+        return request.query.get("stream") == "true"
+    if endpoint == "create_response":
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            return False
+        return isinstance(body, dict) and body.get("stream") is True
+    return False
 
 
 def _fault_reply(fault: Fault) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -208,21 +231,25 @@ async def _answer(
     obj: Lifecycle | None,
     *,
     beta: bool,
-) -> tuple[int | str, web.Response, Lifecycle | None]:
+) -> tuple[int | str, web.StreamResponse, Lifecycle | None]:
     """The reply (or a dropped connection), its status, and the object it concerns."""
     started = time.perf_counter()
-    fault = await _inject_faults(state, name, obj)
+    streams = await _wants_stream(request, name)
+    fault, cut = await _inject_faults(state, name, obj, streams=streams)
     if fault is not None and fault.drop:
         state.stats.faults["drop"] += 1
         return "dropped", _drop(request), obj
     headers = dict(_STATIC_HEADERS)
+    body: dict[str, Any] | Streamed
     if fault is not None:
         state.stats.faults["status"] += 1
         status, body, extra = _fault_reply(fault)
         headers.update(extra)
     else:
         status, body = await _call(state, request, handler, beta=beta)
-        if obj is None and status == 200:
+        if isinstance(body, Streamed):
+            obj = body.response
+        elif obj is None and status == 200:
             obj = state.lookup(body.get("id"))
     if (
         name in POLL_ENDPOINTS
@@ -234,12 +261,14 @@ async def _answer(
         headers["openai-poll-after-ms"] = str(obj.script.poll_after_ms)
     headers["x-request-id"] = "req_" + secrets.token_hex(16)
     headers["openai-processing-ms"] = str(int((time.perf_counter() - started) * 1000))
+    if isinstance(body, Streamed):
+        return status, await stream_reply(state, request, body, headers, cut), obj
     return status, _json_response(status, body, headers), obj
 
 
 async def _call(
     state: FakeState, request: web.Request, handler: Handler, *, beta: bool
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, dict[str, Any] | Streamed]:
     try:
         _authorize(state, request)
         if beta:
@@ -330,17 +359,21 @@ async def list_steps(state: FakeState, request: web.Request) -> dict[str, Any]:
 
 
 @_endpoint("create_response", beta=False)
-async def create_response(state: FakeState, request: web.Request) -> dict[str, Any]:
+async def create_response(state: FakeState, request: web.Request) -> dict[str, Any] | Streamed:
     body = await read_json(request)
     check_schema(state, "CreateResponse", body)
-    return objects.response_object(start_response(state, body))
+    response = start_response(state, body)
+    if response.stream is not None:
+        return Streamed(response, after=-1)
+    return objects.response_object(response)
 
 
 @_endpoint("get_response", beta=False)
-async def get_response(state: FakeState, request: web.Request) -> dict[str, Any]:
+async def get_response(state: FakeState, request: web.Request) -> dict[str, Any] | Streamed:
     response = state.response(request.match_info["response_id"])
     response.advance(state.now())
-    return objects.response_object(response)
+    streamed = streamed_get(response, request.query)
+    return streamed if streamed is not None else objects.response_object(response)
 
 
 @_endpoint("cancel_response", beta=False)

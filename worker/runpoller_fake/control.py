@@ -10,6 +10,9 @@ Not part of the OpenAI surface: no auth, no fault injection, no OpenAI headers.
 - ``POST /_fake/faults`` (a fault, a list, or ``{"faults": [...]}``) sets server-wide faults;
   ``GET`` shows them with their counters; ``DELETE`` clears them.
 - ``GET /_fake/stats``; ``GET /_fake/runs/{id}/log`` (also ``/_fake/responses/{id}/log``).
+- ``GET /_fake/responses/{id}/stream``: a streamed response's events so far, each with
+  ``sequence_number``, ``type`` and ``time`` (the Unix instant the fake emitted it), and
+  ``ended`` (no event will follow).
 - ``GET /_fake/log?since=N``: every ``/v1`` request from sequence number ``N`` on (default 0),
   as ``{"requests": [...], "next": M}``. Each entry: ``seq``, ``time`` (arrival, Unix s),
   ``done`` (answer sent, or null while in flight), ``method``, ``path``, ``endpoint``,
@@ -267,6 +270,23 @@ async def _log(state: FakeState, request: web.Request) -> Any:
     return obj.log
 
 
+async def _stream_log(state: FakeState, request: web.Request) -> Any:
+    response = state.response(request.match_info["object_id"])
+    now = state.now()
+    response.advance(now)
+    stream = response.stream
+    if stream is None:
+        raise ApiError(404, f"Response '{response.id}' was not created with stream: true.")
+    stream.release(now)
+    return {
+        "events": [
+            {"sequence_number": i, "type": event["type"], "time": response.unix(t)}
+            for i, (event, t) in enumerate(zip(stream.events, stream.times, strict=True))
+        ],
+        "ended": stream.ended,
+    }
+
+
 async def _request_log(state: FakeState, request: web.Request) -> Any:
     log = state.request_log
     return {"requests": log[_since(request) :], "next": len(log)}
@@ -373,6 +393,7 @@ def add_control_routes(app: web.Application) -> None:
             web.get("/_fake/log", _control(_request_log)),
             web.get("/_fake/runs/{object_id}/log", _control(_log)),
             web.get("/_fake/responses/{object_id}/log", _control(_log)),
+            web.get("/_fake/responses/{object_id}/stream", _control(_stream_log)),
             web.post("/_fake/webhooks", _control(_set_webhooks)),
             web.get("/_fake/webhooks", _control(_get_webhooks)),
             web.post("/_fake/webhooks/faults", _control(_set_webhook_faults)),

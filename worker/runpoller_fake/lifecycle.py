@@ -30,6 +30,7 @@ from runpoller_fake.script import (
     ToolCallSpec,
     UsageSpec,
 )
+from runpoller_fake.streaming import PlannedText, StreamLog
 
 # Sums of float seconds must not miss a step boundary by a rounding error.
 _TOLERANCE = 1e-9
@@ -370,8 +371,16 @@ class Response(Lifecycle):
         now: float,
         wall_now: float,
         on_end: Callable[[Response, float], None] | None = None,
+        snapshot: Callable[[Response], dict[str, Any]] | None = None,
     ) -> None:
+        """``snapshot`` (how GET shows a response): given, the response streams (it was
+        created with ``stream: true``) and keeps its events in :attr:`stream`."""
         self.on_end = on_end
+        self.stream: StreamLog | None = None
+        if snapshot is not None:
+            self.stream = StreamLog(lambda: snapshot(self))
+        self._planned: list[OutputMessage] = []
+        self._entered = False
         self.params = params
         self.functions = callable_functions(params)
         self.completed_at: int | None = None
@@ -425,12 +434,34 @@ class Response(Lifecycle):
                 "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": usage.prompt_tokens + usage.completion_tokens,
             }
+        if self.stream is not None:
+            self.stream.entered(status, t, first=not self._entered)
+            if status == "in_progress":
+                self._plan_text(step, t)
+        self._entered = True
         if status in TERMINAL and self.on_end is not None:
             self.on_end(self, t)
 
+    def _plan_text(self, step: Step, t: float) -> None:
+        """Stream the text the next step writes, if it ends this one with messages."""
+        steps = self.script.steps
+        after = steps[self._next] if self._next < len(steps) else _COMPLETED
+        if step.ms is None or self.stream is None:
+            return  # an in_progress that lasts until cancelled writes nothing
+        if after.status not in ("completed", "incomplete") or after.function_calls:
+            return
+        texts = after.messages if after.messages is not None else [DEFAULT_MESSAGE]
+        self._planned = [OutputMessage(new_id("msg_", 24), text) for text in texts]
+        planned = [PlannedText(m.id, i, m.text) for i, m in enumerate(self._planned)]
+        self.stream.plan(planned, t, step.ms / 1000.0)
+
     def _write_messages(self, step: Step, status: str) -> None:
         texts = step.messages if step.messages is not None else [DEFAULT_MESSAGE]
-        self.output = [OutputMessage(new_id("msg_", 24), text, status) for text in texts]
+        planned = [m.text for m in self._planned] == texts
+        self.output = [
+            OutputMessage(self._planned[i].id if planned else new_id("msg_", 24), text, status)
+            for i, text in enumerate(texts)
+        ]
 
     def _call_functions(self, specs: list[ToolCallSpec]) -> None:
         """Make the scripted calls this response's own request lets the model make.

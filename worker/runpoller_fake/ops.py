@@ -70,7 +70,9 @@ def require_str(body: dict[str, Any], key: str) -> str:
 def no_stream(body: dict[str, Any]) -> None:
     if body.get("stream"):
         raise ApiError(
-            400, "This fake OpenAI server does not stream; poll instead.", param="stream"
+            400,
+            "This fake OpenAI server does not stream Assistants runs; poll instead.",
+            param="stream",
         )
 
 
@@ -187,10 +189,10 @@ def start_response(
             "set 'background': true and poll GET /v1/responses/{id}.",
             param="background",
         )
-    no_stream(body)
     carried = _check_continuation(state, body)
     if script is None:
         script = script_for(
             state, scenario_of(body), "response", param="metadata.fake_scenario", default=carried
         )
-    return state.create_response(response_params(body), script)
+    streamed = body.get("stream") is True
+    return state.create_response(response_params(body), script, streamed=streamed)

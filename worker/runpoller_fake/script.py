@@ -179,20 +179,24 @@ class Step(_Model):
 
 
 class Fault(_Model):
-    """A fault injected into matching requests: latency, an HTTP error, or a dropped connection.
+    """A fault injected into matching requests: latency, an HTTP error, a dropped connection,
+    or a stream cut short.
 
     ``on`` names the endpoint (or ``any``). ``skip`` lets the first N matching requests
     through; ``times`` caps how many are affected (default: all). An error ``status`` comes in
     OpenAI's envelope (``message``/``type``/``code`` override the defaults) with the optional
     ``retry-after`` (seconds), ``retry-after-ms`` and ``x-should-retry`` headers. Server-wide
     faults are checked before the object's; latencies add up, and the first status or drop
-    fault that applies ends the request (later ones are not counted).
+    fault that applies ends the request (later ones are not counted). ``cut_after``: a streamed
+    reply (SSE) closes its connection after that many events, without the rest (a request
+    that does not stream is not affected, and not counted).
     """
 
     on: FaultTarget = "any"
     status: int | None = Field(None, ge=400, le=599)
     drop: bool = False
     latency_ms: float | None = Field(None, ge=0)
+    cut_after: int | None = Field(None, ge=0)
     retry_after: float | None = Field(None, ge=0)
     retry_after_ms: int | None = Field(None, ge=0)
     should_retry: bool | None = None
@@ -204,10 +208,11 @@ class Fault(_Model):
 
     @model_validator(mode="after")
     def _one_effect(self) -> Fault:
-        if self.status is None and not self.drop and self.latency_ms is None:
-            raise ValueError("a fault needs 'status', 'drop' or 'latency_ms'")
-        if self.status is not None and self.drop:
-            raise ValueError("'status' and 'drop' exclude each other")
+        effects = [self.status is not None, self.drop, self.cut_after is not None]
+        if not any(effects) and self.latency_ms is None:
+            raise ValueError("a fault needs 'status', 'drop', 'cut_after' or 'latency_ms'")
+        if sum(effects) > 1:
+            raise ValueError("'status', 'drop' and 'cut_after' exclude each other")
         extras = ("retry_after", "retry_after_ms", "should_retry", "message", "type", "code")
         if self.status is None:
             for field in extras:

@@ -24,6 +24,7 @@ from runpoller_fake.lifecycle import (
     Thread,
     new_id,
 )
+from runpoller_fake.objects import response_object
 from runpoller_fake.script import Fault, FaultCounter, Script
 from runpoller_fake.webhooks import WebhookSender
 
@@ -60,7 +61,7 @@ class Stats:
         self.requests: dict[str, dict[str, int]] = {}
         self.total = 0
         self.overlapping_polls = 0
-        self.faults = {"status": 0, "drop": 0, "latency": 0}
+        self.faults = {"status": 0, "drop": 0, "latency": 0, "cut": 0}
         self.created = {"thread": 0, "run": 0, "response": 0}
         self.objects: dict[str, ObjectStats] = {}
 
@@ -245,7 +246,9 @@ class FakeState:
         self.stats.objects[run.id] = ObjectStats("run")
         return run
 
-    def create_response(self, params: dict[str, Any], script: Script) -> Response:
+    def create_response(
+        self, params: dict[str, Any], script: Script, *, streamed: bool = False
+    ) -> Response:
         now = self.now()
         response = Response(
             response_id=new_id("resp_", 25),
@@ -253,6 +256,7 @@ class FakeState:
             script=script,
             now=now,
             wall_now=self.wall(now),
+            snapshot=response_object if streamed else None,
             on_end=self.webhooks.response_ended,
         )
         self.webhooks.watch(response)

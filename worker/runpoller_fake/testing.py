@@ -2,11 +2,13 @@
 
 ``check_reply`` is an httpx response hook: install it on the client that talks to the fake and
 every ``/v1`` reply is validated against the OpenAPI schema its endpoint documents (errors
-against ``ErrorResponse``), so each test is also a contract test.
+against ``ErrorResponse``), so each test is also a contract test. ``stream_problems`` checks a
+streamed reply (SSE) event by event against ``ResponseStreamEvent``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -86,8 +88,37 @@ def reply_problems(method: str, path: str, status: int, body: Any) -> list[str]:
     return validate(schema, body)
 
 
+def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """The ``(event, data)`` pairs of a server-sent-events body (``data`` parsed as JSON)."""
+    events = []
+    for block in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "data" in fields:
+            events.append((fields.get("event", ""), json.loads(fields["data"])))
+    return events
+
+
+def stream_problems(text: str) -> list[str]:
+    """Spec problems of a streamed reply: each event a ``ResponseStreamEvent`` whose
+    ``event:`` line names its type, sequence numbers one apart."""
+    problems = []
+    previous: int | None = None
+    for name, data in sse_events(text):
+        problems += [f"event {name}: {p}" for p in validate("ResponseStreamEvent", data)]
+        if name != data.get("type"):
+            problems.append(f"event line {name!r} but type {data.get('type')!r}")
+        number = data.get("sequence_number")
+        if previous is not None and number != previous + 1:
+            problems.append(f"sequence_number {number} after {previous}")
+        previous = number if isinstance(number, int) else previous
+    return problems
+
+
 async def check_reply(response: httpx.Response) -> None:
-    """httpx response hook: fail the request if the reply breaks the spec."""
+    """httpx response hook: fail the request if the reply breaks the spec. A stream is left
+    to the test, which reads it as it comes (check it with :func:`stream_problems`)."""
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        return
     await response.aread()
     request = response.request
     problems = reply_problems(
