@@ -23,6 +23,7 @@ from runpoller.protocol import (
     FinalEvent,
     Job,
     Keys,
+    ProgressEvent,
     ReplyRejectedEvent,
     RequiresActionEvent,
     StatusEvent,
@@ -189,7 +190,8 @@ XREAD BLOCK 5000 STREAMS {K.events("run_abc")} 0-0
 ```
 
 Each entry has two fields: `type` (one of `accepted`, `status`, `requires_action`,
-`reply_rejected`, `final`) and `data`, the event as JSON.
+`reply_rejected`, `progress`, `final`) and `data`, the event as JSON. Ignore a `type` you do
+not know: a later version may add one.
 
 ### `accepted`
 
@@ -206,6 +208,24 @@ Each entry has two fields: `type` (one of `accepted`, `status`, `requires_action
 ### `reply_rejected`
 
 {_schema(ReplyRejectedEvent)}
+
+### `progress`
+
+Only for a `response` job with `"stream": true`. The worker creates the response (and every
+continuation after a function-call round) as a background stream and relays its text as it
+is written, coalesced (the first text at once, then at most one event per 100 ms or 1 KiB).
+Joined in order, the `delta`s of one `object_id` are exactly its text: a broken stream is
+resumed at once after the last `sequence_number` taken, and a worker taking the run over
+resumes after the last one written. A stream that cannot be opened gives way to polling at the
+run's interval, the next poll trying the stream again; after three streams in a row that
+delivered nothing the run is only polled (as it is when the worker holds
+`RUNPOLLER_MAX_STREAMS` streams already). A streamed run needs no webhook and, while its
+stream stays open, no poll: a whole response is one request. Nothing else changes: `status`,
+`requires_action` and `final` events come as for any run, and `final` has the whole
+`output_text`. Progress events count against the stream's cap
+(`RUNPOLLER_EVENT_STREAM_MAXLEN`) like any other.
+
+{_schema(ProgressEvent)}
 
 ### `final`
 
