@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from runpoller_actions.checker import validate_strict
+from runpoller_actions.checker import LIMIT_TOOLS, validate_strict
 from runpoller_actions.description import DESCRIPTION_LIMIT, describe, trim
 from runpoller_actions.diagnostics import Diagnostic, OperationError, SpecError
 from runpoller_actions.document import RawOperation, SpecDocument, iter_operations, open_document
@@ -25,11 +25,9 @@ from runpoller_actions.strict import make_strict
 from runpoller_actions.tools import Conversion, Operation, Tool
 from runpoller_actions.walk import strip_origins
 
-# Tools per request: the Chat Completions and Assistants references document `tools` as
-# "A max of 128 functions are supported" (also enforced by the Responses API: 400
-# "array too long ... maximum length 128"). A spec that yields more still converts; the
-# caller must pick a subset per request, so this is a warning.
-MAX_TOOLS_PER_REQUEST = 128
+# A spec may yield more tools than one request accepts (checker.LIMIT_TOOLS, with its
+# source); they all still convert, the caller picks a subset per request: a warning.
+MAX_TOOLS_PER_REQUEST = LIMIT_TOOLS
 
 
 def _is_strict(doc: SpecDocument, raw: RawOperation, default: bool) -> tuple[bool, list[str]]:
