@@ -47,7 +47,8 @@ _LIMIT_PROPERTIES = 5000
 # Nesting: the guide counts "levels of nesting" of objects without saying how; the API's own
 # error ("6 levels of nesting exceeds limit of 5") is about nested objects. We count object
 # AND array schemas (the stricter of the readings that costs no real spec a tool: the deepest
-# corpus tool has 8), never anyOf wrappers, which the rewriter flattens anyway.
+# corpus tool, OpenAI's createFineTuningJob, has exactly 10; 8 counting objects only), never
+# anyOf wrappers, which the rewriter flattens anyway (docs/actions.md, "Which nesting count").
 _LIMIT_LEVELS = 10
 _LIMIT_ENUM_VALUES = 1000
 _LIMIT_CHARS = 120_000

@@ -8,6 +8,10 @@ property is expressed as "required but may be null". Only some keywords are unde
 "Faithful" here means: the strict schema accepts the same arguments as the original, except
 for the removed keywords (each reported), closed objects (a free-form map is reported), and
 `null` standing for "not sent" on formerly optional properties (the caller drops such nulls).
+Keywords next to `anyOf` are distributed into its branches (`X and (A or B)` is
+`(X and A) or (X and B)`; branches that can never match are dropped, one left is the schema
+itself), and a plain `anyOf` inside an `anyOf` is spliced into it. Errors carry the spec
+location of the node (`walk.ORIGIN`) as `Note.source`.
 When that is impossible the operation fails with one error per place: an object root is
 missing, an `allOf` whose parts conflict, a schema with no type (any JSON value), an array
 with no item schema, or one of the API limits (properties, nesting, enum values, characters).
