@@ -80,7 +80,8 @@ def test_summary_lists_tools_and_counts(capsys: pytest.CaptureFixture[str]) -> N
     )
     assert "list-searchable-fields" in out
     assert "arguments: dataset, version" in out
-    assert "perform-search" in out  # its body is form-encoded
+    (search,) = [line for line in out.splitlines() if "perform-search" in line]
+    assert search.endswith("/{dataset}/{version}/records  form")
     assert err == ""
 
 

@@ -8,6 +8,7 @@ LibreChat's own expectations for its test specs hold. Specs are parsed once per 
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from runpoller_actions import (
 from runpoller_actions.convert import with_positions
 from runpoller_actions.document import HTTP_METHODS
 from runpoller_actions.loader import SpecLoadError, parse_spec
+from runpoller_actions.walk import ORIGIN
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared"
 OPENAPI = SHARED / "corpus" / "openapi"
@@ -97,8 +99,9 @@ def test_every_spec_converts_without_internal_errors(path: Path, strict: bool) -
         if strict:
             assert validate_strict(tool.parameters) == [], tool.name
     for fmt in FORMATS:
-        rendered = result.to_json(fmt)["tools"]
-        assert [p for tool in rendered for p in validate_tool(tool)] == []
+        document = result.to_json(fmt)
+        assert [p for tool in document["tools"] for p in validate_tool(tool)] == []
+        assert ORIGIN not in json.dumps(document)  # the private origin key never leaks
 
 
 @pytest.mark.parametrize("name", sorted(FLOORS))
