@@ -111,6 +111,7 @@ def _convert_one(
         content_type=built.content_type,
         strict=strict,
         arguments=built.arguments,
+        encoding=built.encoding,
     )
     return tool, operation, warnings, []
 

@@ -32,6 +32,19 @@ _TEMPLATE = re.compile(r"\{([^{}]+)\}")
 _DEFAULT_STYLE = {"path": "simple", "query": "form", "header": "simple", "cookie": "form"}
 
 
+Encoding = dict[str, tuple[str | None, bool | None, str | None]]  # field → style, explode, type
+
+
+@dataclass(frozen=True)
+class Body:
+    """The request body as arguments, how to send it, and notes."""
+
+    sources: list[Source] = field(default_factory=list)
+    content_type: str | None = None
+    encoding: Encoding = field(default_factory=dict)
+    notes: list[Note] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class BuiltOperation:
     """What the converter needs from one operation, before the strict rewrite."""
@@ -41,6 +54,7 @@ class BuiltOperation:
     server_url: str
     content_type: str | None
     notes: list[Note] = field(default_factory=list)
+    encoding: Encoding = field(default_factory=dict)
 
 
 def _schema(expander: Expander, raw: Any, where: str) -> Any:
@@ -225,11 +239,11 @@ def _shapes(schema: Any) -> set[str]:
 
 def _form_arguments(
     media: Mapping[str, Any], schema: Mapping[str, Any], kind: str, at: str
-) -> dict[str, tuple[str | None, bool | None, str | None]]:
+) -> Encoding:
     """(style, explode, content_type) per form field; OperationError for what cannot be sent."""
     encoding = media.get("encoding")
     encoding = encoding if isinstance(encoding, Mapping) else {}
-    out: dict[str, tuple[str | None, bool | None, str | None]] = {}
+    out: Encoding = {}
     for name, prop in schema["properties"].items():
         where = pointer.join(at, "properties", name)
         how = encoding.get(name)
@@ -261,12 +275,10 @@ def _form_arguments(
     return out
 
 
-def _body_sources(
-    doc: SpecDocument, expander: Expander, raw: RawOperation
-) -> tuple[list[Source], str | None, list[Note]]:
+def _body(doc: SpecDocument, expander: Expander, raw: RawOperation) -> Body:
     body = raw.node.get("requestBody")
     if body is None:
-        return [], None, []
+        return Body()
     where = pointer.join(raw.pointer, "requestBody")
     try:
         body, where = follow(doc.root, body, where)
@@ -274,7 +286,7 @@ def _body_sources(
         raise OperationError(str(exc)) from None
     content = body.get("content") if isinstance(body, Mapping) else None
     if not isinstance(body, Mapping) or not isinstance(content, Mapping) or not content:
-        return [], None, []
+        return Body()
     required = body.get("required") is True
     schemas = {
         key: _schema(
@@ -287,7 +299,7 @@ def _body_sources(
     if not required and all(_is_empty(strip_origins(s)) for s in schemas.values()):
         found = ", ".join(str(k) for k in content)
         note = Note(where, f"the optional request body ({found}) declares no fields; ignored")
-        return [], None, [note]
+        return Body(notes=[note])
     chosen = _media_kind(content)
     if chosen is None:
         found = ", ".join(str(k) for k in content)
@@ -301,7 +313,7 @@ def _body_sources(
     at = pointer.join(where, "content", key, "schema")
     schema = drop_read_only(schemas[key])
     content_type = "application/json" if "*" in key else key
-    encodings: dict[str, tuple[str | None, bool | None, str | None]] = {}
+    encodings: Encoding = {}
     if kind != "json":
         if not isinstance(schema, Mapping) or not isinstance(schema.get("properties"), Mapping):
             raise OperationError(
@@ -318,14 +330,14 @@ def _body_sources(
                 "body", name, required and name in inner_required, style, explode, part_type
             )
             sources.append(Source(argument, prop))
-        return sources, content_type, []
+        return Body(sources, content_type, encodings)
     text = body.get("description")
     if isinstance(text, str) and text.strip() and isinstance(schema, Mapping):
         schema = {
             "description": text.strip(),
             **{k: v for k, v in schema.items() if k != "description"},
         }
-    return [Source(Argument("body", None, required), schema)], content_type, []
+    return Body([Source(Argument("body", None, required), schema)], content_type, encodings)
 
 
 def build_operation(doc: SpecDocument, raw: RawOperation) -> BuiltOperation:
@@ -350,9 +362,9 @@ def build_operation(doc: SpecDocument, raw: RawOperation) -> BuiltOperation:
             sources.append(
                 Source(Argument("path", name, True, "simple", False), {"type": "string"})
             )
-    body_sources, content_type, body_notes = _body_sources(doc, expander, raw)
-    notes.extend(body_notes)
-    merged = merge_arguments(sources + body_sources)
+    body = _body(doc, expander, raw)
+    notes.extend(body.notes)
+    merged = merge_arguments(sources + body.sources)
     notes.extend(Note(raw.pointer, text) for text in merged.notes)
     parameters: dict[str, Any] = {"type": "object", "properties": merged.properties}
     if merged.required:
@@ -366,6 +378,7 @@ def build_operation(doc: SpecDocument, raw: RawOperation) -> BuiltOperation:
         parameters=parameters,
         arguments=merged.arguments,
         server_url=_server(doc, raw),
-        content_type=content_type,
+        content_type=body.content_type,
         notes=notes,
+        encoding=body.encoding,
     )

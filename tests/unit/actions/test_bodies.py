@@ -168,3 +168,20 @@ def test_form_body_in_strict_mode() -> None:
     tool = only_tool(result)
     assert validate_strict(tool.parameters) == []
     assert tool.parameters["properties"]["age"] == {"type": ["integer", "null"]}
+
+
+def test_the_mapping_lists_every_form_field_s_encoding_even_for_a_whole_body() -> None:
+    # an optional body with required fields cannot be flattened: it is one argument `body`
+    media = {"schema": FIELDS, "encoding": {"tags": {"style": "spaceDelimited", "explode": False}}}
+    result = convert(body_op({"application/x-www-form-urlencoded": media}, required=False))
+    operation = result.operations["op"]
+    assert list(operation.arguments) == ["body"]
+    assert operation.to_json()["encoding"] == {
+        "name": {"style": "form", "explode": True},
+        "tags": {"style": "spaceDelimited", "explode": False},
+        "age": {"style": "form", "explode": True},
+    }
+    multipart = convert(body_op({"multipart/form-data": {"schema": FIELDS}}))
+    assert multipart.operations["op"].to_json()["encoding"] == {"name": {}, "tags": {}, "age": {}}
+    json_body = convert(body_op({"application/json": {"schema": FIELDS}}))
+    assert "encoding" not in json_body.operations["op"].to_json()
