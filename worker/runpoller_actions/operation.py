@@ -14,7 +14,7 @@ map, or an optional body with required fields) becomes one argument, `body`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,6 +211,14 @@ def _is_empty(schema: Any) -> bool:
     return not rest and schema.get("additionalProperties", False) is False
 
 
+def _declares_nothing(schema_of: Callable[[str], Any], key: str) -> bool:
+    """Is the schema of media type `key` empty? (One that cannot be expanded is not.)"""
+    try:
+        return _is_empty(strip_origins(schema_of(key)))
+    except OperationError:
+        return False
+
+
 def _shapes(schema: Any) -> set[str]:
     """What a form field's value is: 'scalar', 'array' (of scalars), 'object', 'file'."""
     if not isinstance(schema, Mapping):
@@ -250,8 +258,9 @@ def _form_arguments(
         how = how if isinstance(how, Mapping) else {}
         shapes = _shapes(prop)
         if "file" in shapes:
+            label = "multipart field" if kind == MULTIPART else "form field"
             raise OperationError(
-                f"multipart field '{name}' is a file part; a function tool's arguments are "
+                f"{label} '{name}' is a file part; a function tool's arguments are "
                 "JSON values, so a file cannot be sent",
                 where,
             )
@@ -288,15 +297,13 @@ def _body(doc: SpecDocument, expander: Expander, raw: RawOperation) -> Body:
     if not isinstance(body, Mapping) or not isinstance(content, Mapping) or not content:
         return Body()
     required = body.get("required") is True
-    schemas = {
-        key: _schema(
-            expander,
-            media.get("schema", {}) if isinstance(media, Mapping) else {},
-            pointer.join(where, "content", key, "schema"),
-        )
-        for key, media in content.items()
-    }
-    if not required and all(_is_empty(strip_origins(s)) for s in schemas.values()):
+
+    def schema_of(key: str) -> Any:
+        media = content[key]
+        raw_schema = media.get("schema", {}) if isinstance(media, Mapping) else {}
+        return _schema(expander, raw_schema, pointer.join(where, "content", key, "schema"))
+
+    if not required and all(_declares_nothing(schema_of, key) for key in content):
         found = ", ".join(str(k) for k in content)
         note = Note(where, f"the optional request body ({found}) declares no fields; ignored")
         return Body(notes=[note])
@@ -311,7 +318,7 @@ def _body(doc: SpecDocument, expander: Expander, raw: RawOperation) -> Body:
     key, kind = chosen
     media = content[key] if isinstance(content[key], Mapping) else {}
     at = pointer.join(where, "content", key, "schema")
-    schema = drop_read_only(schemas[key])
+    schema = drop_read_only(schema_of(key))
     content_type = "application/json" if "*" in key else key
     encodings: Encoding = {}
     if kind != "json":

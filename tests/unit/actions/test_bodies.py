@@ -185,3 +185,11 @@ def test_the_mapping_lists_every_form_field_s_encoding_even_for_a_whole_body() -
     assert multipart.operations["op"].to_json()["encoding"] == {"name": {}, "tags": {}, "age": {}}
     json_body = convert(body_op({"application/json": {"schema": FIELDS}}))
     assert "encoding" not in json_body.operations["op"].to_json()
+
+
+def test_only_the_chosen_media_type_must_expand() -> None:
+    broken = {"schema": {"$ref": "#/components/schemas/Nope"}}
+    for required in (True, False):
+        content = {"application/xml": broken, "application/json": {"schema": FIELDS}}
+        result = convert(body_op(content, required=required))
+        assert result.errors == [] and result.operations["op"].content_type == "application/json"
