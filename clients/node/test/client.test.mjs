@@ -245,3 +245,27 @@ describe("timeouts and cancel", () => {
     assert.equal(await redis.xLen(`${namespace}:cancels`), cancels);
   });
 });
+
+describe("examples/node/weather.mjs", () => {
+  it("does the function-call round trip as a separate app process, its key encrypted", async () => {
+    const { execFile } = await import("node:child_process");
+    const { join } = await import("node:path");
+    const { REPO, testRedisUrl } = await import("./harness.mjs");
+    const env = {
+      ...process.env,
+      REDIS_URL: testRedisUrl(),
+      ASSISTANTS_BASE_URL: `${stack.root}/v1`,
+      ASSISTANTS_API_KEY: FAKE_KEY,
+      RUNPOLLER_SECRET_KEYS: stack.secretKeys,
+      RUNPOLLER_KEY_PREFIX: stack.namespace,
+      RUNPOLLER_QUEUE_NAME: `${stack.namespace}:queue`,
+    };
+    const out = await new Promise((ok, fail) =>
+      execFile("node", [join(REPO, "examples", "node", "weather.mjs")], { env, timeout: 30000 }, (error, stdout, stderr) =>
+        error ? fail(new Error(`${error.message}\n${stdout}${stderr}`)) : ok(stdout),
+      ),
+    );
+    assert.match(out, /node app: the model called get_weather\(\{"city": "Paris"\}\) → \{"city":"Paris","weather":"21 °C and sunny"\}/);
+    assert.match(out, /node app: completed: It is sunny in Paris\.$/m);
+  });
+});
