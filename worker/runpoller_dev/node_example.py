@@ -32,8 +32,9 @@ async def run_node_example(env: dict[str, str]) -> bool:
         node, str(EXAMPLE), "What's the weather in Paris?", env=env
     )
     try:
-        code = await asyncio.wait_for(proc.wait(), 30)
+        return await asyncio.wait_for(proc.wait(), 30) == 0
     except TimeoutError:
+        print("Node example: no end within 30 s, stopped")
         proc.kill()
-        code = -1
-    return code == 0
+        await proc.wait()
+        return False

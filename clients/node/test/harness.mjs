@@ -104,20 +104,12 @@ export async function startStack(workerEnv = {}) {
     worker,
     /** A run id of this stack's own (arq job keys are shared by every prefix). */
     runId: (name) => `${namespace}.${name}.${++serial}`,
-    /** Create a thread and run on the fake (POST /v1/threads/runs), playing `scenario`. */
-    async createRun(scenario, apiKey = FAKE_KEY) {
-      const reply = await fetch(`${root}/v1/threads/runs`, {
+    /** A thread and run on the fake playing `scenario` (POST /_fake/runs: a built-in name). */
+    async createRun(scenario) {
+      const reply = await fetch(`${root}/_fake/runs`, {
         method: "POST",
-        headers: {
-          authorization: `Bearer ${apiKey}`,
-          "content-type": "application/json",
-          "openai-beta": "assistants=v2",
-        },
-        body: JSON.stringify({
-          assistant_id: "asst_node",
-          thread: { messages: [{ role: "user", content: "What's the weather in Paris?" }] },
-          metadata: { fake_scenario: scenario },
-        }),
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ script: scenario, assistant_id: "asst_node" }),
       });
       if (!reply.ok) throw new Error(`create run: ${reply.status} ${await reply.text()}`);
       return reply.json();
