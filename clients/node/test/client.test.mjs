@@ -91,7 +91,11 @@ describe("function calls", () => {
         }
       } else if (event.type === "reply_rejected") {
         assert.match(event.problems.join(" "), /call_unknown/);
-        const ask = (await client.status(runId)).pending_calls;
+        const view = await client.status(runId);
+        assert.equal(view.status, "requires_action");
+        assert.equal(view.round, 1);
+        assert.equal(view.job.api_key, "encrypted");
+        const ask = view.pending_calls;
         await client.submitToolOutputs(
           runId,
           1,
@@ -137,6 +141,37 @@ describe("function calls", () => {
     assert.equal(final.status, "completed", JSON.stringify(final.error));
     assert.equal(final.kind, "response");
     assert.equal(final.output_text, "It is sunny in Paris.");
+  });
+});
+
+describe("a response the app created", () => {
+  it("follows it by response_id through two rounds, the continuation declaring the tools", async () => {
+    const { client } = stack;
+    const created = await fetch(`${stack.root}/_fake/responses`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ script: "two_rounds" }),
+    });
+    const response = await created.json();
+    const tool = (name) => ({ type: "function", name, parameters: { type: "object" }, strict: false });
+    const runId = await client.enqueue({
+      kind: "response",
+      id: stack.runId("two-rounds"),
+      response_id: response.id,
+      api_key: FAKE_KEY,
+      continuation: { model: "gpt-4o", tools: [tool("get_weather"), tool("get_time")] },
+    });
+    const rounds = [];
+    let final;
+    for await (const { event } of client.events(runId)) {
+      if (event.type === "requires_action") {
+        rounds.push(event.tool_calls.map((c) => c.name).join());
+        await client.submitToolOutputs(runId, event.round, Object.fromEntries(event.tool_calls.map((c) => [c.id, "ok"])));
+      }
+      if (event.type === "final") final = event;
+    }
+    assert.deepEqual(rounds, ["get_weather", "get_time"]);
+    assert.equal(final.status, "completed", JSON.stringify(final.error));
   });
 });
 
@@ -229,6 +264,7 @@ describe("timeouts and cancel", () => {
     for await (const { event } of client.events(runId)) {
       if (event.type === "status") break; // polled: the run is in flight
     }
+    assert.equal((await client.status(runId)).status, "in_flight");
     const asked = await client.cancel(runId, "user pressed stop");
     assert.equal(asked.outcome, "requested");
     assert.match(asked.entry_id, /^\d+-\d+$/);
