@@ -12,9 +12,10 @@ export const CANCEL_TTL_S = 7 * 24 * 3600;
 const STREAM_MAXLEN = 100_000;
 const ARQ_JOB_PREFIX = "arq:job:";
 
-/** A node-redis client (`createClient()` from the `redis` package, RESP2, the default). */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type Redis = ReturnType<typeof createClient<any, any, any, 2, {}>>;
+/** The client's own view of node-redis (RESP3, `createClient()`'s default in redis 6). */
+export type Redis = ReturnType<typeof createClient<any, any, any, 3, {}>>;
+/** An app's node-redis client: any modules, RESP2 or RESP3 (replies are read either way). */
+export type AnyRedis = ReturnType<typeof createClient<any, any, any, any, any>>;
 
 /** An event as read from the stream: `type` is always there (the schema's default). */
 type Received<E> = E extends { type?: infer T } ? E & { type: NonNullable<T> } : never;
@@ -28,7 +29,7 @@ export interface StreamEvent {
 
 export interface ClientOptions {
   /** The app's connected node-redis client (the app closes it), or... */
-  redis?: Redis;
+  redis?: AnyRedis;
   /** ...a Redis URL: the client connects and `close()` disconnects. */
   url?: string;
   /** RUNPOLLER_QUEUE_NAME (default `runpoller:queue`). */
@@ -118,8 +119,8 @@ export class RunpollerClient {
   readonly #ring: KeyRing;
   readonly #owned: boolean;
 
-  constructor(options: ClientOptions & { redis: Redis }, owned = false) {
-    this.redis = options.redis;
+  constructor(options: ClientOptions & { redis: AnyRedis }, owned = false) {
+    this.redis = options.redis as Redis;
     this.queueName = options.queueName ?? "runpoller:queue";
     this.prefix = options.keyPrefix ?? "runpoller";
     this.#ring = options.secretKeys ? parseKeyRing(options.secretKeys) : new Map();
@@ -129,7 +130,7 @@ export class RunpollerClient {
   /** A client on the app's Redis client, or on a new connection to `url`. */
   static async connect(options: ClientOptions): Promise<RunpollerClient> {
     if (options.redis) return new RunpollerClient({ ...options, redis: options.redis });
-    const redis = createClient({ url: options.url ?? "redis://127.0.0.1:6379/0" }) as Redis;
+    const redis = createClient({ url: options.url ?? "redis://127.0.0.1:6379/0" });
     redis.on("error", () => undefined); // reconnects; commands reject meanwhile
     const client = new RunpollerClient({ ...options, redis }, true);
     await redis.connect();

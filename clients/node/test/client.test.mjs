@@ -144,6 +144,36 @@ describe("function calls", () => {
   });
 });
 
+describe("an app's own RESP2 connection", () => {
+  it("reads events, status, results and cancels the same way", async () => {
+    const { createClient } = await import("redis");
+    const { testRedisUrl } = await import("./harness.mjs");
+    const redis = createClient({ url: testRedisUrl(), RESP: 2 });
+    await redis.connect();
+    try {
+      const client = await RunpollerClient.connect({
+        redis,
+        queueName: `${stack.namespace}:queue`,
+        keyPrefix: stack.namespace,
+        secretKeys: stack.secretKeys,
+      });
+      const done = await client.enqueue(await assistantsJob("complete"));
+      const types = (await collect(client.events(done))).map(({ event }) => event.type);
+      assert.deepEqual([types[0], types.at(-1)], ["accepted", "final"]);
+      assert.equal((await client.status(done)).final_status, "completed");
+      assert.equal((await client.result(done)).status, "completed");
+      const stopped = await client.enqueue(await assistantsJob("never_ends"));
+      assert.equal((await client.cancel(stopped, "stop")).outcome, "requested");
+      assert.equal((await client.wait(stopped, { timeoutMs: 15000 })).error.code, "cancelled_by_app");
+      assert.equal((await client.cancel(stopped)).outcome, "already_ended");
+      await client.close(); // the app's connection stays open
+      assert.ok(redis.isOpen);
+    } finally {
+      await redis.close();
+    }
+  });
+});
+
 describe("a response the app created", () => {
   it("follows it by response_id through two rounds, the continuation declaring the tools", async () => {
     const { client } = stack;

@@ -39,11 +39,27 @@ it("packs a package that works from its tarball", () => {
     assert.ok(loaded.split(",").includes(name), `${name} is not exported: ${loaded}`);
   }
   writeFileSync(join(dir, "quick.ts"), quick);
+  // An app's own node-redis clients (RESP3, the default, and RESP2) fit, and events narrow.
+  writeFileSync(
+    join(dir, "app.ts"),
+    `import { createClient } from "redis";
+import { RunpollerClient, type FinalEvent } from "runpoller-client";
+for (const redis of [createClient(), createClient({ RESP: 2 })]) {
+  const rp = await RunpollerClient.connect({ redis, keyPrefix: "app" });
+  for await (const { event } of rp.events("run_1")) {
+    if (event.type === "requires_action") console.log(event.tool_calls[0]?.parsed_arguments);
+    if (event.type === "final") console.log(event.error?.code);
+  }
+  const final: FinalEvent = await rp.wait("run_1", { timeoutMs: 10 });
+  console.log(final.status, (await rp.status("run_1"))?.status);
+}
+`,
+  );
   writeFileSync(
     join(dir, "tsconfig.json"),
     JSON.stringify({
       compilerOptions: { target: "ES2022", module: "NodeNext", moduleResolution: "NodeNext", strict: true, noEmit: true, types: ["node"], skipLibCheck: true },
-      files: ["quick.ts"],
+      files: ["quick.ts", "app.ts"],
     }),
   );
   writeFileSync(join(dir, "package.json"), JSON.stringify({ type: "module" }));
