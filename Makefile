@@ -26,7 +26,7 @@ lint: install
 unit: install
 	$(BIN)/pytest -q tests/unit
 
-test: lint
+test: lint node-install
 	$(WITH_REDIS) -- $(BIN)/pytest -q
 	$(MAKE) node-test
 
