@@ -13,7 +13,12 @@ export const RUN_ID_PATTERN = "^[A-Za-z0-9_.:-]{1,128}$" as const;
  * via the `definition` "Event".
  */
 export type Event =
-  AcceptedEvent | StatusEvent | RequiresActionEvent | ReplyRejectedEvent | FinalEvent;
+  | AcceptedEvent
+  | StatusEvent
+  | RequiresActionEvent
+  | ReplyRejectedEvent
+  | ProgressEvent
+  | FinalEvent;
 /**
  * This interface was referenced by `Protocol`'s JSON-Schema
  * via the `definition` "Job".
@@ -237,6 +242,39 @@ export interface ReplyRejectedEvent {
   type?: "reply_rejected";
 }
 /**
+ * Text the model wrote since the last `progress` event, for a job with `stream: true`.
+ *
+ * Joined in stream order, the `delta`s of one `object_id` are its output text so far: none is
+ * lost or repeated, also across a worker's takeover. Deltas are coalesced (at most one event
+ * per 100 ms, or per 1 KiB of text). The final event still carries the whole text.
+ *
+ * This interface was referenced by `Protocol`'s JSON-Schema
+ * via the `definition` "ProgressEvent".
+ */
+export interface ProgressEvent {
+  /**
+   * The new text.
+   */
+  delta: string;
+  /**
+   * The response the text belongs to.
+   */
+  object_id: string;
+  /**
+   * The logical run id.
+   */
+  run_id: string;
+  /**
+   * The API's `sequence_number` of the last stream event this text includes.
+   */
+  sequence_number: number;
+  /**
+   * When the worker wrote the event, Unix epoch milliseconds.
+   */
+  ts: number;
+  type?: "progress";
+}
+/**
  * The last event of a run. Also stored as the run's result.
  *
  * This interface was referenced by `Protocol`'s JSON-Schema
@@ -338,6 +376,10 @@ export interface ResponseJob {
    * The background response to follow. Give this or `request`.
    */
   response_id?: string | null;
+  /**
+   * Stream the response's text as it is written: the worker creates the response (and each continuation) with `stream: true` and appends `progress` events to the run's stream. With a `response_id`, the app must have created it with `stream: true` (the API streams no other); otherwise the worker polls it.
+   */
+  stream?: boolean;
   /**
    * Per-run timeout, bounded by the worker's maximum.
    */
