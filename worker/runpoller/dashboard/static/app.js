@@ -18,12 +18,17 @@ function h(tag, attrs = {}, ...children) {
     else if (k === "text") el.textContent = v;
     else el.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
-    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
+  el.append(...nodes(children));
   return el;
 }
+
+// Children as nodes: nested arrays flattened, null/undefined/false dropped, the rest as text.
+function nodes(children) {
+  return children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false)
+    .map((c) => (c instanceof Node ? c : document.createTextNode(String(c))));
+}
+
+const fill = (el, ...children) => el.replaceChildren(...nodes(children));
 
 async function api(path, options = {}) {
   const init = { credentials: "same-origin", headers: {}, ...options };
@@ -53,6 +58,7 @@ function showProblem(error) {
 
 function ago(ms) {
   if (ms === null || ms === undefined) return "–";
+  if (ms > Date.now() + 1000) return `in ${duration((ms - Date.now()) / 1000)}`;
   let s = Math.max(0, (Date.now() - ms) / 1000);
   if (s < 10) return `${s.toFixed(1)} s ago`;
   if (s < 90) return `${Math.round(s)} s ago`;
@@ -99,7 +105,7 @@ function live(fn) {
 
 function setPage(title, ...content) {
   document.title = `${title} · runpoller dashboard`;
-  main.replaceChildren(h("h1", {}, title), ...content);
+  fill(main, h("h1", {}, title), ...content);
 }
 
 // ------------------------------------------------------------------ session
@@ -112,11 +118,11 @@ async function loadSession() {
 function renderSession() {
   const box = document.getElementById("session");
   if (!session.actions) {
-    box.replaceChildren(badge("read-only", ""));
+    fill(box, badge("read-only", ""));
     return;
   }
   if (session.signed_in) {
-    box.replaceChildren(badge("operator", "live"), h("button", {
+    fill(box, badge("operator", "live"), h("button", {
       type: "button",
       onclick: async () => { await api("/api/logout", { method: "POST" }); await loadSession(); route(); },
     }, "Sign out"));
@@ -134,7 +140,7 @@ function renderSession() {
       } catch (error) { showProblem(error); }
     },
   }, h("label", { for: "token" }, "Operator token"), input, h("button", { type: "submit" }, "Sign in"));
-  box.replaceChildren(form);
+  fill(box, form);
 }
 
 // ------------------------------------------------------------------ overview
@@ -164,7 +170,7 @@ function overviewPage() {
       (c.truncated ? " (stopped at the cap: more in flight)" : "");
     const metric = (label, value, key) => [h("dt", {}, label), h("dd", { "data-metric": key }, value)];
     const r = o.rates;
-    cards.replaceChildren(
+    fill(cards, 
       h("section", { class: "card", "aria-labelledby": "c-queue" }, h("h2", { id: "c-queue" }, "Queue"),
         h("dl", {}, metric("ready", q.ready, "ready"), metric("deferred", q.deferred, "deferred"),
           metric("oldest waiting", duration(q.oldest_ready_age_s), "oldest"),
@@ -190,12 +196,12 @@ function overviewPage() {
     drawChart(o.series);
     const statuses = [...new Set(o.series.flatMap((m) => Object.keys(m.by_status)))].sort();
     const rows = o.series.filter((m) => m.pauses_429 || Object.keys(m.by_status).length);
-    chartTable.replaceChildren(h("table", {},
+    fill(chartTable, h("table", {},
       h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "minute (UTC)"), statuses.map((st) => h("th", { scope: "col" }, st)), h("th", { scope: "col" }, "429 pauses"))),
       h("tbody", {}, rows.length ? rows.map((m) => h("tr", {}, h("td", {}, new Date(m.ts).toISOString().slice(11, 16)),
         statuses.map((st) => h("td", {}, m.by_status[st] || 0)), h("td", {}, m.pauses_429)))
         : h("tr", {}, h("td", { colspan: statuses.length + 2 }, "No run ended in the last two hours.")))));
-    workers.replaceChildren(h("table", { "aria-label": "Workers" },
+    fill(workers, h("table", { "aria-label": "Workers" },
       h("thead", {}, h("tr", {}, ["worker", "state", "in flight", "owned", "last beat", "runs counted"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, s.workers.length ? s.workers.map((w) => h("tr", { "data-worker": w.worker_id },
         h("td", {}, h("a", { href: `#/runs?worker=${encodeURIComponent(w.worker_id)}` }, w.worker_id)),
@@ -269,7 +275,7 @@ function runsPage(params) {
   setPage("Runs", search, filters, table, more);
   const load = async () => {
     const page = await api(`/api/runs?${params}`);
-    table.replaceChildren(h("table", { "aria-label": "Runs" },
+    fill(table, h("table", { "aria-label": "Runs" },
       h("thead", {}, h("tr", {}, ["run", "state", "phase / end", "backend", "worker", "round", "since"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, page.items.length ? page.items.map((r) => h("tr", { "data-run": r.run_id },
         h("td", {}, h("a", { href: `#/runs/${encodeURIComponent(r.run_id)}` }, r.run_id)),
@@ -278,7 +284,7 @@ function runsPage(params) {
         : h("tr", {}, h("td", { colspan: 7 }, "No run matches.")))));
     const next = new URLSearchParams(params);
     if (page.next_cursor) next.set("cursor", page.next_cursor);
-    more.replaceChildren(
+    fill(more, 
       params.get("cursor") ? h("a", { href: "#/runs?" + (() => { const p = new URLSearchParams(params); p.delete("cursor"); return p; })() }, "First page") : null,
       page.next_cursor ? h("a", { href: `#/runs?${next}` }, "Next page") : h("span", { class: "note" }, "End of the list."),
       h("button", { type: "button", onclick: () => load().catch(showProblem) }, "Refresh"));
@@ -327,22 +333,22 @@ function runPage(runId) {
   let ended = false;
   const actionBox = h("div", { class: "actions" });
   const renderActions = (view) => {
-    if (!session.signed_in || view.status === "ended") { actionBox.replaceChildren(); return; }
+    if (!session.signed_in || view.status === "ended") { fill(actionBox, ); return; }
     if (view.cancel_request && !confirming) {
-      actionBox.replaceChildren(h("span", { class: "note" }, `Cancel requested ${ago(view.cancel_request.requested_at)}.`));
+      fill(actionBox, h("span", { class: "note" }, `Cancel requested ${ago(view.cancel_request.requested_at)}.`));
       return;
     }
     if (!confirming) {
-      actionBox.replaceChildren(h("button", { type: "button", class: "danger", id: "cancel-run",
+      fill(actionBox, h("button", { type: "button", class: "danger", id: "cancel-run",
         onclick: () => { confirming = true; renderActions(view); document.getElementById("confirm-cancel").focus(); } }, "Cancel run"));
       return;
     }
-    actionBox.replaceChildren(h("span", {}, `Cancel ${runId} through the API?`),
+    fill(actionBox, h("span", {}, `Cancel ${runId} through the API?`),
       h("button", { type: "button", class: "danger", id: "confirm-cancel", onclick: async () => {
         try {
           const out = await api(`/api/runs/${encodeURIComponent(runId)}/cancel`, { method: "POST", body: {} });
           confirming = false;
-          actionBox.replaceChildren(h("span", { class: "note", role: "status" },
+          fill(actionBox, h("span", { class: "note", role: "status" },
             out.outcome === "requested" ? "Cancel requested; the worker cancels it through the API." : `Already ended: ${out.final_status}.`));
         } catch (error) { showProblem(error); }
       } }, "Yes, cancel it"),
@@ -352,14 +358,14 @@ function runPage(runId) {
     if (ended) return;
     const d = await api(`/api/runs/${encodeURIComponent(runId)}`);
     const v = d.view;
-    head.replaceChildren(facts([
+    fill(head, facts([
       ["state", badge(v.status), "status"],
       ["phase", v.phase || "–", "phase"],
       v.final_status ? ["ended", badge(v.final_status), "final-status"] : null,
       ["backend", (v.job && v.job.kind) || (v.result && v.result.kind) || "–"],
       ["worker", v.owner ? [v.owner, " ", badge(v.owner_alive ? "live" : "dead")] : "–", "owner"],
       ["deadline", when(v.deadline_ms)],
-      ["accepted", when(v.accepted_at)],
+      ["accepted", when(v.accepted_at ?? (d.timeline.find((e) => e.type === "accepted") || {}).ts)],
       ["ended at", when(v.ended_at)],
       ["API object", v.object_ids.join(" → ") || v.object_id || "–"],
       ["last API status", v.last_status || "–"],
@@ -370,11 +376,11 @@ function runPage(runId) {
       ["events", v.events],
     ]), actionBox);
     renderActions(v);
-    timeline.replaceChildren(...d.timeline.map((entry) => h("li", { "data-event": entry.type },
+    fill(timeline, ...d.timeline.map((entry) => h("li", { "data-event": entry.type },
       h("span", { class: "when" }, new Date(entry.ts).toISOString().slice(11, 23) + "Z"), ...eventBody(entry, d.answers))));
-    extra.replaceChildren(
+    fill(extra, [
       v.job ? h("details", {}, h("summary", {}, "The job (as stored; API key hidden)"), pretty(v.job)) : null,
-      v.result ? h("details", { open: true }, h("summary", {}, "The final result"), pretty(v.result)) : null);
+      v.result ? h("details", { open: true }, h("summary", {}, "The final result"), pretty(v.result)) : null]);
     ended = v.status === "ended";
   });
   return stop;
@@ -408,7 +414,7 @@ function deadLettersPage(params) {
   const load = async () => {
     const page = await api(`/api/dead-letters?${params}`);
     if (!note.textContent) note.textContent = `${page.count} dead letters (jobs no run could be tied to; never retried).`;
-    table.replaceChildren(h("table", { "aria-label": "Dead letters" },
+    fill(table, h("table", { "aria-label": "Dead letters" },
       h("thead", {}, h("tr", {}, ["entry", "when", "reason", "job (raw)", session.signed_in ? "action" : null].filter(Boolean).map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, page.items.length ? page.items.map((item) => h("tr", { "data-letter": item.id },
         h("td", {}, h("a", { href: `#/dead-letters/${encodeURIComponent(item.id)}` }, item.id)),
@@ -418,7 +424,7 @@ function deadLettersPage(params) {
         session.signed_in ? h("td", {}, h("button", { type: "button", onclick: () => requeue(item.id, async (m) => { note.textContent = m; await load(); }) }, "Requeue")) : null))
         : h("tr", {}, h("td", { colspan: 5 }, "No dead letter.")))));
     const next = new URLSearchParams({ after: page.next_after || "" });
-    more.replaceChildren(page.next_after ? h("a", { href: `#/dead-letters?${next}` }, "Next page") : null);
+    fill(more, page.next_after ? h("a", { href: `#/dead-letters?${next}` }, "Next page") : null);
   };
   load().then(() => showProblem(null), showProblem);
   return () => {};
@@ -429,11 +435,11 @@ function deadLetterPage(id) {
   setPage(`Dead letter ${id}`, body);
   api(`/api/dead-letters/${encodeURIComponent(id)}`).then((item) => {
     showProblem(null);
-    body.replaceChildren(
+    fill(body, 
       item.letter ? facts([["written", when(item.letter.ts)], ["reason", item.letter.reason]]) : facts([["unreadable", item.problem]]),
       item.letter ? [h("h2", {}, "The job as received (cut at 4 KiB)"), h("pre", {}, item.letter.raw)] : null,
       session.signed_in ? h("div", { class: "actions" }, h("button", { type: "button", class: "primary",
-        onclick: () => requeue(id, (m) => { body.replaceChildren(h("p", { role: "status" }, m, " ", h("a", { href: "#/dead-letters" }, "Back to the list"))); }) }, "Requeue")) : null);
+        onclick: () => requeue(id, (m) => { fill(body, h("p", { role: "status" }, m, " ", h("a", { href: "#/dead-letters" }, "Back to the list"))); }) }, "Requeue")) : null);
   }, showProblem);
   return () => {};
 }
