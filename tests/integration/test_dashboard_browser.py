@@ -13,6 +13,7 @@ import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from redis.asyncio import Redis
 from runpoller.client import RunpollerClient
 from runpoller.config import Settings
 from runpoller.dashboard.server import start, stop
-from runpoller.protocol import FN_RUN, AcceptedEvent, FinalEvent, Keys, RequiresActionEvent
+from runpoller.protocol import FN_RUN, AcceptedEvent, Keys, RequiresActionEvent
 from runpoller.protocol.serde import serialize_job
 from tests.integration.conftest import WorkerHandle
 from tests.procs import wait_for
@@ -86,6 +87,50 @@ async def dashboard(make_settings: Callable[..., Settings]) -> AsyncIterator[Das
         await stop(runner, redis)
 
 
+@dataclass
+class Cluster:
+    """What every test here uses: a worker's Redis and client, the fake, a dashboard, a browser."""
+
+    start_worker: StartWorker
+    client: RunpollerClient
+    redis: Redis
+    namespace: str
+    fake_http: httpx.AsyncClient
+    dashboard: Dashboard
+    browser: BrowserContext
+
+    async def job(self, script: str) -> dict[str, Any]:
+        return await fake_job(self.fake_http, script)
+
+    async def dead_letter(self, name: str, body: bytes) -> None:
+        """Put ``body`` on the queue as a job and wait for the worker to dead-letter it."""
+        keys = Keys(self.namespace)
+        before = int(await self.redis.xlen(keys.dead_letters))
+        await self.redis.set(f"arq:job:{self.namespace}-{name}", body, px=60_000)
+        await self.redis.zadd(
+            f"{self.namespace}:queue", {f"{self.namespace}-{name}": int(time.time() * 1000)}
+        )
+
+        async def lettered() -> bool:
+            return int(await self.redis.xlen(keys.dead_letters)) > before
+
+        await wait_for(lettered, 15, f"the dead letter {name}")
+
+
+@pytest.fixture
+async def cluster(
+    start_worker: StartWorker,
+    client: RunpollerClient,
+    redis: Redis,
+    namespace: str,
+    fake_http: httpx.AsyncClient,
+    dashboard: Dashboard,
+    browser: BrowserContext,
+) -> Cluster:
+    await start_worker()
+    return Cluster(start_worker, client, redis, namespace, fake_http, dashboard, browser)
+
+
 async def fake_job(http: httpx.AsyncClient, script: str) -> dict[str, Any]:
     body = (await http.post("/_fake/runs", json={"script": script})).json()
     return {"kind": "assistants_run", "thread_id": body["thread_id"], "run_id": body["id"]}
@@ -110,30 +155,15 @@ async def shot(page: Page, name: str) -> None:
     await page.screenshot(path=str(IMG / name), full_page=True)
 
 
-async def test_overview_shows_the_clusters_numbers(
-    start_worker: StartWorker,
-    client: RunpollerClient,
-    redis: Redis,
-    namespace: str,
-    fake_http: httpx.AsyncClient,
-    dashboard: Dashboard,
-    browser: BrowserContext,
-) -> None:
-    await start_worker()
-    done = await client.enqueue(await fake_job(fake_http, "complete"))
-    await client.wait(done, 15)
-    waiting = await client.enqueue(await fake_job(fake_http, "requires_action"))
-    await first_event(client, waiting, RequiresActionEvent)
-    await client.enqueue(await fake_job(fake_http, "never_ends"))
-    # A job no run can be tied to (not JSON): one dead letter.
-    await redis.set(f"arq:job:{namespace}-bad", b"not json", px=60_000)
-    await redis.zadd(f"{namespace}:queue", {f"{namespace}-bad": int(time.time() * 1000)})
-
-    async def lettered() -> bool:
-        return int(await redis.xlen(Keys(namespace).dead_letters)) == 1
-
-    await wait_for(lettered, 15, "the dead letter")
-    page = await page_at(browser, await dashboard())
+async def test_overview_shows_the_clusters_numbers(cluster: Cluster) -> None:
+    c = cluster
+    done = await c.client.enqueue(await c.job("complete"))
+    await c.client.wait(done, 15)
+    waiting = await c.client.enqueue(await c.job("requires_action"))
+    await first_event(c.client, waiting, RequiresActionEvent)
+    await c.client.enqueue(await c.job("never_ends"))
+    await c.dead_letter("bad", b"not json")  # a job no run can be tied to
+    page = await page_at(c.browser, await c.dashboard())
     metric = lambda name: page.locator(f'[data-metric="{name}"]')  # noqa: E731
     await expect(metric("live-workers")).to_have_text("1")
     await expect(metric("in-flight")).to_have_text("2")
@@ -152,7 +182,7 @@ async def test_overview_shows_the_clusters_numbers(
     await expect(table.locator("tbody td").nth(1)).to_have_text("1")
     await page.get_by_text("The chart's numbers as a table").click()
     await shot(page, "dashboard-overview.png")
-    phone = await page_at(browser, await dashboard(), PHONE)
+    phone = await page_at(c.browser, await c.dashboard(), PHONE)
     await expect(phone.locator('[data-metric="awaiting-outputs"]')).to_have_text("1")
     wide = await phone.evaluate("document.documentElement.scrollWidth > window.innerWidth")
     assert not wide, "the overview scrolls sideways at phone width"
@@ -160,24 +190,20 @@ async def test_overview_shows_the_clusters_numbers(
 
 
 async def test_a_runs_timeline_shows_its_tool_round_with_the_apps_outputs_redacted(
-    start_worker: StartWorker,
-    client: RunpollerClient,
-    fake_http: httpx.AsyncClient,
-    dashboard: Dashboard,
-    browser: BrowserContext,
+    cluster: Cluster,
 ) -> None:
-    await start_worker()
-    run_id = await client.enqueue(
-        {**await fake_job(fake_http, "requires_action"), "metadata": {"user": "u-42"}}
+    c = cluster
+    run_id = await c.client.enqueue(
+        {**await c.job("requires_action"), "metadata": {"user": "u-42"}}
     )
-    ask = await first_event(client, run_id, RequiresActionEvent)
+    ask = await first_event(c.client, run_id, RequiresActionEvent)
     call = ask.tool_calls[0]
     secret = "sk-live-abcdefghijklmnop"
-    await client.submit_tool_outputs(run_id, 1, {call.id: f'{{"temp_c": 21, "key": "{secret}"}}'})
-    final = await client.wait(run_id, 15)
-    assert isinstance(final, FinalEvent) and final.status == "completed"
-    url = await dashboard()
-    page = await page_at(browser, url + "#/runs?meta=user%3Du-42")
+    await c.client.submit_tool_outputs(run_id, 1, {call.id: f'{{"temp_c": 21, "key": "{secret}"}}'})
+    final = await c.client.wait(run_id, 15)
+    assert final.status == "completed"
+    url = await c.dashboard()
+    page = await page_at(c.browser, url + "#/runs?meta=user%3Du-42")
     row = page.locator(f'tr[data-run="{run_id}"]')
     await expect(row).to_contain_text("completed")
     await shot(page, "dashboard-runs.png")
@@ -196,26 +222,25 @@ async def test_a_runs_timeline_shows_its_tool_round_with_the_apps_outputs_redact
     await shot(page, "dashboard-run.png")
 
 
-async def test_with_the_token_the_cancel_button_cancels_the_run(
-    start_worker: StartWorker,
-    client: RunpollerClient,
-    fake_http: httpx.AsyncClient,
-    dashboard: Dashboard,
-    browser: BrowserContext,
-) -> None:
-    await start_worker()
-    run_id = await client.enqueue(await fake_job(fake_http, "never_ends"))
-    await first_event(client, run_id, AcceptedEvent)
-    url = await dashboard(token=TOKEN)
-    page = await page_at(browser, f"{url}#/runs/{run_id}")
+async def running(c: Cluster) -> str:
+    """A run that polls until it is cancelled."""
+    run_id = await c.client.enqueue(await c.job("never_ends"))
+    await first_event(c.client, run_id, AcceptedEvent)
+    return run_id
+
+
+async def test_with_the_token_the_cancel_button_cancels_the_run(cluster: Cluster) -> None:
+    c = cluster
+    run_id = await running(c)
+    url = await c.dashboard(token=TOKEN)
+    page = await page_at(c.browser, f"{url}#/runs/{run_id}")
     await expect(page.locator('[data-field="status"]')).to_have_text("in_flight")
     assert await page.locator("#cancel-run").count() == 0, "no button before signing in"
-    # Keyboard only: the token field, Enter to sign in, Tab to the button, Enter twice.
+    # Keyboard only: the token field, Enter to sign in, Enter on the button, Enter to confirm.
     await page.get_by_label("Operator token").fill(TOKEN)
     await page.keyboard.press("Enter")
     await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
-    button = page.locator("#cancel-run")
-    await button.focus()
+    await page.locator("#cancel-run").focus()
     await page.keyboard.press("Enter")
     await expect(page.locator("#confirm-cancel")).to_be_focused()
     await shot(page, "dashboard-cancel.png")
@@ -223,23 +248,18 @@ async def test_with_the_token_the_cancel_button_cancels_the_run(
     await expect(page.locator('[data-field="status"]')).to_have_text("ended")
     await expect(page.locator('[data-field="final-status"]')).to_have_text("cancelled")
     await expect(page.locator('li[data-event="final"]')).to_contain_text("cancelled_by_app")
-    final = await client.result(run_id)
+    final = await c.client.result(run_id)
     assert final is not None and final.status == "cancelled"
     assert final.cancel is not None and final.cancel.app_reason == "cancelled from the dashboard"
 
 
 async def test_without_the_token_there_is_no_button_and_the_post_is_refused(
-    start_worker: StartWorker,
-    client: RunpollerClient,
-    fake_http: httpx.AsyncClient,
-    dashboard: Dashboard,
-    browser: BrowserContext,
+    cluster: Cluster,
 ) -> None:
-    await start_worker()
-    run_id = await client.enqueue(await fake_job(fake_http, "never_ends"))
-    await first_event(client, run_id, AcceptedEvent)
-    url = await dashboard()
-    page = await page_at(browser, f"{url}#/runs/{run_id}")
+    c = cluster
+    run_id = await running(c)
+    url = await c.dashboard()
+    page = await page_at(c.browser, f"{url}#/runs/{run_id}")
     await expect(page.locator('[data-field="status"]')).to_have_text("in_flight")
     await expect(page.locator("#session")).to_have_text("read-only")
     assert await page.get_by_role("button").count() == 0
@@ -247,10 +267,8 @@ async def test_without_the_token_there_is_no_button_and_the_post_is_refused(
     refused = await page.request.post(f"{url}api/runs/{run_id}/cancel", data={})
     assert refused.status == 403
     assert "read-only dashboard" in (await refused.json())["error"]
-    view = await client.status(run_id)
-    assert view is not None and view.status == "in_flight" and view.cancel_request is None
     # With a token but no session, or a session without the CSRF token: refused too.
-    guarded = await dashboard(token=TOKEN)
+    guarded = await c.dashboard(token=TOKEN)
     async with httpx.AsyncClient(base_url=guarded) as http:
         assert (await http.post(f"api/runs/{run_id}/cancel")).status_code == 401
         wrong = await http.post("api/login", json={"token": "not-the-operator-token"})
@@ -264,32 +282,19 @@ async def test_without_the_token_there_is_no_button_and_the_post_is_refused(
             headers={"X-CSRF-Token": signed.json()["csrf"], "Origin": "http://evil.example"},
         )
         assert other_site.status_code == 403
-    assert (await client.status(run_id)).cancel_request is None  # type: ignore[union-attr]
+    view = await c.client.status(run_id)
+    assert view is not None and view.status == "in_flight" and view.cancel_request is None
 
 
-async def test_dead_letters_page_lists_and_requeues(
-    start_worker: StartWorker,
-    client: RunpollerClient,
-    redis: Redis,
-    namespace: str,
-    fake_http: httpx.AsyncClient,
-    dashboard: Dashboard,
-    browser: BrowserContext,
-) -> None:
-    await start_worker()
-    job = await fake_job(fake_http, "complete")
+async def test_dead_letters_page_lists_and_requeues(cluster: Cluster) -> None:
+    c = cluster
+    job = await c.job("complete")
     now_ms = int(time.time() * 1000)
     # A run job with a keyword argument: dead-lettered, holding a job that can be requeued.
     body = serialize_job({"f": FN_RUN, "a": [job], "k": {"extra": 1}, "t": None, "et": now_ms})
-    await redis.set(f"arq:job:{namespace}-kw", body, px=60_000)
-    await redis.zadd(f"{namespace}:queue", {f"{namespace}-kw": now_ms})
-
-    async def lettered() -> bool:
-        return int(await redis.xlen(Keys(namespace).dead_letters)) == 1
-
-    await wait_for(lettered, 15, "the dead letter")
-    url = await dashboard(token=TOKEN)
-    page = await page_at(browser, f"{url}#/dead-letters")
+    await c.dead_letter("kw", body)
+    url = await c.dashboard(token=TOKEN)
+    page = await page_at(c.browser, f"{url}#/dead-letters")
     await page.get_by_label("Operator token").fill(TOKEN)
     await page.get_by_role("button", name="Sign in").click()
     rows = page.locator("tr[data-letter]")
@@ -299,5 +304,5 @@ async def test_dead_letters_page_lists_and_requeues(
     await rows.first.get_by_role("button", name="Requeue").click()
     await expect(page.get_by_role("status")).to_contain_text(f"Requeued as run {job['run_id']}")
     await expect(rows).to_have_count(0)
-    final = await client.wait(job["run_id"], 15)
+    final = await c.client.wait(job["run_id"], 15)
     assert final.status == "completed"
