@@ -3,8 +3,9 @@
 No counter in Redis says it: each run's phase lives in its record's ``state``. A census reads
 the active index a chunk at a time (``ZRANGE`` by rank, then one pipelined ``HMGET`` per
 chunk), never the keyspace. It costs one read per run in flight, so it is not done per page:
-the overview shows the latest census and starts a new one when that is older than
-``max_age_s``, one at a time (an idle dashboard reads nothing). Runs that start or end
+the overview shows the latest census and starts a new one in the background when that is
+older than ``max_age_s``, one at a time (an idle dashboard reads nothing; the first overview
+says "counting" rather than wait). Runs that start or end
 during a census may be counted once, twice or not at all: the counts are as of ``as_of``,
 give or take the runs that moved while it ran.
 """
@@ -96,17 +97,17 @@ class CensusCache:
         self._taken_at = -float("inf")  # monotonic
         self._failure: Exception | None = None
 
-    async def get(self) -> Census:
-        """The latest census; the first call waits for one, later calls never wait (a
-        census that failed is tried again at the next call; the first one's failure is
-        raised)."""
+    def get(self) -> Census:
+        """The latest census (``as_of`` 0: none finished yet), never waiting for one: a new
+        one starts when it is older than ``max_age_s`` and none is running."""
         if time.monotonic() - self._taken_at > self.max_age_s and self._task is None:
             self._task = asyncio.create_task(self._renew())
-        if self.latest is EMPTY and self._task is not None:
-            await asyncio.shield(self._task)
-            if self.latest is EMPTY and self._failure is not None:
-                raise self._failure
         return self.latest
+
+    @property
+    def failure(self) -> str | None:
+        """Why the last census failed (None: it did not)."""
+        return None if self._failure is None else f"{type(self._failure).__name__}"
 
     async def _renew(self) -> None:
         try:

@@ -57,6 +57,7 @@ class Overview(BaseModel):
     active_index: int = Field(description="Entries of the active index (runs with a record).")
     ended_index: int = Field(description="Entries of the ended index (kept for the record TTL).")
     census: Census
+    census_problem: str | None = Field(description="Why the latest census failed, if it did.")
     series: list[Minute] = Field(description="Oldest first, one per minute.")
     rates: Rates
 
@@ -91,7 +92,8 @@ async def collect_overview(
         stats=stats,
         active_index=int(active),
         ended_index=int(ended),
-        census=await census.get(),
+        census=census.get(),
+        census_problem=census.failure,
         series=series,
         rates=_rates(series[-RATE_MINUTES:], capped=len(control) >= MAX_CONTROL_ENTRIES),
     )

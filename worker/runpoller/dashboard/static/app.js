@@ -164,10 +164,12 @@ function overviewPage() {
     const s = o.stats;
     const q = s.queue;
     const c = o.census;
-    const phase = (name) => c.by_phase[name] || 0;
+    const counted = c.as_of > 0;
+    const phase = (name) => (counted ? c.by_phase[name] || 0 : "counting…");
     asOf.textContent = `Prefix ${s.key_prefix} · queue ${q.name} · read ${new Date(s.ts).toISOString().slice(11, 19)}Z; ` +
       `phases counted ${c.as_of ? ago(c.as_of) : "–"} over ${c.scanned} index entries in ${c.took_ms} ms` +
-      (c.truncated ? " (stopped at the cap: more in flight)" : "");
+      (c.truncated ? " (stopped at the cap: more in flight)" : "") +
+      (o.census_problem ? `; the last count failed (${o.census_problem}), retrying` : "");
     const metric = (label, value, key) => [h("dt", {}, label), h("dd", { "data-metric": key }, value)];
     const r = o.rates;
     fill(cards, 
@@ -181,10 +183,10 @@ function overviewPage() {
           metric("dead detected (15 min)", s.worker_events.dead_workers_detected, "dead-detected"))),
       h("section", { class: "card", "aria-labelledby": "c-flight" }, h("h2", { id: "c-flight" }, "Runs in flight"),
         h("dl", {}, metric("reported by workers", s.in_flight, "in-flight"),
-          metric("polling", phase("polling") + phase("fetching"), "polling"),
+          metric("polling", counted ? phase("polling") + phase("fetching") : "counting…", "polling"),
           metric("awaiting tool outputs", phase("awaiting_outputs"), "awaiting-outputs"),
           metric("cancelling", phase("cancelling"), "cancelling"),
-          metric("not owned (handing on)", c.unowned, "unowned"),
+          metric("not owned (handing on)", counted ? c.unowned : "counting…", "unowned"),
           metric("ended, kept", o.ended_index, "ended-index"))),
       h("section", { class: "card", "aria-labelledby": "c-rates" }, h("h2", { id: "c-rates" }, `Last ${r.minutes} min`),
         h("dl", {}, metric("ended per min", r.ended_per_min, "ended-per-min"),
