@@ -69,9 +69,7 @@ async def list_runs(
 ) -> RunList:
     now = int(time.time() * 1000) if now_ms is None else now_ms
     cutoff = None if filters.older_than_ms is None else now - filters.older_than_ms
-    status = filters.status
-    if filters.worker and status is None:
-        status = "in_flight"  # only runs in flight have an owner
+    status = filters.status  # a worker filter matches runs in flight only: they have owners
     items: list[RunRow] = []
     pages = 0
     while pages < MAX_PAGES:
