@@ -28,9 +28,8 @@ MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
 @pytest.fixture
 async def redis() -> AsyncIterator[Redis]:
-    client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
-    yield client
-    await client.aclose()
+    async with fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer()) as fake:
+        yield fake
 
 
 @pytest.fixture
