@@ -337,7 +337,16 @@ async def get_index(request: web.Request) -> web.FileResponse:
 
 
 async def get_health(request: web.Request) -> web.Response:
-    await request.app[CLIENT].redis.ping()
+    """The process answers (a Redis outage is no reason to restart it)."""
+    return _json({"ok": True})
+
+
+async def get_ready(request: web.Request) -> web.Response:
+    """Redis answers: ``{"ok": bool}``, 200 or 503, as ``runpoller health --ready`` reads."""
+    try:
+        await request.app[CLIENT].redis.ping()
+    except (RedisError, OSError) as exc:
+        return _json({"ok": False, "error": f"Redis: {type(exc).__name__}"}, status=503)
     return _json({"ok": True})
 
 
@@ -351,6 +360,7 @@ async def _not_found(request: web.Request) -> web.Response:
 ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/", get_index),
     ("GET", "/healthz", get_health),
+    ("GET", "/readyz", get_ready),
     ("GET", "/api/session", get_session),
     ("POST", "/api/login", post_login),
     ("POST", "/api/logout", post_logout),
