@@ -33,6 +33,7 @@ def test_demo_shows_every_outcome() -> None:
     assert "error: cancelled_by_app: cancelled at the app's request (the user pressed stop)" in out
     assert "app: completed: It is sunny in Paris." in out, "the example app's round trip"
     assert "$ runpoller stats" in out and "/metrics" in out
+    assert re.search(r"web: +http://127\.0\.0\.1:\d+/ \(runpoller dashboard", out)  # it answered
     # Responses runs poll every 20 s; the demo (well under 20 s) ends them by webhook.
     match = re.search(r"webhooks: (\d+) poll\(s\) of the background responses brought forward", out)
     assert match is not None and int(match.group(1)) >= 1, out
