@@ -9,6 +9,7 @@ they go to a temporary directory.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import tempfile
 import time
@@ -173,6 +174,8 @@ async def test_overview_shows_the_clusters_numbers(cluster: Cluster) -> None:
     await expect(metric("ready")).to_have_text("0")
     await expect(metric("ended-index")).to_have_text("1")
     await expect(metric("dead-letters")).to_have_text("1")
+    version = importlib.metadata.version("runpoller")
+    await expect(page.locator("tr[data-worker] td").last).to_have_text(version)
     await expect(page.locator("#outcomes-chart")).to_be_visible()
     # The chart's numbers, as a table: this minute's one completed run.
     await page.get_by_text("The chart's numbers as a table").click()

@@ -204,12 +204,12 @@ function overviewPage() {
         statuses.map((st) => h("td", {}, m.by_status[st] || 0)), h("td", {}, m.pauses_429)))
         : h("tr", {}, h("td", { colspan: statuses.length + 2 }, "No run ended in the last two hours.")))));
     fill(workers, h("table", { "aria-label": "Workers" },
-      h("thead", {}, h("tr", {}, ["worker", "state", "in flight", "owned", "last beat", "runs counted"].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", {}, h("tr", {}, ["worker", "state", "in flight", "owned", "last beat", "runs counted", "version"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, s.workers.length ? s.workers.map((w) => h("tr", { "data-worker": w.worker_id },
         h("td", {}, h("a", { href: `#/runs?worker=${encodeURIComponent(w.worker_id)}` }, w.worker_id)),
         h("td", {}, badge(w.alive ? "live" : "dead")), h("td", {}, w.in_flight ?? "–"), h("td", {}, w.owned),
-        h("td", {}, `${duration(w.last_beat_age_s)} ago`), h("td", {}, c.by_owner[w.worker_id] || 0)))
-        : h("tr", {}, h("td", { colspan: 6 }, "No worker has registered.")))));
+        h("td", {}, `${duration(w.last_beat_age_s)} ago`), h("td", {}, c.by_owner[w.worker_id] || 0), h("td", {}, w.version || "–")))
+        : h("tr", {}, h("td", { colspan: 7 }, "No worker has registered.")))));
   });
 }
 
