@@ -223,6 +223,10 @@ async def test_a_runs_timeline_shows_its_tool_round_with_the_apps_outputs_redact
     assert types[0] == "accepted" and types[-1] == "final" and "requires_action" in types
     await expect(page.locator('li[data-event="final"]')).to_contain_text("completed")
     await shot(page, "dashboard-run.png")
+    await page.set_viewport_size(PHONE)  # type: ignore[arg-type]
+    await expect(tool).to_be_visible()
+    wide = await page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
+    assert not wide, "the run page scrolls sideways at phone width"
 
 
 async def running(c: Cluster) -> str:

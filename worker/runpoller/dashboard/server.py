@@ -281,9 +281,7 @@ async def post_cancel(request: web.Request) -> web.Response:
 async def get_dead_letters(request: web.Request) -> web.Response:
     limit = _query_int(request, "limit", 50, MAX_PAGE)
     client = request.app[CLIENT]
-    async with client.redis.pipeline(transaction=False) as pipe:
-        pipe.xlen(client.keys.dead_letters)
-        (count,) = await pipe.execute()
+    count = await client.redis.xlen(client.keys.dead_letters)
     try:
         page = await client.dead_letters(limit, request.query.get("after") or None)
     except RedisError as exc:
@@ -405,8 +403,11 @@ async def start(
     redis: Redis = Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
     runner = web.AppRunner(build_app(settings, redis, token=token), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError:
+        await stop(runner, redis)
+        raise
     bound = runner.addresses[0][1] if runner.addresses else port
     shown_host = f"[{host}]" if ":" in host else host
     return runner, redis, f"http://{shown_host}:{bound}/"
