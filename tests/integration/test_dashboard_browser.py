@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -164,6 +165,8 @@ async def test_overview_shows_the_clusters_numbers(cluster: Cluster) -> None:
     await first_event(c.client, waiting, RequiresActionEvent)
     await c.client.enqueue(await c.job("never_ends"))
     await c.dead_letter("bad", b"not json")  # a job no run can be tied to
+    later = int(time.time() * 1000) + 3_600_000  # a deferred job: due in an hour
+    await c.redis.zadd(f"{c.namespace}:queue", {"run:due-later": later})
     page = await page_at(c.browser, await c.dashboard())
     metric = lambda name: page.locator(f'[data-metric="{name}"]')  # noqa: E731
     await expect(metric("live-workers")).to_have_text("1")
@@ -172,6 +175,8 @@ async def test_overview_shows_the_clusters_numbers(cluster: Cluster) -> None:
     await expect(metric("awaiting-outputs")).to_have_text("1")
     await expect(metric("cancelling")).to_have_text("0")
     await expect(metric("ready")).to_have_text("0")
+    await expect(metric("deferred")).to_have_text("1")
+    await expect(metric("next-deferred")).to_have_text(re.compile(r"^(59|60) min$"))
     await expect(metric("ended-index")).to_have_text("1")
     await expect(metric("dead-letters")).to_have_text("1")
     version = importlib.metadata.version("runpoller")
@@ -243,11 +248,13 @@ async def test_with_the_token_the_cancel_button_cancels_the_run(cluster: Cluster
     page = await page_at(c.browser, f"{url}#/runs/{run_id}")
     await expect(page.locator('[data-field="status"]')).to_have_text("in_flight")
     assert await page.locator("#cancel-run").count() == 0, "no button before signing in"
-    # Keyboard only: the token field, Enter to sign in, Enter on the button, Enter to confirm.
+    # Keyboard only: the token field, Enter to sign in, Tab to the button, Enter, Enter.
     await page.get_by_label("Operator token").fill(TOKEN)
     await page.keyboard.press("Enter")
     await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
-    await page.locator("#cancel-run").focus()
+    await expect(page.locator("#cancel-run")).to_be_visible()
+    await page.keyboard.press("Tab")  # from the page, the first control is the button
+    await expect(page.locator("#cancel-run")).to_be_focused()
     await page.keyboard.press("Enter")
     await expect(page.locator("#confirm-cancel")).to_be_focused()
     await shot(page, "dashboard-cancel.png")
@@ -271,6 +278,11 @@ async def test_without_the_token_there_is_no_button_and_the_post_is_refused(
     await expect(page.locator("#session")).to_have_text("read-only")
     assert await page.get_by_role("button").count() == 0
     assert await page.get_by_label("Operator token").count() == 0
+    # Keyboard: the first Tab reaches the skip link, then the pages in order.
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("link", name="Overview")).to_be_focused()
     refused = await page.request.post(f"{url}api/runs/{run_id}/cancel", data={})
     assert refused.status == 403
     assert "read-only dashboard" in (await refused.json())["error"]

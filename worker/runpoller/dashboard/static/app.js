@@ -137,6 +137,7 @@ function renderSession() {
         await loadSession();
         showProblem(null);
         route();
+        main.focus({ preventScroll: true }); // the form is gone: go on from the page
       } catch (error) { showProblem(error); }
     },
   }, h("label", { for: "token" }, "Operator token"), input, h("button", { type: "submit" }, "Sign in"));
@@ -448,7 +449,8 @@ function deadLetterPage(id) {
 
 // ------------------------------------------------------------------ router
 
-function route() {
+// A route change moves focus to the new page (not the first load: Tab starts at the top).
+function route(event) {
   stopView();
   showProblem(null);
   const hash = location.hash.replace(/^#/, "") || "/";
@@ -464,8 +466,8 @@ function route() {
   for (const a of document.querySelectorAll("[data-nav]")) {
     if (a.dataset.nav === nav) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
-  main.focus({ preventScroll: true });
+  if (event && event.type === "hashchange") main.focus({ preventScroll: true });
 }
 
 window.addEventListener("hashchange", route);
-loadSession().then(route, (error) => { showProblem(error); route(); });
+loadSession().then(() => route(), (error) => { showProblem(error); route(); });
