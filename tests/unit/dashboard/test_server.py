@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from runpoller.config import load_settings
-from runpoller.dashboard.auth import Guard, TokenError
+from runpoller.dashboard.auth import COOKIE, Guard, TokenError
 from runpoller.dashboard.census import take
 from runpoller.dashboard.server import build_app, shown
 from runpoller.protocol import Keys
@@ -203,3 +203,23 @@ def test_the_vendored_chart_js_is_the_pinned_one() -> None:
     head = (root / "static" / "vendor" / "chart.umd.min.js").read_text()[:200]
     assert f"Chart.js v{pinned}" in head
     assert (root / "static" / "vendor" / "chart.js-LICENSE.md").exists()
+
+
+async def test_behind_a_tls_proxy_the_origin_check_and_the_cookie_fit(
+    make_client: MakeClient, redis: Redis
+) -> None:
+    await seed_run(redis, "r1", "polling")
+    client = await make_client(token=TOKEN)
+    proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "dash.example"}
+    login = await client.post(
+        "/api/login", json={"token": TOKEN}, headers={**proxied, "Origin": "https://dash.example"}
+    )
+    assert login.status == 200 and "Secure" in login.headers["Set-Cookie"]
+    csrf = (await login.json())["csrf"]
+    # The test client speaks plain HTTP, so it keeps the Secure cookie to itself: send it as
+    # the browser would over HTTPS.
+    cookie = f"{COOKIE}={login.cookies[COOKIE].value}"
+    for origin, status in (("https://evil.example", 403), ("https://dash.example", 200)):
+        headers = {**proxied, "Origin": origin, "X-CSRF-Token": csrf, "Cookie": cookie}
+        response = await client.post("/api/runs/r1/cancel", headers=headers, json={})
+        assert response.status == status, origin

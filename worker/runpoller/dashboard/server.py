@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, get_args
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -115,8 +116,19 @@ def _session(request: web.Request) -> str | None:
 
 
 def _same_origin(request: web.Request) -> bool:
+    """No ``Origin``, or one naming this host (as the browser reached it: ``Host``, or a TLS
+    proxy's ``X-Forwarded-Host``; the scheme may differ behind such a proxy)."""
     origin = request.headers.get("Origin")
-    return origin is None or origin == f"{request.scheme}://{request.host}"
+    if origin is None:
+        return True
+    hosts = {request.host, request.headers.get("X-Forwarded-Host")}
+    return urlsplit(origin).netloc in hosts - {None, ""}
+
+
+def _https(request: web.Request) -> bool:
+    """Whether the browser speaks HTTPS to us (directly, or to a TLS proxy that says so): the
+    session cookie is then ``Secure``. A forged header only makes the cookie stricter."""
+    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
 
 
 def _authorised(request: web.Request) -> None:
@@ -176,7 +188,7 @@ async def post_login(request: web.Request) -> web.Response:
     assert session is not None
     response = _json({"signed_in": True, "csrf": guard.csrf(session)})
     response.set_cookie(
-        COOKIE, cookie, httponly=True, samesite="Strict", path="/", secure=request.secure
+        COOKIE, cookie, httponly=True, samesite="Strict", path="/", secure=_https(request)
     )
     return response
 
