@@ -88,6 +88,15 @@ def test_guard_signs_in_only_with_the_token_and_checks_csrf() -> None:
     assert Guard(None).sign_in(TOKEN) is None and not Guard(None).actions
 
 
+def test_guessing_the_token_is_stopped_after_ten_failures_a_minute() -> None:
+    guard = Guard(TOKEN)
+    for n in range(10):
+        assert guard.locked_for(now=100.0 + n) == 0
+        assert guard.sign_in("a-wrong-guess-of-the-token", now=100.0 + n) is None
+    assert guard.locked_for(now=110.0) == pytest.approx(50.0)
+    assert guard.locked_for(now=160.5) == 0  # the first failure left the window
+
+
 async def test_census_counts_runs_in_flight_by_phase(redis: Redis) -> None:
     for n, phase in enumerate(["polling", "polling", "awaiting_outputs", "cancelling"]):
         await seed_run(redis, f"r{n}", phase)

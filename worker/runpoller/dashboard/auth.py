@@ -14,9 +14,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
+from collections import deque
 
 COOKIE = "runpoller_dashboard"
 MIN_TOKEN_LENGTH = 16
+MAX_FAILURES = 10
+"""Failed sign-ins allowed per :data:`FAILURE_WINDOW_S`, from anyone; then all wait."""
+FAILURE_WINDOW_S = 60.0
 
 
 class TokenError(ValueError):
@@ -38,14 +43,26 @@ class Guard:
     def __init__(self, token: str | None) -> None:
         self._token = None if token is None else check_token(token).encode()
         self._key = secrets.token_bytes(32)
+        self._failures: deque[float] = deque()
 
     @property
     def actions(self) -> bool:
         return self._token is not None
 
-    def sign_in(self, offered: str) -> str | None:
-        """A new session cookie value when ``offered`` is the token, else None."""
+    def locked_for(self, now: float | None = None) -> float:
+        """Seconds until a sign-in may be tried again (0: now): after :data:`MAX_FAILURES`
+        failures within :data:`FAILURE_WINDOW_S`, guessing waits for the window to pass."""
+        now = time.monotonic() if now is None else now
+        while self._failures and now - self._failures[0] > FAILURE_WINDOW_S:
+            self._failures.popleft()
+        if len(self._failures) < MAX_FAILURES:
+            return 0.0
+        return FAILURE_WINDOW_S - (now - self._failures[0])
+
+    def sign_in(self, offered: str, now: float | None = None) -> str | None:
+        """A new session cookie value when ``offered`` is the token, else None (counted)."""
         if self._token is None or not hmac.compare_digest(offered.encode(), self._token):
+            self._failures.append(time.monotonic() if now is None else now)
             return None
         session = secrets.token_urlsafe(18)
         return f"{session}.{self._mac('session', session)}"

@@ -11,6 +11,7 @@ blank them); every error is one line, ``{"error": ...}``, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -179,8 +180,11 @@ async def post_login(request: web.Request) -> web.Response:
         raise Problem(403, "read-only dashboard: there is nothing to sign in to")
     if not _same_origin(request):
         raise Problem(403, "cross-origin request refused")
+    wait = guard.locked_for()
+    if wait > 0:
+        raise Problem(429, f"too many failed sign-ins: try again in {math.ceil(wait)} s")
     token = (await _body(request)).get("token")
-    cookie = guard.sign_in(token) if isinstance(token, str) else None
+    cookie = guard.sign_in(token if isinstance(token, str) else "")
     if cookie is None:
         await asyncio.sleep(_FAILED_SIGN_IN_DELAY_S)  # slows guessing down
         raise Problem(401, "wrong operator token")
