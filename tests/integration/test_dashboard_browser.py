@@ -325,3 +325,16 @@ async def test_dead_letters_page_lists_and_requeues(cluster: Cluster) -> None:
     await expect(rows).to_have_count(0)
     final = await c.client.wait(job["run_id"], 15)
     assert final.status == "completed"
+    # Purge asks first; "Keep them" keeps them.
+    await c.dead_letter("bad", b"not json")
+    await page.reload()
+    await expect(rows).to_have_count(1)
+    await page.get_by_role("button", name="Purge…").click()
+    await expect(page.locator("#confirm-purge")).to_be_focused()
+    await page.get_by_role("button", name="Keep them").click()
+    assert int(await c.redis.xlen(Keys(c.namespace).dead_letters)) == 1
+    await page.get_by_role("button", name="Purge…").click()
+    await page.locator("#confirm-purge").click()
+    await expect(page.get_by_role("status")).to_have_text("Purged 1 dead letter.")
+    await expect(rows).to_have_count(0)
+    assert int(await c.redis.xlen(Keys(c.namespace).dead_letters)) == 0

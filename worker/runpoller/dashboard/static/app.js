@@ -83,6 +83,7 @@ function when(ms) {
     `${new Date(ms).toISOString().slice(11, 19)}Z (${ago(ms)})`);
 }
 
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 const badge = (text, cls = text) => h("span", { class: `badge ${cls || ""}` }, text || "–");
 const facts = (pairs) => h("dl", { class: "facts" },
   pairs.filter(Boolean).map(([k, v, key]) => [h("dt", {}, k), h("dd", { "data-field": key || null }, v)]));
@@ -403,20 +404,28 @@ function deadLettersPage(params) {
   const note = h("p", { class: "note", role: "status" });
   const table = h("div", { class: "table-wrap" });
   const more = h("div", { class: "actions" });
-  const purge = h("form", { class: "filters", "aria-label": "Purge dead letters", onsubmit: async (event) => {
+  const confirmBox = h("div", { class: "actions" });
+  const purge = h("form", { class: "filters", "aria-label": "Purge dead letters", onsubmit: (event) => {
     event.preventDefault();
     const older = new FormData(purge).get("older_than").trim();
-    try {
-      const out = await api("/api/dead-letters/purge", { method: "POST", body: { older_than: older || null } });
-      note.textContent = `Purged ${out.purged} dead letters.`;
-      await load();
-    } catch (error) { showProblem(error); }
+    const what = older ? `the dead letters older than ${older}` : "every dead letter";
+    const keep = h("button", { type: "button", onclick: () => fill(confirmBox) }, "Keep them");
+    fill(confirmBox, h("span", {}, `Delete ${what}? They cannot be requeued after.`),
+      h("button", { type: "button", class: "danger", id: "confirm-purge", onclick: async () => {
+        try {
+          const out = await api("/api/dead-letters/purge", { method: "POST", body: { older_than: older || null } });
+          fill(confirmBox);
+          note.textContent = `Purged ${plural(out.purged, "dead letter")}.`;
+          await load();
+        } catch (error) { showProblem(error); }
+      } }, "Yes, purge"), keep);
+    document.getElementById("confirm-purge").focus();
   } }, h("label", {}, "Older than (empty: all)", h("input", { name: "older_than", placeholder: "1d", size: 8 })),
-  h("button", { type: "submit", class: "danger" }, "Purge"));
-  setPage("Dead letters", note, table, more, session.signed_in ? [h("h2", {}, "Purge"), purge] : null);
+  h("button", { type: "submit", class: "danger" }, "Purge…"));
+  setPage("Dead letters", note, table, more, session.signed_in ? [h("h2", {}, "Purge"), purge, confirmBox] : null);
   const load = async () => {
     const page = await api(`/api/dead-letters?${params}`);
-    if (!note.textContent) note.textContent = `${page.count} dead letters (jobs no run could be tied to; never retried).`;
+    if (!note.textContent) note.textContent = `${plural(page.count, "dead letter")} (jobs no run could be tied to; never retried).`;
     fill(table, h("table", { "aria-label": "Dead letters" },
       h("thead", {}, h("tr", {}, ["entry", "when", "reason", "job (raw)", session.signed_in ? "action" : null].filter(Boolean).map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, page.items.length ? page.items.map((item) => h("tr", { "data-letter": item.id },
