@@ -232,3 +232,14 @@ async def test_behind_a_tls_proxy_the_origin_check_and_the_cookie_fit(
         headers = {**proxied, "Origin": origin, "X-CSRF-Token": csrf, "Cookie": cookie}
         response = await client.post("/api/runs/r1/cancel", headers=headers, json={})
         assert response.status == status, origin
+
+
+async def test_an_event_this_version_cannot_read_is_one_line(
+    make_client: MakeClient, redis: Redis
+) -> None:
+    await seed_run(redis, "r1", "polling")
+    await redis.xadd(Keys(PREFIX).events("r1"), {"type": "accepted", "data": '{"run_id": 1}'})
+    response = await (await make_client()).get("/api/runs/r1")
+    error = (await response.json())["error"]
+    assert response.status == 500 and "\n" not in error
+    assert error.startswith("run r1: Redis holds an event this version cannot read (")

@@ -19,7 +19,7 @@ from typing import Any, get_args
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -276,6 +276,13 @@ async def get_run(request: web.Request) -> web.Response:
     run_id = _run_id(request)
     try:
         detail = await run_detail(request.app[CLIENT], run_id)
+    except ValidationError as exc:  # a ValueError too: first
+        where = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "event"
+        raise Problem(
+            500,
+            f"run {run_id}: Redis holds an event this version cannot read ({where}: "
+            f"{exc.errors()[0]['msg']}): is a newer worker writing it?",
+        ) from None
     except ValueError as exc:
         raise Problem(400, str(exc)) from None
     if detail is None:
