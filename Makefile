@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 WITH_REDIS := $(BIN)/python -m runpoller_dev.devredis
 
-.PHONY: install lint test unit chaos demo bench clean
+.PHONY: install lint test unit chaos demo bench clean screenshots browser dashboard-vendor
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,15 @@ lint: install
 unit: install
 	$(BIN)/pytest -q tests/unit
 
-test: lint node-install
+# The dashboard's browser tests drive Debian's chromium (Playwright's own browser download
+# is never used): installed here where it is missing (as root: CI runs as root).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; } \
+	  || { echo "make: $(CHROMIUM) is missing: apt-get install chromium chromium-driver (as root)" >&2; exit 1; }
+
+test: lint node-install browser
 	$(WITH_REDIS) -- $(BIN)/pytest -q
 	$(MAKE) node-test
 
@@ -40,6 +48,19 @@ chaos: install
 demo: install
 	@if command -v npm >/dev/null; then $(MAKE) node-install; else echo "demo: Node.js/npm not installed: examples/node will not run"; fi
 	$(WITH_REDIS) --allow-embedded -- $(BIN)/runpoller demo
+
+# The dashboard's screenshots in docs/img/ (docs/operations.md shows them), taken by its
+# browser tests.
+screenshots: install browser
+	RUNPOLLER_SCREENSHOTS=docs/img $(WITH_REDIS) -- $(BIN)/pytest -q tests/integration/test_dashboard_browser.py
+
+# Rebuild the dashboard's vendored Chart.js from its pinned package-lock (the file is
+# committed; this only proves where it came from).
+DASHBOARD_VENDOR := worker/runpoller/dashboard/vendor
+dashboard-vendor:
+	cd $(DASHBOARD_VENDOR) && npm ci --no-audit --no-fund --ignore-scripts
+	cp $(DASHBOARD_VENDOR)/node_modules/chart.js/dist/chart.umd.min.js worker/runpoller/dashboard/static/vendor/
+	cp $(DASHBOARD_VENDOR)/node_modules/chart.js/LICENSE.md worker/runpoller/dashboard/static/vendor/chart.js-LICENSE.md
 
 bench: install
 	$(WITH_REDIS) -- $(BIN)/python -m runpoller_bench

@@ -41,6 +41,7 @@ def test_demo_shows_every_outcome() -> None:
     else:
         assert "Node example (examples/node/weather.mjs): not run" in out
     assert "$ runpoller stats" in out and "/metrics" in out
+    assert re.search(r"web: +http://127\.0\.0\.1:\d+/ \(runpoller dashboard", out)  # it answered
     # Responses runs poll every 20 s; the demo (well under 20 s) ends them by webhook.
     match = re.search(r"webhooks: (\d+) poll\(s\) of the background responses brought forward", out)
     assert match is not None and int(match.group(1)) >= 1, out

@@ -242,7 +242,7 @@ async def test_beat_is_the_store_beat(
     hb.start()
     assert await until(lambda: sync_redis.exists(keys.heartbeat(WORKER)))
     value = beat_value(sync_redis, keys.heartbeat(WORKER))
-    assert value is not None and set(value) == {"ts", "in_flight"}
+    assert value is not None and set(value) == {"ts", "in_flight", "version"}
     assert value["in_flight"] == 7
     assert 0 < sync_redis.pttl(keys.heartbeat(WORKER)) <= 1500
     assert sync_redis.zscore(keys.workers, WORKER) is not None

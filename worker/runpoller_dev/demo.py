@@ -311,8 +311,16 @@ async def run_demo(*, fast: bool = False) -> int:
         print(f"worker: pid {worker.pid} (runpoller worker, supportedIds={ALLOWED_ASSISTANT})")
         print(
             f"ops:    http://127.0.0.1:{metrics_port}/metrics  "
-            f"/healthz  /readyz  (Prometheus metrics and probes)\n"
+            f"/healthz  /readyz  (Prometheus metrics and probes)"
         )
+        dashboard_port = free_port()
+        dashboard = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "runpoller", "dashboard", "--port", str(dashboard_port)),
+            env=env, stdout=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        stack.push_async_callback(_stop, dashboard)
+        await _wait_ready(f"http://127.0.0.1:{dashboard_port}/readyz", dashboard)
+        print(f"web:    http://127.0.0.1:{dashboard_port}/ (runpoller dashboard, read-only)\n")
 
         redis: Redis = Redis.from_url(redis_url)
         stack.push_async_callback(redis.aclose)

@@ -154,6 +154,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return asyncio.run(run_demo(fast=args.fast))
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from runpoller.dashboard.cli import run as run_dashboard
+
+    return run_dashboard(_settings(), args)
+
+
+def _add_dashboard(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from runpoller.dashboard.cli import add_arguments
+
+    p = sub.add_parser(
+        "dashboard",
+        help="the operators' web dashboard (reads Redis; actions with RUNPOLLER_DASHBOARD_TOKEN)",
+    )
+    add_arguments(p)
+    p.set_defaults(func=_cmd_dashboard)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runpoller", description="Run-polling workers for OpenAI-style APIs."
@@ -203,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_ops(sub)
     register_runs(sub)
     register_webhooks(sub)
+    _add_dashboard(sub)
     return parser
 
 

@@ -55,6 +55,7 @@ class WorkerStats(BaseModel):
     )
     owned: int = Field(description="Runs recorded as owned by the worker.")
     last_beat_age_s: float
+    version: str | None = Field(None, description="Its runpoller version (from its beat).")
 
 
 class OutcomeStats(BaseModel):
@@ -187,6 +188,7 @@ async def collect(
                 in_flight=_int(beat.get("in_flight")) or 0,
                 owned=int(owned),
                 last_beat_age_s=_age(now_ms, score if ts is None else ts),
+                version=beat["version"] if isinstance(beat.get("version"), str) else None,
             )
         )
     workers.sort(key=lambda w: (not w.alive, w.worker_id))

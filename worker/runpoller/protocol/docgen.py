@@ -185,7 +185,8 @@ shared between workers; the per-key request budget |
 | `{K.outcomes(0).rsplit(":", 1)[0]}:<minute>` | hash | worker | final statuses per minute \
 (minute = epoch s // 60; kept 2 h) |
 | `{K.workers}`, `{K.heartbeat("<worker>")}`, `{K.owned("<worker>")}`, `{K.orphans}` \
-| internal | worker | liveness (heartbeat value: JSON `ts`, `in_flight`), ownership, recovery |
+| internal | worker | liveness (heartbeat value: JSON `ts`, `in_flight`, `version`), ownership, \
+recovery |
 | `<queue>:taken:<worker>` | internal | worker | intake jobs a worker took and has not \
 settled yet (given back when the worker is found dead) |
 

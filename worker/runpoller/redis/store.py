@@ -22,6 +22,7 @@ Keys (prefix ``runpoller`` by default; see ``runpoller.protocol.Keys`` and docs/
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import secrets
 import time
@@ -42,11 +43,23 @@ ORPHAN_LOCK_TTL_MS = 10_000
 """How long the orphan re-enqueue lock lives if its holder never releases it."""
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("runpoller")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+VERSION = _version()
+"""This worker's runpoller version, in every heartbeat (what the dashboard shows)."""
+
+
 def heartbeat_args(worker_id: str, ttl_ms: int, in_flight: int) -> list[Any]:
     """ARGV of the heartbeat script (shared with the heartbeat thread, worker/liveness.py);
     the second is the beat's time in epoch ms."""
     now_ms = int(time.time() * 1000)
-    return [worker_id, now_ms, ttl_ms, json.dumps({"ts": now_ms, "in_flight": in_flight})]
+    beat = {"ts": now_ms, "in_flight": in_flight, "version": VERSION}
+    return [worker_id, now_ms, ttl_ms, json.dumps(beat)]
 
 
 @dataclass(frozen=True, slots=True)
