@@ -33,7 +33,11 @@ def test_demo_shows_every_outcome() -> None:
     assert done.returncode == 0, out + done.stderr
     for outcome in ("→ completed", "→ failed", "→ timed_out", "→ cancelled", "→ refused"):
         assert outcome in out
-    assert out.count("  ok ") == 8 and "!!" not in out
+    assert out.count("  ok ") == 9 and "!!" not in out
+    streamed = re.search(
+        r"streamed: (\d+) progress events while it was written, joined the same", out
+    )
+    assert streamed is not None and int(streamed.group(1)) >= 2, out
     assert "error: cancelled_by_app: cancelled at the app's request (the user pressed stop)" in out
     assert "app: completed: It is sunny in Paris." in out, "the example app's round trip"
     if shutil.which("node") and NODE_CLIENT.exists():  # make test builds it (node-install)

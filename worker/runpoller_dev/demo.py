@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -30,12 +31,16 @@ from runpoller.cli.follow import describe
 from runpoller.cli.stats import collect, render_table
 from runpoller.client import RunpollerClient
 from runpoller.config import load_settings
-from runpoller.protocol import FinalEvent, RequiresActionEvent, StatusEvent
+from runpoller.protocol import FinalEvent, ProgressEvent, RequiresActionEvent, StatusEvent
 from runpoller_dev.devredis import _ping, free_port
 from runpoller_dev.node_example import run_node_example
 from runpoller_fake import FakeServer, FakeState, start_fake_server
 
 DEMO_KEY = "sk-demo-not-a-real-key"
+STREAMED_TEXT = (
+    "Streamed background responses reach the app word by word, and a worker that dies "
+    "mid-stream is resumed by another after the last word it wrote."
+)
 ALLOWED_ASSISTANT = "asst_demo"
 
 
@@ -52,6 +57,10 @@ class DemoRun:
     final: FinalEvent | None = None
     stop_after_s: float | None = None
     """The app presses "stop" this long after the run is first seen in progress."""
+    stream: bool = False
+    """The worker creates the response as a stream and relays its text (progress events)."""
+    streamed: str = ""
+    progress_events: int = 0
 
 
 def demo_runs(fast: bool) -> list[DemoRun]:
@@ -143,6 +152,19 @@ def demo_runs(fast: bool) -> list[DemoRun]:
             kind="response",
         ),
         DemoRun(
+            "streams its answer as it is written",
+            "completed",
+            {
+                "steps": [
+                    {"status": "queued", "ms": 200},
+                    {"status": "in_progress", "ms": 2 * work},
+                    {"status": "completed", "messages": [STREAMED_TEXT]},
+                ]
+            },
+            kind="response",
+            stream=True,
+        ),
+        DemoRun(
             "background response calls a function",
             "completed",
             "requires_action",
@@ -181,7 +203,13 @@ async def demo_redis() -> AsyncIterator[str]:
 
 
 async def create_fake_job(http: httpx.AsyncClient, run: DemoRun) -> dict[str, Any]:
-    """Create the run (or response) on the fake server, as the calling app would."""
+    """Create the run (or response) on the fake server, as the calling app would (a streamed
+    response the worker creates itself, from the job's request)."""
+    if run.stream:
+        request = {"model": "gpt-4o", "input": "Tell me about streaming."}
+        request["metadata"] = {"fake_scenario": json.dumps(run.script)}
+        return {"kind": "response", "id": f"stream-{uuid.uuid4().hex[:8]}", "request": request,
+                "stream": True}  # fmt: skip
     if run.kind == "response":
         response = await http.post("/_fake/responses", json={"script": run.script})
         response.raise_for_status()
@@ -215,6 +243,10 @@ async def follow(client: RunpollerClient, run: DemoRun, redraw: asyncio.Event) -
     async for item in client.events(run.run_id):
         event = item.event
         run.line = describe(event)
+        if isinstance(event, ProgressEvent):
+            run.streamed += event.delta
+            run.progress_events += 1
+            run.line = f"writing ({len(run.streamed)} chars): …{run.streamed[-40:]}"
         if isinstance(event, RequiresActionEvent):
             await answer_tool_calls(client, event)
             run.line += " → answered"
@@ -364,6 +396,13 @@ async def run_demo(*, fast: bool = False) -> int:
                 print(f"       {final.reason}")
                 if final.output_text:
                     print(f"       output: {final.output_text}")
+                if run.stream:
+                    same = "the same as" if run.streamed == final.output_text else "NOT"
+                    ok = ok and run.streamed == final.output_text
+                    print(
+                        f"       streamed: {run.progress_events} progress events while it was "
+                        f"written, joined {same} the final text"
+                    )
                 if final.error:
                     print(f"       error: {final.error.code}: {final.error.message}")
         await print_wakes(metrics_port, runs)

@@ -17,6 +17,7 @@ from runpoller.protocol import (
     AcceptedEvent,
     Event,
     FinalEvent,
+    ProgressEvent,
     RequiresActionEvent,
     StatusEvent,
 )
@@ -31,6 +32,8 @@ def describe(event: Event) -> str:
     if isinstance(event, RequiresActionEvent):
         names = ", ".join(call.name for call in event.tool_calls)
         return f"requires_action (round {event.round}: {names})"
+    if isinstance(event, ProgressEvent):
+        return f"writing: …{event.delta[-60:]}"
     if isinstance(event, FinalEvent):
         return f"{event.status.upper()}: {event.reason}"
     return getattr(event, "type", "?")
