@@ -58,7 +58,7 @@ class BenchConfig:
     modes_runs: int = 200
     modes_mix: Mix = field(default_factory=lambda: MODES_MIX)
     modes_arrival_s: float = 20.0
-    modes_idle_s: float = 3.0
+    modes_idle_s: float = 10.0
     adaptive_after_ms: int = 0
     adaptive_max_ms: int = 0
     webhook_fallback_ms: int = 300_000
