@@ -68,16 +68,17 @@ class BenchConfig:
         return self.interval_ms / 1000
 
     def describe(self) -> str:
+        modes = (
+            f"modes {','.join(self.modes)}: {self.modes_runs} runs each at base interval "
+            f"{self.interval_ms} ms, mix {self.modes_mix.describe()}"
+        )
+        if self.designs == ("modes",):
+            return modes
         return (
             f"K={self.runs} runs, interval {self.interval_ms} ms, window {self.duration_s:g} s, "
             f"{self.workers} worker(s), transport {self.transport}, loop {self.event_loop}, "
             f"function-call share {self.function_call_share:g}, mix {self.mix.describe()}"
-            + (
-                f"; modes {','.join(self.modes)}: {self.modes_runs} runs each, "
-                f"mix {self.modes_mix.describe()}"
-                if "modes" in self.designs
-                else ""
-            )
+            + (f"; {modes}" if "modes" in self.designs else "")
         )
 
 

@@ -43,7 +43,7 @@ from runpoller_bench import modestats
 from runpoller_bench.analysis import summarize
 from runpoller_bench.config import BenchConfig
 from runpoller_bench.mix import QUEUED_MS
-from runpoller_bench.procs import Child, spawn
+from runpoller_bench.procs import Child, machine_busy_seconds, self_cpu_seconds, spawn
 
 if TYPE_CHECKING:  # the harness imports this module
     from runpoller_bench.harness import Bench
@@ -285,7 +285,8 @@ class ModesPhase:
             f"modes: {config.modes_runs} runs per mode over {config.modes_arrival_s:g} s, "
             f"mix {config.modes_mix.describe()}"
         )
-        cpu0, start = self.cpu(), time.monotonic()
+        fake0 = self.bench._fake_child().cpu()
+        cpu0, start, others0 = self.cpu(), time.monotonic(), await self.everyone_else()
         await self.enqueue_all(lifetimes, offsets)
         deadline = time.monotonic() + config.modes_mix.max_s + 60 + config.modes_arrival_s
         while time.monotonic() < deadline:
@@ -294,7 +295,8 @@ class ModesPhase:
             await asyncio.sleep(0.5)
         else:
             bench.notes.append("modes: some runs had no final event when the wait ended")
-        cpu1, span = self.cpu(), time.monotonic() - start
+        cpu1, span, others1 = self.cpu(), time.monotonic() - start, await self.everyone_else()
+        ours = sum(cpu1.values()) - sum(cpu0.values())
         clock = await bench.fake.clock_offset()
         results: dict[str, Any] = {}
         for mode in self.modes:
@@ -320,8 +322,19 @@ class ModesPhase:
             "mix": config.modes_mix.describe(),
             "base_interval_ms": config.interval_ms,
             "streaming_supported": streaming_supported(),
+            # Machine CPU (user + nice + system) not used by the modes' processes, the fake
+            # server, Redis or the harness: other users of the machine, which the figures share.
+            "other_processes_cores": max(others1 - others0 - ours, 0.0) / span,
+            "fake_server_cores": (self.bench._fake_child().cpu() - fake0) / span,
         }
         return results
+
+    async def everyone_else(self) -> float:
+        """Machine busy seconds minus the fake's, Redis's and the harness's (see measure)."""
+        info = await self.redis.info("cpu")
+        redis = float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+        fake = self.bench._fake_child().cpu()
+        return machine_busy_seconds() - redis - fake - self_cpu_seconds()
 
     async def enqueue_all(self, lifetimes: list[float], offsets: list[float]) -> None:
         loop = asyncio.get_running_loop()

@@ -343,7 +343,17 @@ def render_modes_table(results: dict[str, Any], *, markdown: bool = False) -> st
         for t in results["mode_targets"]
     ]
     target_columns = ["target", "mode", "limit", "measured", "result"]
-    return _grid(columns, rows, markdown) + "\n\n" + _grid(target_columns, targets, markdown)
+    meta = results["designs"]["modes"].get("_meta") or {}
+    footer = ""
+    if isinstance(meta.get("other_processes_cores"), int | float):
+        footer = (
+            f"\n\n{meta['runs_per_mode']} runs per mode, all modes at once over "
+            f"{meta['span_s']:g} s; fake server {meta['fake_server_cores']:.2f} cores, "
+            f"other processes on the machine {meta['other_processes_cores']:.2f} cores"
+        )
+    return (
+        _grid(columns, rows, markdown) + "\n\n" + _grid(target_columns, targets, markdown) + footer
+    )
 
 
 def _grid(columns: list[str], rows: list[list[str]], markdown: bool) -> str:
@@ -381,6 +391,8 @@ def _hide_password(url: str) -> str:
 def default_out(config: BenchConfig, when: float) -> Path:
     stamp = dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     name = f"{stamp}-k{config.runs}-i{config.interval_ms}-w{config.workers}-{config.transport}"
+    if config.designs == ("modes",):
+        name = f"{stamp}-modes-n{config.modes_runs}-i{config.interval_ms}"
     if config.smoke:
         name += "-smoke"
     return Path("bench") / "results" / f"{name}.json"
