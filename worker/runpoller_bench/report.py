@@ -339,7 +339,7 @@ def render_modes_table(results: dict[str, Any], *, markdown: bool = False) -> st
     rows = modestats.mode_rows(modes)
     columns = list(modestats.MODE_COLUMNS)
     targets = [
-        [t["name"], t["mode"], t["target"], t["value"], t["status"].upper()]
+        [t["name"], t["mode"], t["target"], t["value"], t["status"].replace("pass", "PASS")]
         for t in results["mode_targets"]
     ]
     target_columns = ["target", "mode", "limit", "measured", "result"]
