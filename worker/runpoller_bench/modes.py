@@ -130,6 +130,10 @@ class ModesPhase:
                 "RUNPOLLER_WEBHOOK_FALLBACK_INTERVAL_MS": fallback,
                 "RUNPOLLER_MAX_POLL_INTERVAL_MS": fallback,
             }
+        if name == "streamed":
+            # Every run streams (RUNPOLLER_MAX_STREAMS, default 100, would poll the rest
+            # until a stream is free: a capacity figure, not the latency this measures).
+            return {"RUNPOLLER_MAX_STREAMS": str(max(c.modes_runs, 100))}
         return {}
 
     def worker_env(self, mode: Mode) -> dict[str, str]:
