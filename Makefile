@@ -26,8 +26,9 @@ lint: install
 unit: install
 	$(BIN)/pytest -q tests/unit
 
-test: lint
+test: lint node-install
 	$(WITH_REDIS) -- $(BIN)/pytest -q
+	$(MAKE) node-test
 
 # Every chaos attack at full size (CHAOS_RUNS=100 make chaos for a shorter pass). The figures
 # of issue 14 (lost, duplicates, resume, intake lag, late finals) are printed as one table at
@@ -37,10 +38,29 @@ chaos: install
 	RUNPOLLER_CHAOS_RUNS=$(CHAOS_RUNS) $(WITH_REDIS) -- $(BIN)/pytest -q -s tests/chaos
 
 demo: install
+	@if command -v npm >/dev/null; then $(MAKE) node-install; else echo "demo: Node.js/npm not installed: examples/node will not run"; fi
 	$(WITH_REDIS) --allow-embedded -- $(BIN)/runpoller demo
 
 bench: install
 	$(WITH_REDIS) -- $(BIN)/python -m runpoller_bench
+
+# The Node client (clients/node, issue 21): `npm ci` from the committed lock file (its
+# `prepare` compiles src/ to dist/ with the pinned TypeScript), then its tests (node --test)
+# against a real worker, the fake server and Redis. Needs Node >= 20 and npm.
+NODE_DIR := clients/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed-stamp
+.PHONY: node-install node-test
+
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "node-install: needs Node.js >= 20 and npm"; exit 1; }
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+node-install: $(NODE_STAMP)
+	cd $(NODE_DIR) && npm run --silent build
+
+node-test: install node-install
+	$(WITH_REDIS) -- npm --prefix $(NODE_DIR) test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import test_redis_url
 
 pytestmark = pytest.mark.integration
+
+NODE_CLIENT = Path(__file__).resolve().parents[2] / "clients" / "node" / "dist" / "index.js"
 
 
 def test_demo_shows_every_outcome() -> None:
@@ -32,6 +36,10 @@ def test_demo_shows_every_outcome() -> None:
     assert out.count("  ok ") == 8 and "!!" not in out
     assert "error: cancelled_by_app: cancelled at the app's request (the user pressed stop)" in out
     assert "app: completed: It is sunny in Paris." in out, "the example app's round trip"
+    if shutil.which("node") and NODE_CLIENT.exists():  # make test builds it (node-install)
+        assert "node app: completed: It is sunny in Paris." in out, "examples/node's round trip"
+    else:
+        assert "Node example (examples/node/weather.mjs): not run" in out
     assert "$ runpoller stats" in out and "/metrics" in out
     # Responses runs poll every 20 s; the demo (well under 20 s) ends them by webhook.
     match = re.search(r"webhooks: (\d+) poll\(s\) of the background responses brought forward", out)

@@ -173,6 +173,9 @@ class Settings(BaseSettings):
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
     max_retry_after_s: float = 120.0
+    # Streams held open at once for jobs with stream: true (each holds one connection of its
+    # own pool); a streamed job beyond them is polled until one is free.
+    max_streams: int = 100
 
     # Prometheus /metrics and the /healthz, /readyz probes (-1: no HTTP server; 0: any port).
     metrics_host: str = "0.0.0.0"  # noqa: S104 - probes must be reachable in a container
@@ -476,6 +479,7 @@ def _counts_at_least_one(s: Settings) -> PydanticCustomError | None:
     for field in (
         "max_runs_per_worker",
         "http_concurrency",
+        "max_streams",
         "event_stream_maxlen",
         "max_metadata_bytes",
     ):

@@ -6,7 +6,7 @@ checks any schema against the strict-mode rules. See docs/actions.md.
 """
 
 from runpoller_actions.arguments import Argument
-from runpoller_actions.checker import Problem, validate_strict
+from runpoller_actions.checker import Problem, validate_strict, validate_tool, validate_tools
 from runpoller_actions.convert import convert_document, convert_text
 from runpoller_actions.diagnostics import Diagnostic
 from runpoller_actions.strict import StrictResult, make_strict
@@ -26,4 +26,6 @@ __all__ = [
     "convert_text",
     "make_strict",
     "validate_strict",
+    "validate_tool",
+    "validate_tools",
 ]

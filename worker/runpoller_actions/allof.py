@@ -7,6 +7,10 @@ keyword by keyword: properties united (a property in two parts is merged recursi
 kept if any part has it. A part that conflicts with what is merged so far (two different
 patterns, disjoint types, two different `$ref`s...) stays behind in a shorter `allOf`; strict
 mode then reports it as an error instead of guessing.
+
+Descriptions and titles: the node's own win (`{description, allOf: [$ref]}`), else the last
+part's (`allOf: [$ref, {description}]`, Box writes this 117 times: the property's text, not
+the referenced schema's generic one). Other annotations come from the first part.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from runpoller_actions.walk import map_children
+from runpoller_actions.walk import ORIGIN, map_children
 
 _ANNOTATIONS = frozenset(
-    {"description", "title", "default", "examples", "deprecated", "readOnly", "writeOnly"}
+    {"description", "title", "default", "examples", "deprecated", "readOnly", "writeOnly", ORIGIN}
 )
+# Said of the property rather than of its type: the node's own, else the last part's, wins.
+_OWN_TEXT = ("description", "title")
 _LOWER_BOUNDS = frozenset(
     {"minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties", "minContains"}
 )
@@ -117,4 +123,15 @@ def merge_all_of(schema: Any, where: str = "") -> Any:
     parts = node.pop("allOf", None)
     if not isinstance(parts, list):
         return node if parts is None else {**node, "allOf": parts}
-    return merge_parts([node, *parts]) if node else merge_parts(parts)
+    own = set(node) - {ORIGIN}
+    merged = merge_parts([node, *parts]) if own else merge_parts(parts)
+    if ORIGIN in node:
+        merged[ORIGIN] = node[ORIGIN]
+    for key in _OWN_TEXT:
+        if key in node:
+            merged[key] = node[key]
+            continue
+        texts = [p[key] for p in parts if isinstance(p, Mapping) and key in p]
+        if texts:
+            merged[key] = texts[-1]
+    return merged

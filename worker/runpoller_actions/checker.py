@@ -9,6 +9,7 @@ slip in the rewriter is caught by a different piece of code instead of by the AP
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,12 +33,37 @@ _PER_TYPE: dict[str, frozenset[str]] = {
 }
 _FORMATS = ("date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid")
 _UNION_SIBLINGS = frozenset({"anyOf", "description", "title"})
+
+# OpenAI's documented limits. Schema limits: Structured Outputs guide, "Supported schemas" →
+# "Limitations" (platform.openai.com/docs/guides/structured-outputs; also in
+# ../shared/reference/openai-api.md §6): "A schema may have up to 5000 object properties
+# total, with up to 10 levels of nesting" (an older version of the guide said 100 and 5);
+# "In total, the string length of all property names, definition names, enum values, and
+# const values cannot exceed 120,000 characters"; "A schema may have up to 1000 enum values
+# across all enum properties"; "For a single enum property with string values, the total
+# string length of all enum values cannot exceed 15,000 characters when there are more than
+# 250 enum values".
 _LIMIT_PROPERTIES = 5000
+# Nesting: the guide counts "levels of nesting" of objects without saying how; the API's own
+# error ("6 levels of nesting exceeds limit of 5") is about nested objects. We count object
+# AND array schemas (the stricter of the readings that costs no real spec a tool: the deepest
+# corpus tool, OpenAI's createFineTuningJob, has exactly 10; 8 counting objects only), never
+# anyOf wrappers, which the rewriter flattens anyway (docs/actions.md, "Which nesting count").
 _LIMIT_LEVELS = 10
 _LIMIT_ENUM_VALUES = 1000
 _LIMIT_CHARS = 120_000
 _BIG_ENUM_COUNT = 250
 _BIG_ENUM_CHARS = 15_000
+# Function names: OpenAPI spec `FunctionObject.name` ("Must be a-z, A-Z, 0-9, or contain
+# underscores and dashes, with a maximum length of 64"; ../shared/openai-openapi/openapi.yaml).
+_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+# Descriptions: 1024 characters, the project's limit from description.py (the Assistants API
+# rejects longer function descriptions; the OpenAPI spec gives no maxLength and the Responses
+# API documents none; one conversion serves both).
+_LIMIT_DESCRIPTION = 1024
+# Tools per request: Chat Completions `tools` "A max of 128 functions are supported";
+# Assistants `tools` "There can be a maximum of 128 tools per assistant" (maxItems: 128).
+LIMIT_TOOLS = 128
 
 
 @dataclass(frozen=True)
@@ -242,3 +268,54 @@ def validate_strict(schema: Any) -> list[Problem]:
     checker.run(roots)
     checker.limits()
     return checker.problems
+
+
+def validate_tool(tool: Mapping[str, Any]) -> list[Problem]:
+    """Problems of one function tool in either shape (Assistants `function` or Responses flat).
+
+    Name and description rules always; the strict-mode rules on `parameters` when `strict`.
+    """
+    body = tool.get("function") if isinstance(tool.get("function"), Mapping) else tool
+    assert isinstance(body, Mapping)
+    problems: list[Problem] = []
+    name = body.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        problems.append(Problem("/name", "name", f"name {name!r} must match {_NAME.pattern}"))
+    text = body.get("description", "")
+    if not isinstance(text, str):
+        problems.append(Problem("/description", "description", "description must be a string"))
+    elif len(text) > _LIMIT_DESCRIPTION:
+        problems.append(
+            Problem(
+                "/description",
+                "description-length",
+                f"description has {len(text)} characters (limit {_LIMIT_DESCRIPTION})",
+            )
+        )
+    if body.get("strict") is True:
+        problems += [
+            Problem("/parameters" + p.pointer, p.rule, p.message)
+            for p in validate_strict(body.get("parameters"))
+        ]
+    return problems
+
+
+def validate_tools(tools: list[Mapping[str, Any]]) -> list[Problem]:
+    """Problems of one request's tool list: each tool's, duplicate names, and the count."""
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for index, tool in enumerate(tools):
+        problems += [
+            Problem(f"/{index}{p.pointer}", p.rule, p.message) for p in validate_tool(tool)
+        ]
+        body = tool.get("function") if isinstance(tool.get("function"), Mapping) else tool
+        name = body.get("name") if isinstance(body, Mapping) else None
+        if isinstance(name, str):
+            if name in seen:
+                problems.append(Problem(f"/{index}/name", "name", f"duplicate name {name!r}"))
+            seen.add(name)
+    if len(tools) > LIMIT_TOOLS:
+        problems.append(
+            Problem("", "max-tools", f"{len(tools)} tools in one request (limit {LIMIT_TOOLS})")
+        )
+    return problems

@@ -23,6 +23,9 @@ def _read(spec: str, stdin: TextIO) -> str:
     return Path(spec).read_text(encoding="utf-8")
 
 
+_ENCODINGS = {"application/x-www-form-urlencoded": "  form", "multipart/form-data": "  multipart"}
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -39,6 +42,7 @@ def _summary(result: Conversion, fmt: Format) -> str:
     for tool in result.tools:
         op = result.operations[tool.name]
         flag = "  strict" if tool.strict else ""
+        flag += _ENCODINGS.get(op.content_type or "", "")
         args = ", ".join(op.arguments) or "-"
         lines.append(f"  {tool.name:<{width}}  {op.method:<6} {op.server_url}{op.path}{flag}")
         lines.append(f"  {'':<{width}}  arguments: {args}")

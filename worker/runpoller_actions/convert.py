@@ -9,9 +9,10 @@ the operation, else its path item, else the document root, else `default_strict`
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from runpoller_actions.checker import validate_strict
+from runpoller_actions.checker import LIMIT_TOOLS, validate_strict
 from runpoller_actions.description import DESCRIPTION_LIMIT, describe, trim
 from runpoller_actions.diagnostics import Diagnostic, OperationError, SpecError
 from runpoller_actions.document import RawOperation, SpecDocument, iter_operations, open_document
@@ -19,8 +20,14 @@ from runpoller_actions.document import x_strict as read_x_strict
 from runpoller_actions.loader import SpecLoadError, parse_spec
 from runpoller_actions.naming import NameRequest, assign_names
 from runpoller_actions.operation import build_operation
+from runpoller_actions.position import Positions
 from runpoller_actions.strict import make_strict
 from runpoller_actions.tools import Conversion, Operation, Tool
+from runpoller_actions.walk import strip_origins
+
+# A spec may yield more tools than one request accepts (checker.LIMIT_TOOLS, with its
+# source); they all still convert, the caller picks a subset per request: a warning.
+MAX_TOOLS_PER_REQUEST = LIMIT_TOOLS
 
 
 def _is_strict(doc: SpecDocument, raw: RawOperation, default: bool) -> tuple[bool, list[str]]:
@@ -52,13 +59,28 @@ def _convert_one(
     except OperationError as exc:
         return None, None, warnings, [diag(exc.message, exc.pointer)]
     warnings += [diag(n.message, n.pointer) for n in built.notes]
-    parameters = built.parameters
+    if "?" in raw.path or "#" in raw.path:
+        warnings.append(
+            diag(
+                f"path '{raw.path}' contains a query or fragment; it is copied into the "
+                "tool's URL as written (OpenAPI paths should not have one)",
+                raw.pointer,
+            )
+        )
+    parameters = strip_origins(built.parameters)
     if strict:
-        result = make_strict(parameters)
+        result = make_strict(built.parameters)
         warnings += [diag(n.message, n.pointer) for n in result.warnings]
         if result.schema is None:
             errors = [
-                diag(f"no faithful strict form: {n.message}", n.pointer) for n in result.errors
+                Diagnostic(
+                    f"no faithful strict form: {n.message}",
+                    operation=name,
+                    where=raw.where,
+                    pointer=n.source or n.pointer,
+                    schema_pointer=n.pointer if n.source else None,
+                )
+                for n in result.errors
             ]
             return None, None, warnings, errors
         problems = validate_strict(result.schema)
@@ -89,6 +111,7 @@ def _convert_one(
         content_type=built.content_type,
         strict=strict,
         arguments=built.arguments,
+        encoding=built.encoding,
     )
     return tool, operation, warnings, []
 
@@ -147,6 +170,13 @@ def convert_document(root: Mapping[str, Any], *, default_strict: bool = False) -
             operations[name] = operation
     if not raws and not errors:
         errors.append(Diagnostic("no operations found under 'paths'"))
+    if len(tools) > MAX_TOOLS_PER_REQUEST:
+        warnings.append(
+            Diagnostic(
+                f"{len(tools)} tools: one API request accepts at most {MAX_TOOLS_PER_REQUEST}; "
+                "send a subset"
+            )
+        )
     return Conversion(
         tools=tools,
         operations=operations,
@@ -164,4 +194,20 @@ def convert_text(text: str, *, default_strict: bool = False) -> Conversion:
         root = parse_spec(text)
     except SpecLoadError as exc:
         return Conversion(errors=[Diagnostic(str(exc))])
-    return convert_document(root, default_strict=default_strict)
+    return with_positions(convert_document(root, default_strict=default_strict), text)
+
+
+def with_positions(result: Conversion, text: str) -> Conversion:
+    """`result` with line and column added to every diagnostic that points into the spec."""
+    positions = Positions(text)
+
+    def place(items: list[Diagnostic]) -> list[Diagnostic]:
+        out = []
+        for item in items:
+            found = positions.locate(item.pointer) if item.pointer else None
+            out.append(replace(item, line=found[0], column=found[1]) if found else item)
+        return out
+
+    if not any(d.pointer and d.pointer.startswith("#") for d in result.errors + result.warnings):
+        return result
+    return replace(result, warnings=place(result.warnings), errors=place(result.errors))

@@ -7,6 +7,7 @@ together, one message each.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -91,6 +92,26 @@ def server_url(servers: Any, where: str) -> str:
     return resolved.rstrip("/")
 
 
+def private_host_warning(url: str) -> str | None:
+    """A warning when the server is an IP literal a tool should not reach from a worker.
+
+    LibreChat's test `maliciousSpec_metadata` points at 169.254.169.254 (the cloud metadata
+    service): whoever runs the tool's calls must not follow such a spec blindly.
+    """
+    host = urlsplit(url).hostname or ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if address.is_link_local or address.is_loopback or address.is_private:
+        kind = "link-local" if address.is_link_local else "private or loopback"
+        return (
+            f"server URL '{url}' is a {kind} address ({host}); an executor should refuse "
+            "to call it unless that is intended"
+        )
+    return None
+
+
 def _version(root: Mapping[str, Any]) -> tuple[str, list[str], list[str]]:
     """(version, errors, warnings) for the `openapi` field."""
     if "swagger" in root:
@@ -134,6 +155,9 @@ def open_document(root: Mapping[str, Any]) -> SpecDocument:
         errors.append(f"no paths: the spec defines no operations{hint}")
     elif not _has_operations(paths):
         errors.append("no operations: no path in 'paths' has a get/put/post/delete/... entry")
+    warning = private_host_warning(url) if url else None
+    if warning:
+        warnings.append(warning)
     strict_default = x_strict(root)
     if "x-strict" in root and strict_default is None:
         warnings.append("root 'x-strict' is not true or false; ignored")

@@ -2,8 +2,9 @@
 
 JSON is tried when the text starts like JSON (`{` or `[`), YAML otherwise, so a broken JSON
 file is reported as JSON (with the JSON parser's line and column) instead of as a puzzling
-YAML error. YAML is read with the safe loader, minus timestamp parsing (dates stay strings,
-as JSON Schema expects), and mapping keys are turned into strings (`200:` → `"200"`).
+YAML error. YAML is read with the safe loader (libyaml's C parser when PyYAML has it: Asana's
+spec loads in 0.6 s instead of 4 s), minus timestamp parsing (dates stay strings, as
+JSON Schema expects), and mapping keys are turned into strings (`200:` → `"200"`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ class SpecLoadError(Exception):
     """The text is not a JSON or YAML object; the message says where and why."""
 
 
-class _Loader(yaml.SafeLoader):
+_SafeBase: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_SafeBase):  # type: ignore[valid-type,misc]
     """Safe loader that leaves `2023-01-01` as a string."""
 
 
@@ -86,3 +90,8 @@ def parse_spec(text: str) -> dict[str, Any]:
         kind = "a list" if isinstance(data, list) else f"a single {type(data).__name__} value"
         raise SpecLoadError(f"the spec must be a JSON or YAML object at the top level, not {kind}")
     return data
+
+
+def yaml_loader() -> type[yaml.SafeLoader]:
+    """The loader `parse_spec` uses for YAML (also for finding positions in it)."""
+    return _Loader

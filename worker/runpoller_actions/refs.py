@@ -6,7 +6,8 @@ node whose children are nodes) cannot be inlined; it becomes `{"$ref": "#/$defs/
 its expansion goes into `$defs`, which the caller puts at the root of the tool's parameters.
 Draft 2019-09 `$recursiveRef: "#"` (used by the OpenAI spec) is read as a reference to the
 innermost schema being expanded. Only local references (`#/...`) exist here: the tool cannot
-fetch other files. Expansions that do not depend on the stack are memoised.
+fetch other files. Expansions that do not depend on the stack are memoised. Every expanded
+node carries its place in the spec under the private key `walk.ORIGIN`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runpoller_actions import pointer
-from runpoller_actions.walk import SCHEMA_KEYS, SCHEMA_LIST_KEYS, SCHEMA_MAP_KEYS
+from runpoller_actions.walk import ORIGIN, SCHEMA_KEYS, SCHEMA_LIST_KEYS, SCHEMA_MAP_KEYS
 
 MAX_NODES = 200_000
 MAX_REF_CHAIN = 32
@@ -118,9 +119,9 @@ class Expander:
                 return target, deps
             rest, more = self._expand(siblings, where, stack)
             if set(siblings) <= REF_SIBLING_ANNOTATIONS and isinstance(target, Mapping):
-                return {**target, **rest}, deps | more
-            return {"allOf": [target, rest]}, deps | more
-        out: dict[str, Any] = {}
+                return {**target, **rest, ORIGIN: target.get(ORIGIN, where)}, deps | more
+            return {"allOf": [target, rest], ORIGIN: where}, deps | more
+        out: dict[str, Any] = {ORIGIN: where}
         found: frozenset[str] = frozenset()
         for key, value in node.items():
             here = pointer.join(where, key)

@@ -8,6 +8,10 @@ property is expressed as "required but may be null". Only some keywords are unde
 "Faithful" here means: the strict schema accepts the same arguments as the original, except
 for the removed keywords (each reported), closed objects (a free-form map is reported), and
 `null` standing for "not sent" on formerly optional properties (the caller drops such nulls).
+Keywords next to `anyOf` are distributed into its branches (`X and (A or B)` is
+`(X and A) or (X and B)`; branches that can never match are dropped, one left is the schema
+itself), and a plain `anyOf` inside an `anyOf` is spliced into it. Errors carry the spec
+location of the node (`walk.ORIGIN`) as `Note.source`.
 When that is impossible the operation fails with one error per place: an object root is
 missing, an `allOf` whose parts conflict, a schema with no type (any JSON value), an array
 with no item schema, or one of the API limits (properties, nesting, enum values, characters).
@@ -24,8 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runpoller_actions import pointer
+from runpoller_actions.allof import merge_parts
 from runpoller_actions.diagnostics import Note
 from runpoller_actions.limits import limit_errors
+from runpoller_actions.walk import ORIGIN
 
 SUPPORTED_FORMATS = frozenset(
     {"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"}
@@ -93,13 +99,39 @@ def make_nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _types_of(node: Mapping[str, Any]) -> set[str] | None:
+    """The declared types of a schema, `integer` implied by `number`; None if undeclared."""
+    kind = node.get("type")
+    if isinstance(kind, str):
+        kinds = {kind}
+    elif isinstance(kind, list) and all(isinstance(k, str) for k in kind):
+        kinds = set(kind)
+    else:
+        return None
+    return kinds | {"integer"} if "number" in kinds else kinds
+
+
+def _is_plain_union(node: Any) -> bool:
+    """`{anyOf: [...]}` with at most annotations beside it: its branches can be spliced."""
+    return (
+        isinstance(node, Mapping)
+        and isinstance(node.get("anyOf"), list)
+        and set(node) <= {"anyOf", *ANNOTATIONS}
+    )
+
+
 @dataclass
 class _Rewriter:
     warnings: list[Note] = field(default_factory=list)
     errors: list[Note] = field(default_factory=list)
+    origin: str | None = None  # where in the spec the node being rewritten came from
+    origin_at: str = ""  # ...and where that node is in the parameters schema
 
     def fail(self, at: str, message: str) -> dict[str, Any]:
-        self.errors.append(Note(at, message))
+        source = self.origin
+        if source is not None and at.startswith(self.origin_at):
+            source += at[len(self.origin_at) :]  # the same keyword below the spec's node
+        self.errors.append(Note(at, message, source))
         return {}
 
     def drop(self, at: str, key: str, why: str = "not supported in strict mode") -> None:
@@ -154,6 +186,18 @@ class _Rewriter:
         return []
 
     def node(self, schema: Any, at: str) -> dict[str, Any]:
+        saved = self.origin, self.origin_at
+        if isinstance(schema, Mapping):
+            found = schema.get(ORIGIN)
+            if isinstance(found, str):
+                self.origin, self.origin_at = found, at
+            schema = {k: v for k, v in schema.items() if k != ORIGIN}
+        try:
+            return self.rewrite(schema, at)
+        finally:
+            self.origin, self.origin_at = saved
+
+    def rewrite(self, schema: Any, at: str) -> dict[str, Any]:
         if schema is True or (isinstance(schema, Mapping) and not schema):
             return self.fail(at, "this schema accepts any JSON value; strict mode needs a type")
         if not isinstance(schema, Mapping):
@@ -188,20 +232,72 @@ class _Rewriter:
         if not isinstance(branches, list) or not branches:
             return self.fail(pointer.join(at, "anyOf"), "anyOf must be a non-empty list")
         out: dict[str, Any] = {}
+        shared: dict[str, Any] = {}
         for key, value in node.items():
             if key == "anyOf":
-                out[key] = [
-                    self.node(b, pointer.join(at, "anyOf", i)) for i, b in enumerate(branches)
-                ]
-            elif key in ANNOTATIONS:
+                continue
+            if key in ANNOTATIONS:
                 out[key] = value
             elif key in KEYWORDS_ANY_TYPE or any(key in s for s in KEYWORDS_BY_TYPE.values()):
-                return self.fail(
-                    pointer.join(at, key),
-                    f"'{key}' next to anyOf has no strict form (move it into each branch)",
-                )
+                shared[key] = value
             else:
                 self.drop(at, key)
+        if shared:
+            distributed = self.distribute(shared, branches, at)
+            if distributed is None:
+                return {}
+            branches = distributed
+        if len(branches) == 1:  # X and (A) is X and A: no union left
+            only = branches[0]
+            single = dict(only) if isinstance(only, Mapping) else only
+            if isinstance(single, dict):
+                for key, value in out.items():
+                    single.setdefault(key, value)
+            return self.node(single, pointer.join(at, "anyOf", 0))
+        flat: list[Any] = []
+        for i, branch in enumerate(branches):
+            rewritten = self.node(branch, pointer.join(at, "anyOf", i))
+            for part in rewritten["anyOf"] if _is_plain_union(rewritten) else [rewritten]:
+                if part not in flat:  # nested anyOf spliced in; a repeated branch adds nothing
+                    flat.append(part)
+        out["anyOf"] = flat
+        return out
+
+    def distribute(self, shared: dict[str, Any], branches: list[Any], at: str) -> list[Any] | None:
+        """`X` next to `anyOf: [A, B]` → `anyOf: [X∧A, X∧B]` (the same set of values).
+
+        A branch whose types are disjoint from X's can never match and is dropped; a branch
+        that cannot be merged with X (a `$ref`, conflicting constraints) makes this fail.
+        """
+        keys = ", ".join(f"'{k}'" for k in shared)
+        wanted = _types_of(shared)
+        out: list[Any] = []
+        for i, branch in enumerate(branches):
+            here = pointer.join(at, "anyOf", i)
+            if (
+                branch is True
+                or branch == {}
+                or (isinstance(branch, Mapping) and set(branch) == {ORIGIN})
+            ):
+                out.append(dict(shared))
+                continue
+            if not isinstance(branch, Mapping) or "$ref" in branch:
+                self.fail(here, f"{keys} next to anyOf cannot be merged into this branch")
+                return None
+            kinds = _types_of(branch)
+            if wanted is not None and kinds is not None and not (wanted & kinds):
+                self.warnings.append(
+                    Note(here, f"anyOf branch dropped: it can never match next to {keys}")
+                )
+                continue
+            merged = merge_parts([branch, shared])
+            if "allOf" in merged:
+                self.fail(here, f"{keys} next to anyOf conflicts with this branch; no strict form")
+                return None
+            out.append(merged)
+        if not out:
+            self.fail(at, f"no anyOf branch can match next to {keys}")
+            return None
         return out
 
     def typed(self, node: dict[str, Any], at: str) -> dict[str, Any]:

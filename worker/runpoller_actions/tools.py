@@ -45,10 +45,13 @@ class Operation:
     content_type: str | None
     strict: bool
     arguments: dict[str, Argument]
+    # Form and multipart bodies: field → (style, explode, content type), for every field
+    # (also when the body is one argument `body`); empty for JSON.
+    encoding: dict[str, tuple[str | None, bool | None, str | None]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Mapping entry; `url` is `server_url + path` with `{name}` still to fill."""
-        return {
+        out = {
             "method": self.method,
             "server_url": self.server_url,
             "path": self.path,
@@ -58,6 +61,16 @@ class Operation:
             "strict": self.strict,
             "arguments": {name: arg.to_json() for name, arg in self.arguments.items()},
         }
+        if self.encoding:
+            out["encoding"] = {
+                name: {
+                    key: value
+                    for key, value in zip(("style", "explode", "content_type"), how, strict=True)
+                    if value is not None
+                }
+                for name, how in self.encoding.items()
+            }
+        return out
 
 
 @dataclass(frozen=True)

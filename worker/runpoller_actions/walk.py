@@ -44,3 +44,17 @@ def map_children(node: Mapping[str, Any], visit: Visit, where: str) -> dict[str,
         else:
             out[key] = value
     return out
+
+
+# Private key the expander puts on every schema node: the JSON pointer of that node in the
+# spec, so strict-mode errors can point into the input. Stripped from every emitted schema.
+ORIGIN = "$$origin"
+
+
+def strip_origins(value: Any) -> Any:
+    """A copy of `value` without `ORIGIN` keys, at any depth."""
+    if isinstance(value, Mapping):
+        return {k: strip_origins(v) for k, v in value.items() if k != ORIGIN}
+    if isinstance(value, list):
+        return [strip_origins(v) for v in value]
+    return value

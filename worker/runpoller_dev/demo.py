@@ -32,6 +32,7 @@ from runpoller.client import RunpollerClient
 from runpoller.config import load_settings
 from runpoller.protocol import FinalEvent, RequiresActionEvent, StatusEvent
 from runpoller_dev.devredis import _ping, free_port
+from runpoller_dev.node_example import run_node_example
 from runpoller_fake import FakeServer, FakeState, start_fake_server
 
 DEMO_KEY = "sk-demo-not-a-real-key"
@@ -359,6 +360,7 @@ async def run_demo(*, fast: bool = False) -> int:
                     print(f"       error: {final.error.code}: {final.error.message}")
         await print_wakes(metrics_port, runs)
         example_ok = await run_example_app(env)
+        example_ok = await run_node_example(env) and example_ok  # issue 21: examples/node
         await print_stats(redis, redis_url, namespace)
         elapsed = time.monotonic() - started
         print(f"\ndone in {elapsed:.1f}s; stopping the worker and the fake server")

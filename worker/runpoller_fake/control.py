@@ -15,7 +15,8 @@ Not part of the OpenAI surface: no auth, no fault injection, no OpenAI headers.
   ``ended`` (no event will follow).
 - ``GET /_fake/log?since=N``: every ``/v1`` request from sequence number ``N`` on (default 0),
   as ``{"requests": [...], "next": M}``. Each entry: ``seq``, ``time`` (arrival, Unix s),
-  ``done`` (answer sent, or null while in flight), ``method``, ``path``, ``endpoint``,
+  ``done`` (answer sent, or null while in flight), ``method``, ``path``, ``query`` (the query
+  string, or null), ``endpoint``,
   ``object_id`` (the run or response addressed, or the one a create made), ``thread_id``,
   ``status`` (HTTP status, ``"dropped"``, ``"aborted"`` when the client went away, or null
   while in flight), ``peer_port``, and for side effects what identifies them:
@@ -58,6 +59,7 @@ from runpoller_fake.script import (
     describe_validation_error,
     parse_script,
 )
+from runpoller_fake.sse import STREAMED_OBJECT
 from runpoller_fake.state import FakeState
 from runpoller_fake.webhooks import WebhookFault
 
@@ -339,6 +341,7 @@ async def _record_request(
         "done": None,
         "method": request.method,
         "path": request.path,
+        "query": request.query_string or None,
         "endpoint": endpoint,
         "object_id": info.get("run_id") or info.get("response_id"),
         "thread_id": info.get("thread_id"),
@@ -357,6 +360,8 @@ async def _record_request(
     dropped = transport is None or transport.is_closing()
     entry["status"] = "dropped" if dropped else response.status
     entry["done"] = state.wall(state.now())
+    if entry["object_id"] is None:
+        entry["object_id"] = request.get(STREAMED_OBJECT)
     if entry["object_id"] is None and response.status == 200 and isinstance(response, web.Response):
         try:
             created = json.loads(response.body or b"{}")  # type: ignore[arg-type]

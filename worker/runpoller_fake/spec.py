@@ -130,14 +130,48 @@ def _relevance(error: Any) -> tuple[int, bool]:
     return (len(error.path), error.validator not in _SHALLOW)
 
 
+def _tag_mismatch(error: Any) -> bool:
+    """A branch refused because the object's ``type`` names another variant of the union."""
+    return error.validator in ("enum", "const") and list(error.relative_path) == ["type"]
+
+
+def _matching_branches(error: Any) -> list[Any]:
+    """The errors of the union branches whose ``type`` tag the object matches (all, if none):
+    a function tool without ``strict`` is told that, not that it is no ``file_search`` tool."""
+    refused = {e.relative_schema_path[0] for e in error.context if _tag_mismatch(e)}
+    kept = [e for e in error.context if e.relative_schema_path[0] not in refused]
+    return kept or list(error.context)
+
+
+def _tags_if_none_match(error: Any) -> tuple[Any, list[Any]] | None:
+    """(the object's type, every type the union allows) when no branch's tag matches it."""
+    branches: dict[Any, list[Any]] = {}
+    for e in error.context:
+        branches.setdefault(e.relative_schema_path[0], []).append(e)
+    allowed: list[Any] = []
+    for errors in branches.values():
+        tag = next((e for e in errors if _tag_mismatch(e)), None)
+        if tag is None:
+            return None
+        values = tag.validator_value if tag.validator == "enum" else [tag.validator_value]
+        allowed += [v for v in values if v not in allowed]
+    return (error.instance.get("type"), allowed) if allowed else None
+
+
 def _describe(error: Any) -> tuple[str, str]:
     # anyOf/oneOf failures only say "not valid under any"; the most relevant branch says why.
+    path = None
     while error.context:
-        error = max(error.context, key=_relevance)
-    message: str = error.message
+        tags = _tags_if_none_match(error)
+        if tags is not None:
+            path, message = [*error.absolute_path, "type"], f"{tags[0]!r} is not one of {tags[1]}"
+            break
+        error = max(_matching_branches(error), key=_relevance)
+    if path is None:
+        path, message = list(error.absolute_path), error.message
     if len(message) > _MAX_MESSAGE:
         message = message[: _MAX_MESSAGE - 3] + "..."
-    return _pointer(error.absolute_path), message
+    return _pointer(path), message
 
 
 def problems(schema_name: str, instance: object) -> list[tuple[str, str]]:

@@ -20,6 +20,8 @@ from runpoller_fake.errors import ApiError
 from runpoller_fake.lifecycle import Response
 from runpoller_fake.state import FakeState
 
+# The response a streamed reply is about (what the request log records for a create).
+STREAMED_OBJECT = web.RequestKey("fake_openai_streamed_object", str)
 # How long the writer sleeps at most between looks at the response (a cancel, a new delta).
 _IDLE_S = 0.05
 
@@ -76,6 +78,7 @@ async def stream_reply(
     """Write the events as they happen; ``cut``: close the connection after that many."""
     response, log = streamed.response, streamed.response.stream
     assert log is not None
+    request[STREAMED_OBJECT] = response.id
     reply = web.StreamResponse(
         status=200,
         headers={

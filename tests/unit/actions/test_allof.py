@@ -124,5 +124,8 @@ def test_unmergeable_all_of_fails_in_strict_mode_with_its_pointer() -> None:
     result = convert(body_spec(schema, strict=True))
     assert not result.tools
     (error,) = result.errors
-    assert error.pointer == "/properties/code/allOf"
+    assert error.pointer == (
+        "#/paths/~1items/post/requestBody/content/application~1json/schema/properties/code/allOf"
+    )
+    assert error.schema_pointer == "/properties/code/allOf"
     assert "allOf" in error.message

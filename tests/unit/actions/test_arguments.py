@@ -160,18 +160,23 @@ def test_first_json_media_type_wins_and_is_recorded() -> None:
         "content": {
             "application/xml": {"schema": {"type": "object"}},
             "application/merge-patch+json": {"schema": {"type": "object", "properties": {}}},
-        }
+        },
+        "required": True,
     }
     result = convert(operation(parameters=[param("id", "path")], requestBody=body))
     assert result.operations["op"].content_type == "application/merge-patch+json"
 
 
-def test_non_json_body_is_a_clear_error() -> None:
-    body = {"content": {"multipart/form-data": {"schema": {"type": "object"}}}}
+def test_a_body_no_tool_can_send_is_a_clear_error_with_its_pointer() -> None:
+    body = {
+        "required": True,
+        "content": {"application/xml": {"schema": {"type": "object"}}, "text/plain": {}},
+    }
     result = convert(operation(parameters=[param("id", "path")], requestBody=body))
     assert messages(result) == [
-        "op (POST /items/{id}): the request body is not JSON (content types: "
-        "multipart/form-data); only JSON request bodies can be sent by a tool"
+        "op (POST /items/{id}) #/paths/~1items~1{id}/post/requestBody/content: the request "
+        "body has no media type a tool can send (application/xml, text/plain); supported: "
+        "JSON, application/x-www-form-urlencoded, and multipart/form-data without file parts"
     ]
 
 

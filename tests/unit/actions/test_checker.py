@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from runpoller_actions import validate_strict
+from runpoller_actions import validate_strict, validate_tool, validate_tools
 
 GOOD: dict[str, Any] = {
     "type": "object",
@@ -178,3 +178,38 @@ def test_character_budget_counts_names_and_values() -> None:
 def test_never_raises_on_junk(junk: Any) -> None:
     validate_strict(junk)
     validate_strict(with_prop(junk))
+
+
+def tool(**fields: Any) -> dict[str, Any]:
+    body = {"name": "ok_name-1", "description": "d", "parameters": GOOD, "strict": True}
+    return {"type": "function", "function": {**body, **fields}}
+
+
+def found(problems: list[Any]) -> list[tuple[str, str]]:
+    return [(p.pointer, p.rule) for p in problems]
+
+
+def test_a_good_tool_in_both_shapes() -> None:
+    assert validate_tool(tool()) == []
+    assert validate_tool({"type": "function", **tool()["function"]}) == []
+
+
+def test_tool_name_description_and_strict_parameters() -> None:
+    assert found(validate_tool(tool(name="a.b"))) == [("/name", "name")]
+    assert found(validate_tool(tool(name="x" * 65))) == [("/name", "name")]
+    assert found(validate_tool(tool(description="x" * 1025))) == [
+        ("/description", "description-length")
+    ]
+    loose = {"type": "object", "properties": {"a": {"type": "string"}}}
+    assert found(validate_tool(tool(parameters=loose))) == [
+        ("/parameters", "additional-properties"),
+        ("/parameters", "required"),
+    ]
+    assert validate_tool(tool(parameters=loose, strict=False)) == []
+
+
+def test_tools_per_request_and_duplicate_names() -> None:
+    many = [tool(name=f"t{i}") for i in range(129)]
+    assert found(validate_tools(many)) == [("", "max-tools")]
+    assert validate_tools(many[:128]) == []
+    assert found(validate_tools([tool(), tool()])) == [("/1/name", "name")]

@@ -176,3 +176,28 @@ def test_a_converter_bug_in_one_operation_is_reported_not_raised(
         "get_boom (GET /boom): internal error while converting (KeyError: 'surprise'); "
         "please report it with the spec"
     ]
+
+
+def test_path_with_a_query_or_fragment_is_a_warning() -> None:
+    doc = spec({"/responses?beta=true": {"post": op()}, "/token#refresh": {"get": op()}})
+    found = [w.message for w in convert(doc).warnings if "query or fragment" in w.message]
+    assert len(found) == 2
+    assert found[0].startswith("path '/responses?beta=true' contains a query or fragment")
+
+
+def test_more_tools_than_one_request_accepts_is_a_warning() -> None:
+    paths = {f"/p{i}": {"get": {"operationId": f"p{i}"}} for i in range(129)}
+    result = convert(spec(paths))
+    assert len(result.tools) == 129
+    assert messages(result, "warnings") == [
+        "129 tools: one API request accepts at most 128; send a subset"
+    ]
+    assert convert(spec(dict(list(paths.items())[:128]))).warnings == []
+
+
+def test_server_on_a_link_local_address_is_a_warning() -> None:
+    doc = spec({"/": {"get": op()}}, servers=[{"url": "http://169.254.169.254/latest/"}])
+    assert messages(convert(doc), "warnings") == [
+        "server URL 'http://169.254.169.254/latest' is a link-local address (169.254.169.254); "
+        "an executor should refuse to call it unless that is intended"
+    ]

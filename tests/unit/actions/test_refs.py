@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from runpoller_actions.refs import Expander, RefError, follow
+from runpoller_actions.walk import ORIGIN, strip_origins
 
 from .helpers import body_spec, convert, only_tool
 
@@ -44,7 +45,16 @@ ROOT: dict[str, Any] = {
 
 def expand(schema: Any) -> tuple[Any, dict[str, Any]]:
     expander = Expander(ROOT)
-    return expander.expand(schema, "#/test"), expander.defs
+    return strip_origins(expander.expand(schema, "#/test")), strip_origins(expander.defs)
+
+
+def test_every_expanded_node_records_where_it_is_in_the_spec() -> None:
+    expanded = Expander(ROOT).expand({"$ref": "#/components/schemas/Owner"}, "#/test")
+    assert expanded[ORIGIN] == "#/components/schemas/Owner"
+    pets = expanded["properties"]["pets"]
+    assert pets[ORIGIN] == "#/components/schemas/Owner/properties/pets"
+    assert pets["items"][ORIGIN] == "#/components/schemas/Pet"
+    assert pets["items"]["properties"]["name"][ORIGIN] == "#/components/schemas/Name"
 
 
 def test_local_ref_is_inlined() -> None:

@@ -176,7 +176,17 @@ def test_missing_type_is_inferred_from_keywords() -> None:
         ({"type": "array"}, "/properties/x", "no 'items' schema"),
         ({"type": "array", "prefixItems": [{"type": "string"}]}, "/properties/x", "tuple"),
         ({"allOf": [{"type": "string"}, {"type": "integer"}]}, "/properties/x/allOf", "allOf"),
-        ({"type": "string", "anyOf": [{"type": "string"}]}, "/properties/x/type", "next to anyOf"),
+        (
+            {"pattern": "^a", "anyOf": [{"type": "string", "pattern": "^b"}]},
+            "/properties/x/anyOf/0",
+            "conflicts with this branch",
+        ),
+        ({"type": "string", "anyOf": [{"type": "integer"}]}, "/properties/x", "no anyOf branch"),
+        (
+            {"type": "object", "anyOf": [{"$ref": "#/$defs/A"}]},
+            "/properties/x/anyOf/0",
+            "cannot be merged",
+        ),
         ({"type": "string", "enum": []}, "/properties/x/enum", "non-empty"),
     ],
 )
@@ -248,8 +258,9 @@ def test_errors_fail_one_operation_and_keep_the_warnings() -> None:
     )
     assert not result.tools
     assert messages(result) == [
-        "create (POST /items) /properties/a: no faithful strict form: this schema accepts any "
-        "JSON value; strict mode needs a type"
+        "create (POST /items) #/paths/~1items/post/requestBody/content/application~1json/"
+        "schema/properties/a: no faithful strict form: this schema accepts any JSON value; "
+        "strict mode needs a type [parameters /properties/a]"
     ]
     assert len(result.warnings) == 1
 

@@ -110,3 +110,25 @@ def test_only_the_fake_extra_is_explained() -> None:
         raise ModuleNotFoundError("No module named 'fakeredis'", name="fakeredis")
     with pytest.raises(ModuleNotFoundError), _needs_fake_extra("demo"):
         raise ModuleNotFoundError("No module named 'nope'", name="nope")
+
+
+def test_fake_openai_help_lists_the_built_in_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
+    from runpoller_fake import BUILTIN_SCENARIOS
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fake-openai", "--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "metadata.fake_scenario" in out and "docs/fake-server.md" in out
+    for kind, label in (("run", "runs"), ("response", "responses")):
+        assert f"built-in scenarios for {label}: {', '.join(BUILTIN_SCENARIOS[kind])}" in out
+
+
+def test_docs_fake_server_describes_every_built_in_scenario() -> None:
+    from pathlib import Path
+
+    from runpoller_fake import BUILTIN_SCENARIOS
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "fake-server.md").read_text("utf-8")
+    names = set(BUILTIN_SCENARIOS["run"]) | set(BUILTIN_SCENARIOS["response"])
+    assert {name for name in names if f"| `{name}` |" not in doc} == set()

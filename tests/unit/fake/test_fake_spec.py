@@ -109,6 +109,17 @@ def test_sdk_style_create_response_body_is_valid() -> None:
     assert spec.validate("CreateResponse", body) == []
 
 
+def test_a_union_member_is_faulted_by_the_branch_its_type_names() -> None:
+    # Issue 21: a function tool without `strict` was refused as "'function' is not one of
+    # ['file_search']" (the deepest error of a branch whose type tag did not even match).
+    tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+    body = {"model": "gpt-4o", "input": "hi", "tools": [tool]}
+    assert spec.validate("CreateResponse", body) == ["/tools/0: 'strict' is a required property"]
+    assert spec.validate("CreateResponse", {**body, "tools": [{**tool, "strict": False}]}) == []
+    unknown = spec.validate("CreateResponse", {**body, "tools": [{**tool, "type": "nope"}]})
+    assert unknown[0].startswith("/tools/0/type: 'nope' is not one of ['function', 'file_search',")
+
+
 def test_empty_page_ids_are_the_only_tolerated_deviation() -> None:
     empty: dict[str, Any] = {
         "object": "list",

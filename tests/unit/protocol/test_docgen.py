@@ -27,3 +27,21 @@ def test_doc_lists_every_final_status() -> None:
     statuses = FinalEvent.model_json_schema()["properties"]["status"]["enum"]
     for status in statuses:
         assert f"`{status}`" in text
+
+
+def test_the_key_ring_test_vector_is_what_the_workers_decrypt() -> None:
+    import base64
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from runpoller.secrets import AAD, decrypt, parse_key_ring
+
+    vector = docgen.KEY_RING_VECTOR
+    ring = parse_key_ring(vector["ring"])
+    assert ring == parse_key_ring(vector["ring_padded_standard"]) == {"k2026": bytes(range(32))}
+    assert decrypt(vector["api_key"], ring) == vector["plaintext"]
+    nonce = bytes.fromhex(vector["nonce_hex"])
+    sealed = AESGCM(ring["k2026"]).encrypt(nonce, vector["plaintext"].encode(), AAD)
+    body = base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+    assert vector["api_key"] == f"enc:v1:k2026:{body}"
+    assert vector["api_key"] in docgen.render()

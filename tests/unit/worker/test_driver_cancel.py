@@ -32,7 +32,7 @@ class Backend:
         await self.hold.wait()
         return Observation(Status.IN_PROGRESS, "in_progress", state.object_id)
 
-    async def create(self, job: Any, api_key: str) -> Observation:
+    async def create(self, job: Any, api_key: str, *_: Any) -> Observation:
         self.calls.append("create")
         return Observation(Status.QUEUED, "queued", "resp_new")
 

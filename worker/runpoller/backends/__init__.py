@@ -26,26 +26,53 @@ def object_id_of(data: Mapping[str, Any]) -> str:
     return value if isinstance(value, str) else ""
 
 
+class Progress(Protocol):
+    """Where a streamed run's text goes as it is written (the driver's coalescing writer)."""
+
+    def after(self, object_id: str) -> int:
+        """The last sequence number of ``object_id``'s stream already taken (-1: none):
+        where a stream resumes."""
+        ...
+
+    def text(self, object_id: str, sequence_number: int, delta: str) -> None:
+        """Text event ``sequence_number`` of ``object_id``'s stream said ``delta``."""
+        ...
+
+
 class Backend(Protocol):
     """The I/O an engine decision may ask for (one method per :class:`~runpoller.engine.Op`),
     for one kind of job.
 
     ``memo`` is the run's own scratch space, kept by the driver for the run's lifetime: a
-    backend may keep what it prepared for the run there (its poll request), not per poll.
+    backend may keep what it prepared for the run there (its poll request, an open stream),
+    not per poll; :func:`close_memo` lets go of what it holds when the run ends. ``progress``
+    takes a streamed run's text.
     """
 
-    async def create(self, job: Any, api_key: str) -> Observation:
+    async def create(
+        self, job: Any, api_key: str, memo: dict[str, Any] | None = None
+    ) -> Observation:
         """Create the run's object from the job (asked for when the state has no object id)."""
         ...
 
     async def get(
-        self, job: Any, state: RunState, api_key: str, memo: dict[str, Any]
+        self,
+        job: Any,
+        state: RunState,
+        api_key: str,
+        memo: dict[str, Any],
+        progress: Progress | None = None,
     ) -> Observation: ...
 
     async def cancel(self, job: Any, state: RunState, api_key: str) -> Observation: ...
 
     async def submit(
-        self, job: Any, state: RunState, api_key: str, outputs: tuple[tuple[str, str], ...]
+        self,
+        job: Any,
+        state: RunState,
+        api_key: str,
+        outputs: tuple[tuple[str, str], ...],
+        memo: dict[str, Any] | None = None,
     ) -> Observation: ...
 
     async def fetch_result(
@@ -53,4 +80,21 @@ class Backend(Protocol):
     ) -> RunResult: ...
 
 
-__all__ = ["AssistantsRunJob", "Backend", "ResponseJob", "RunResult", "object_id_of"]
+async def close_memo(memo: dict[str, Any]) -> None:
+    """Let go of what a backend holds open in a run's memo (a stream) when the run ends."""
+    for value in list(memo.values()):
+        close = getattr(value, "aclose", None)
+        if close is not None:
+            await close()
+    memo.clear()
+
+
+__all__ = [
+    "AssistantsRunJob",
+    "Backend",
+    "Progress",
+    "ResponseJob",
+    "RunResult",
+    "close_memo",
+    "object_id_of",
+]

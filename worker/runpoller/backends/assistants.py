@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from runpoller.backends import RunResult, object_id_of
+from runpoller.backends import Progress, RunResult, object_id_of
 from runpoller.engine import Observation, RunState, Status, ToolCallRequest
 from runpoller.http.api import ApiClient, ApiResponse
 from runpoller.protocol import AssistantsRunJob
@@ -87,12 +87,19 @@ class AssistantsBackend:
     def _run_path(self, job: AssistantsRunJob, *tail: str) -> tuple[str | tuple[str, str], ...]:
         return ("threads", ("thread_id", job.thread_id), "runs", ("run_id", job.run_id), *tail)
 
-    async def create(self, job: AssistantsRunJob, api_key: str) -> Observation:
+    async def create(
+        self, job: AssistantsRunJob, api_key: str, memo: dict[str, Any] | None = None
+    ) -> Observation:
         """Never asked for: an Assistants job always names the run the app created."""
         raise NotImplementedError("assistants runs are created by the app, not the worker")
 
     async def get(
-        self, job: AssistantsRunJob, state: RunState, api_key: str, memo: dict[str, Any]
+        self,
+        job: AssistantsRunJob,
+        state: RunState,
+        api_key: str,
+        memo: dict[str, Any],
+        progress: Progress | None = None,
     ) -> Observation:
         target = memo.get("get")
         if target is None:  # the same URL for the whole run: built at its first poll
@@ -113,6 +120,7 @@ class AssistantsBackend:
         state: RunState,
         api_key: str,
         outputs: tuple[tuple[str, str], ...],
+        memo: dict[str, Any] | None = None,
     ) -> Observation:
         body = {"tool_outputs": [{"tool_call_id": cid, "output": out} for cid, out in outputs]}
         response = await self.api.request(

@@ -10,6 +10,15 @@ instead of a response id has the worker create the response (the engine's CREATE
 this module does not know maps to the engine's ``unknown`` (the raw one kept): the run keeps
 polling and the deadline cancels it. The answer's id is handed over as is (``""`` when it has
 none): the engine checks it against the one requested.
+
+A job with ``stream: true`` is created (and continued) with ``stream: true``: the create's
+answer is the stream's first event (``response.created``), and the stream stays open in the
+run's memo for the next read, which follows it, handing each text delta to ``progress``,
+until an end event (``response.completed``/``failed``/``incomplete``) carries the response.
+A stream that breaks is resumed at once after the last sequence number taken
+(``starting_after``); one that cannot be opened, or ends without an end event (a cancelled
+response has none), gives way to a plain GET, and the next read tries the stream again;
+after ``MAX_STREAM_FAILURES`` streams in a row that brought nothing, the run is only polled.
 """
 
 from __future__ import annotations
@@ -17,9 +26,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from runpoller.backends import RunResult, object_id_of
-from runpoller.engine import Observation, RunState, Status, ToolCallRequest
-from runpoller.http.api import ApiClient, ApiResponse
+from runpoller.backends import Progress, RunResult, object_id_of
+from runpoller.engine import Failure, Observation, RunState, Status, ToolCallRequest
+from runpoller.http.api import ApiClient, ApiFailure, ApiResponse, EventStream
 from runpoller.protocol import ResponseJob
 
 _STATUS = {
@@ -47,7 +56,9 @@ def function_calls(data: Mapping[str, Any]) -> tuple[ToolCallRequest, ...]:
     return tuple(calls)
 
 
-def observe(data: Mapping[str, Any], poll_after_s: float | None = None) -> Observation:
+def observe(
+    data: Mapping[str, Any], poll_after_s: float | None = None, *, follow_now: bool = False
+) -> Observation:
     """Map a ``Response`` onto an :class:`Observation` (an unknown status is ``unknown``)."""
     raw_status = str(data.get("status"))
     status = _STATUS.get(raw_status, Status.UNKNOWN)
@@ -77,6 +88,7 @@ def observe(data: Mapping[str, Any], poll_after_s: float | None = None) -> Obser
         poll_after_s=poll_after_s,
         cancellable=cancellable,
         answer_creates=True,  # a continuation is a new background response
+        follow_now=follow_now,
         payload=data,
     )
 
@@ -101,24 +113,136 @@ CARRIED_FROM_REQUEST = ("model", "instructions", "tools", "tool_choice", "parall
 otherwise: the API does not carry these over through ``previous_response_id``."""
 
 
+_END_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
+_DELTA = "response.output_text.delta"
+MAX_STREAM_FAILURES = 3
+"""Streams in a row that brought no event before a run is only polled."""
+MAX_RESUMES = 5
+"""Breaks one read resumes at once before it gives way to a plain GET."""
+
+
+class OpenStream:
+    """A response's stream held open between two reads of the run (kept in its memo)."""
+
+    def __init__(self, object_id: str, events: EventStream) -> None:
+        self.object_id = object_id
+        self.events = events
+
+    async def aclose(self) -> None:
+        await self.events.aclose()
+
+
 class ResponsesBackend:
     def __init__(self, api: ApiClient) -> None:
         self.api = api
 
-    async def _create(self, body: Mapping[str, Any], api_key: str) -> Observation:
+    async def _create(
+        self, body: Mapping[str, Any], api_key: str, memo: dict[str, Any] | None, stream: bool
+    ) -> Observation:
         payload = {**body, "background": True, "store": True}
-        response = await self.api.request(
+        if not stream or memo is None:
+            response = await self.api.request(
+                "POST", ("responses",), api_key=api_key, json_body=payload
+            )
+            return _observe(response)
+        payload["stream"] = True
+        events = await self.api.open_stream(
             "POST", ("responses",), api_key=api_key, json_body=payload
         )
-        return _observe(response)
+        try:
+            first = await events.next()
+        except ApiFailure:
+            await events.aclose()
+            raise
+        created = first.get("response") if first is not None else None
+        if (
+            first is None
+            or first.get("type") != "response.created"
+            or not isinstance(created, Mapping)
+        ):
+            await events.aclose()
+            # The request was answered with a stream: the response may well exist.
+            raise ApiFailure(
+                Failure(
+                    "the stream did not begin with response.created",
+                    retryable=True,
+                    ambiguous=True,
+                )
+            )
+        await _drop_stream(memo)
+        memo["stream"] = OpenStream(object_id_of(created), events)
+        return observe(created, follow_now=True)
 
-    async def create(self, job: ResponseJob, api_key: str) -> Observation:
+    async def create(
+        self, job: ResponseJob, api_key: str, memo: dict[str, Any] | None = None
+    ) -> Observation:
         """Create the response the job describes (its ``request``)."""
-        return await self._create(job.request or {}, api_key)
+        return await self._create(job.request or {}, api_key, memo, job.stream)
 
     async def get(
-        self, job: ResponseJob, state: RunState, api_key: str, memo: dict[str, Any]
+        self,
+        job: ResponseJob,
+        state: RunState,
+        api_key: str,
+        memo: dict[str, Any],
+        progress: Progress | None = None,
     ) -> Observation:
+        if job.stream and progress is not None:
+            followed = await self._follow(state, api_key, memo, progress)
+            if followed is not None:
+                return followed
+        return await self._poll(state, api_key, memo)
+
+    async def _follow(
+        self, state: RunState, api_key: str, memo: dict[str, Any], progress: Progress
+    ) -> Observation | None:
+        """Read the response's stream to its end event; None: poll instead (the stream
+        could not be had, or ended without saying how the response ended)."""
+        object_id = state.object_id
+        held = memo.pop("stream", None)
+        if held is not None and held.object_id != object_id:
+            await held.aclose()
+            held = None
+        if held is None and memo.get("stream_failures", 0) >= MAX_STREAM_FAILURES:
+            return None
+        events = held.events if held is not None else None
+        for _ in range(MAX_RESUMES + 1):
+            took = False
+            try:
+                if events is None:
+                    after = progress.after(object_id)
+                    params = {"stream": "true"}
+                    if after >= 0:
+                        params["starting_after"] = str(after)
+                    events = await self.api.open_stream(
+                        "GET",
+                        ("responses", ("response_id", object_id)),
+                        api_key=api_key,
+                        params=params,
+                    )
+                while (event := await events.next()) is not None:
+                    took = True
+                    memo["stream_failures"] = 0
+                    kind = event.get("type")
+                    number = event.get("sequence_number")
+                    if kind == _DELTA and isinstance(number, int):
+                        progress.text(object_id, number, str(event.get("delta", "")))
+                    response = event.get("response")
+                    if kind in _END_EVENTS and isinstance(response, Mapping):
+                        return observe(response)
+            except ApiFailure as exc:
+                if not exc.failure.retryable:
+                    memo["stream_failures"] = MAX_STREAM_FAILURES  # e.g. not created streaming
+            finally:
+                if events is not None:
+                    await events.aclose()
+                events = None
+            if not took:
+                memo["stream_failures"] = memo.get("stream_failures", 0) + 1
+                return None
+        return None
+
+    async def _poll(self, state: RunState, api_key: str, memo: dict[str, Any]) -> Observation:
         # Built once per response followed (a tool round continues under a new id).
         prepared = memo.get("get")
         if prepared is None or prepared[0] != state.object_id:
@@ -140,6 +264,7 @@ class ResponsesBackend:
         state: RunState,
         api_key: str,
         outputs: tuple[tuple[str, str], ...],
+        memo: dict[str, Any] | None = None,
     ) -> Observation:
         body: dict[str, Any] = dict(job.continuation or {})
         # The API carries none of these over through previous_response_id: a continuation
@@ -152,7 +277,7 @@ class ResponsesBackend:
             {"type": "function_call_output", "call_id": call_id, "output": output}
             for call_id, output in outputs
         ]
-        return await self._create(body, api_key)
+        return await self._create(body, api_key, memo, job.stream)
 
     async def fetch_result(
         self, job: ResponseJob, state: RunState, api_key: str, last: Observation | None
@@ -163,3 +288,9 @@ class ResponsesBackend:
             return RunResult(None, detail)
         detail["output"] = list(data.get("output") or [])
         return RunResult(output_text(data), detail)
+
+
+async def _drop_stream(memo: dict[str, Any]) -> None:
+    held = memo.pop("stream", None)
+    if held is not None:
+        await held.aclose()

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import textwrap
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -85,6 +86,33 @@ def _cmd_fake_openai(args: argparse.Namespace) -> int:
     return 0
 
 
+class _FakeHelp(argparse.Action):
+    """``fake-openai --help`` with the built-in scenarios, read from the fake only when asked
+    (importing it needs the `fake` extra and its schemas, which other commands never load)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show this help message and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any, **__: Any) -> None:
+        lines = [
+            "Script a run or response with metadata.fake_scenario on create: a built-in name "
+            "below, a name registered with POST /_fake/scenarios, or a JSON script "
+            "(docs/fake-server.md).",
+        ]
+        with _needs_fake_extra("fake-openai"):
+            from runpoller_fake import BUILTIN_SCENARIOS
+
+        for label, names in (
+            ("runs", BUILTIN_SCENARIOS["run"]),
+            ("responses", BUILTIN_SCENARIOS["response"]),
+        ):
+            lines.append(f"built-in scenarios for {label}: {', '.join(names)}")
+        parser.epilog = "\n".join(textwrap.fill(line, 79) for line in lines)
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        parser.print_help()
+        parser.exit()
+
+
 def _job_from_args(args: argparse.Namespace) -> dict[str, Any]:
     job: dict[str, Any]
     if args.response_id:
@@ -138,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="start a worker")
     p.set_defaults(func=_cmd_worker)
 
-    p = sub.add_parser("fake-openai", help="serve the bundled fake OpenAI API")
+    p = sub.add_parser("fake-openai", help="serve the bundled fake OpenAI API", add_help=False)
+    p.add_argument("-h", "--help", action=_FakeHelp)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8011)
     p.add_argument(

@@ -78,6 +78,9 @@ class Observation:
     answer_creates: bool = False
     """True when answering the tool calls creates a new object (a Responses continuation):
     such a submit, once sent, is never sent again unless it was surely not processed."""
+    follow_now: bool = False
+    """The answer came on a stream that stays open (a streamed create): the next read follows
+    it at once, not after an interval."""
     payload: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     """The backend's own object, handed back to it when results are collected."""
 
@@ -172,6 +175,11 @@ class RunState:
     """The last status the API reported that the backend does not know (``""`` until one is
     seen; never cleared, so it is reported once per run): what the final event reports as
     the API's status while :attr:`last_status` is :attr:`Status.UNKNOWN`."""
+    stream_object: str = ""
+    stream_seq: int = -1
+    """A streamed run's progress so far: the last ``sequence_number`` of ``stream_object``'s
+    stream whose text is in the run's events (-1: none). The rules never read it; the driver
+    writes it with each ``progress`` event, and a new owner resumes the stream after it."""
 
     def durable_changed(self, other: RunState) -> bool:
         """Whether ``other`` differs in more than the transient fields: worth persisting."""

@@ -251,8 +251,11 @@ def on_observation(
         state = _cancel_at_deadline(state, now, effects)
         return _send_cancel(state, now, effects)
 
-    at = min(now + _interval(state, obs, now, policy), state.deadline)
     awaiting = state.phase is Phase.AWAITING_OUTPUTS
+    if obs.follow_now and not awaiting:
+        at = now  # the answer's stream is open: read on
+    else:
+        at = min(now + _interval(state, obs, now, policy), state.deadline)
     return Decision(state, tuple(effects), Next(_read(state), at, wake_on_reply=awaiting))
 
 

@@ -9,6 +9,7 @@ has already moved on. Path segments are validated before they reach a URL.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import re
@@ -19,6 +20,7 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
+from httpx_sse import EventSource
 
 from runpoller.engine import Failure
 from runpoller.protocol import API_ID_PATTERN
@@ -156,12 +158,16 @@ class ApiClient:
         *,
         assistants_version: int = 2,
         transport: httpx.AsyncBaseTransport | None = None,
+        stream_http: httpx.AsyncClient | None = None,
     ) -> None:
         """``transport``: the one ``http`` sends through; given, a prepared request without a
         body is handed to it directly (httpx's transport API), skipping the client's per-call
         machinery (auth and redirect flows, mount lookup, cookie handling): the client has
-        nothing to add to such a request (see :func:`make_http_client`)."""
+        nothing to add to such a request (see :func:`make_http_client`). ``stream_http``: the
+        client streams are opened with (default ``http``): its own pool, so streams held open
+        for minutes never take the connections polls need."""
         self.http = http
+        self.stream_http = stream_http or http
         self.transport = transport
         self.base_url = base_url.rstrip("/")
         self.beta = f"assistants=v{assistants_version}"
@@ -235,22 +241,8 @@ class ApiClient:
                 response = await http.request(
                     target.method, target.url, headers=target.headers, json=json_body, params=params
                 )
-        except httpx.TimeoutException as exc:
-            raise ApiFailure(
-                Failure(
-                    f"request timed out ({type(exc).__name__})",
-                    retryable=True,
-                    ambiguous=not isinstance(exc, _NOT_SENT),
-                )
-            ) from None
         except httpx.HTTPError as exc:
-            raise ApiFailure(
-                Failure(
-                    f"connection error ({type(exc).__name__})",
-                    retryable=True,
-                    ambiguous=not isinstance(exc, _NOT_SENT),
-                )
-            ) from None
+            raise ApiFailure(transport_failure(exc)) from None
         if response.status_code >= 300:
             raise ApiFailure(classify(response))
         try:
@@ -267,6 +259,97 @@ class ApiClient:
                 )
             )
         return ApiResponse(data, response.headers)
+
+    async def open_stream(
+        self,
+        method: str,
+        segments: Sequence[str | tuple[str, str]],
+        *,
+        api_key: str,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> EventStream:
+        """Send a request whose answer is a server-sent-events stream, and hand over the open
+        stream (the caller closes it). A refusal raises ApiFailure, as :meth:`send` does."""
+        target = self.endpoint(method, segments, api_key=api_key)
+        headers = httpx.Headers(target.headers)  # a copy: the target's are shared
+        headers["Accept"] = "text/event-stream"
+        http = self.stream_http
+        timeout = httpx.Timeout(STREAM_IDLE_TIMEOUT_S, connect=http.timeout.connect)
+        request = http.build_request(
+            method, target.url, headers=headers, json=json_body, params=params, timeout=timeout
+        )
+        try:
+            response = await http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise ApiFailure(transport_failure(exc)) from None
+        content_type = response.headers.get("content-type", "")
+        if response.status_code < 300 and content_type.startswith("text/event-stream"):
+            return EventStream(response)
+        try:
+            await response.aread()
+        except httpx.HTTPError as exc:
+            raise ApiFailure(transport_failure(exc)) from None
+        finally:
+            await response.aclose()
+        if response.status_code >= 300:
+            raise ApiFailure(classify(response))
+        raise ApiFailure(
+            Failure(
+                f"HTTP {response.status_code}: expected an event stream, got "
+                f"{content_type.partition(';')[0] or 'no content type'}",
+                status_code=response.status_code,
+                retryable=True,
+                ambiguous=True,  # answered with success: it was processed
+            )
+        )
+
+
+# How long an open stream may stay silent before it counts as broken (then resumed).
+STREAM_IDLE_TIMEOUT_S = 60.0
+
+
+class EventStream:
+    """An open server-sent-events answer: its events' JSON objects, in order, until it ends."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self._events = EventSource(response).aiter_sse()
+
+    async def next(self) -> dict[str, Any] | None:
+        """The next event (None: the stream ended); a broken connection raises ApiFailure."""
+        try:
+            event = await anext(self._events)
+        except StopAsyncIteration:
+            return None
+        except httpx.HTTPError as exc:
+            raise ApiFailure(transport_failure(exc)) from None
+        try:
+            data = json.loads(event.data)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise ApiFailure(
+                Failure("a stream event is not a JSON object", retryable=True, ambiguous=True)
+            )
+        return data
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._events.aclose()
+        with contextlib.suppress(Exception):
+            await self.response.aclose()
+
+
+def transport_failure(exc: httpx.HTTPError) -> Failure:
+    """A request that got no HTTP answer: a timeout or a connection error; ambiguous unless
+    it surely never left (see ``_NOT_SENT``)."""
+    what = "request timed out" if isinstance(exc, httpx.TimeoutException) else "connection error"
+    return Failure(
+        f"{what} ({type(exc).__name__})",
+        retryable=True,
+        ambiguous=not isinstance(exc, _NOT_SENT),
+    )
 
 
 def make_http_client(

@@ -23,6 +23,7 @@ from runpoller.protocol import (
     FinalEvent,
     Job,
     Keys,
+    ProgressEvent,
     ReplyRejectedEvent,
     RequiresActionEvent,
     StatusEvent,
@@ -49,6 +50,75 @@ def _codes_table() -> str:
         shown = ", ".join(f"`{status}`" for status in statuses)
         rows.append(f"| `{code.value}` | {shown} | {meaning} |")
     return "\n".join(rows)
+
+
+# ---------------------------------------------------------------- issue 21: doc gaps
+
+_ARQ_BODY_FIELDS = """\
+The job body's five fields, all required (arq reads them; a body without one, or not JSON,
+is recorded on the dead letters, never run):
+
+| field | value |
+|---|---|
+| `f` | the function: always `runpoller.run` for an app's job |
+| `a` | the arguments: an array holding exactly one job object (below) |
+| `k` | keyword arguments: always `{}` |
+| `t` | arq's try count given at enqueue: send `null` (JSON null: "the first try"). A worker \
+only logs it: a run is bounded by its deadline, never by a number of tries |
+| `et` | enqueue time, epoch ms (integer): the run's deadline is `et` plus its timeout |
+
+The key `arq:job:run:<id>` expires after a day (`PX 86400000`); the queue member is `run:<id>`
+with the enqueue time as its score (due now)."""
+
+# A test vector: key bytes 0x00..0x1f, nonce bytes 0xa0..0xab (a real value takes a random
+# nonce); tests/unit/protocol/test_docgen.py decrypts it with runpoller.secrets, the Node
+# client's tests with their own code.
+KEY_RING_VECTOR = {
+    "ring": "k2026:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8",
+    "ring_padded_standard": "k2026:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    "nonce_hex": "a0a1a2a3a4a5a6a7a8a9aaab",
+    "plaintext": "sk-test-0123456789",
+    "api_key": "enc:v1:k2026:oKGio6SlpqeoqaqrlXNRWSC4dpJSVLXgM0_26UiVUz0ElTS5-jIYLYq8zgLDgA",
+}
+
+_KEY_RING = f"""#### Key ring grammar
+
+`RUNPOLLER_SECRET_KEYS` is read exactly so (the Python and Node clients parse it the same way):
+
+```
+ring  = entry *( "," entry )        ; entries trimmed of surrounding whitespace; empty ones skipped
+entry = key-id ":" key
+key-id = 1*( any character but "," and ":" )   ; kept as written: use [A-Za-z0-9_.-]
+key   = base64 of exactly 32 bytes  ; standard (+/) or URL-safe (-_) alphabet, "=" padding optional
+```
+
+The first entry is the current key (what clients encrypt with); a key id may appear once.
+`runpoller.secrets.new_key()` and the Node client's `newKey()` write keys URL-safe without
+padding (43 characters); the standard alphabet with padding (44 characters, as `openssl rand
+-base64 32` prints) is accepted too: the two spellings of the test key below are one key.
+The value's body is always written URL-safe without padding (`base64url_nopad`); that is
+what any client must produce.
+
+Test vector (the nonce is fixed here only to make it reproducible: never reuse a nonce):
+
+```
+RUNPOLLER_SECRET_KEYS = {KEY_RING_VECTOR["ring"]}
+               (same) = {KEY_RING_VECTOR["ring_padded_standard"]}
+key (hex)             = 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f
+nonce (hex)           = {KEY_RING_VECTOR["nonce_hex"]}
+plaintext             = {KEY_RING_VECTOR["plaintext"]}
+api_key               = {KEY_RING_VECTOR["api_key"]}
+```"""
+
+_DEAD_LETTER_LAYOUT = f"""\
+Each entry of `{K.dead_letters}` (capped at about 10,000 entries, `XADD … MAXLEN ~ 10000`)
+has one field, `data`: the JSON object below (`ts`: when it was written, epoch ms). `raw` is
+what the worker received, API keys and other secrets blanked, cut to 4 KiB: the job object
+as JSON for an invalid job or a conflicting re-enqueue; a JSON `{{"f", "a", "k"}}` call when
+`runpoller.run` got other than one argument; the body's text when it was no arq body at all
+(not JSON, a field missing, an unknown function). `reason` is one line; a conflicting
+re-enqueue's starts with `conflicting_job:`. The entry id (`XADD`'s `<ms>-<seq>`) names the
+letter for `runpoller dead-letters requeue ID`."""
 
 
 def render() -> str:
@@ -140,6 +210,8 @@ ZADD {QUEUE} NX 1764115200000 run:run_abc
 EXEC
 ```
 
+{_ARQ_BODY_FIELDS}
+
 Guarantees: one poller per run id, whatever the number of enqueues; one `final` event per
 run; the deadline (`timeout_ms` after the first enqueue) never moves, across tool rounds
 and worker restarts. A job that is not valid never crashes a worker and is never retried:
@@ -176,8 +248,11 @@ api_key = "enc:v1:" + key_id + ":" + base64url_nopad(nonce || ciphertext || tag)
 
 AES-256-GCM, a fresh random 12-byte `nonce` per value, the 16-byte `tag` appended (as Node's
 `cipher.getAuthTag()` gives it), associated data = the ASCII bytes `runpoller-api-key-v1`.
-The Python client (`RunpollerClient(secret_keys=...)`) does this for you. A key that does not
-decrypt ends the run with `error.code: "undecryptable_api_key"`.
+The Python client (`RunpollerClient(secret_keys=...)`) and the Node client
+(`clients/node`, `secretKeys`) do this for you. A key that does not decrypt ends the run with
+`error.code: "undecryptable_api_key"`.
+
+{_KEY_RING}
 
 ## 2. Read events
 
@@ -189,7 +264,8 @@ XREAD BLOCK 5000 STREAMS {K.events("run_abc")} 0-0
 ```
 
 Each entry has two fields: `type` (one of `accepted`, `status`, `requires_action`,
-`reply_rejected`, `final`) and `data`, the event as JSON.
+`reply_rejected`, `progress`, `final`) and `data`, the event as JSON. Ignore a `type` you do
+not know: a later version may add one.
 
 ### `accepted`
 
@@ -206,6 +282,24 @@ Each entry has two fields: `type` (one of `accepted`, `status`, `requires_action
 ### `reply_rejected`
 
 {_schema(ReplyRejectedEvent)}
+
+### `progress`
+
+Only for a `response` job with `"stream": true`. The worker creates the response (and every
+continuation after a function-call round) as a background stream and relays its text as it
+is written, coalesced (the first text at once, then at most one event per 100 ms or 1 KiB).
+Joined in order, the `delta`s of one `object_id` are exactly its text: a broken stream is
+resumed at once after the last `sequence_number` taken, and a worker taking the run over
+resumes after the last one written. A stream that cannot be opened gives way to polling at the
+run's interval, the next poll trying the stream again; after three streams in a row that
+delivered nothing the run is only polled (as it is when the worker holds
+`RUNPOLLER_MAX_STREAMS` streams already). A streamed run needs no webhook and, while its
+stream stays open, no poll: a whole response is one request. Nothing else changes: `status`,
+`requires_action` and `final` events come as for any run, and `final` has the whole
+`output_text`. Progress events count against the stream's cap
+(`RUNPOLLER_EVENT_STREAM_MAXLEN`) like any other.
+
+{_schema(ProgressEvent)}
 
 ### `final`
 
@@ -323,6 +417,8 @@ has them as `status`, `list_runs`, `cancel`, `dead_letters`, `requeue_dead_lette
 Jobs no run could be tied to (and re-enqueues that conflict with a run's first job) are
 kept on `{K.dead_letters}`, never retried: `runpoller dead-letters list`, `requeue` and
 `purge` manage them (docs/operations.md).
+
+{_DEAD_LETTER_LAYOUT}
 
 {_schema(DeadLetter)}
 """

@@ -114,6 +114,21 @@ class ReplyRejectedEvent(_Event):
     problems: list[str]
 
 
+class ProgressEvent(_Event):
+    """Text the model wrote since the last `progress` event, for a job with `stream: true`.
+
+    Joined in stream order, the `delta`s of one `object_id` are its output text so far: none is
+    lost or repeated, also across a worker's takeover. Deltas are coalesced (at most one event
+    per 100 ms, or per 1 KiB of text). The final event still carries the whole text."""
+
+    type: Literal["progress"] = "progress"
+    object_id: str = Field(description="The response the text belongs to.")
+    delta: str = Field(description="The new text.")
+    sequence_number: int = Field(
+        description="The API's `sequence_number` of the last stream event this text includes."
+    )
+
+
 class FinalEvent(_Event):
     """The last event of a run. Also stored as the run's result."""
 
@@ -144,6 +159,11 @@ class FinalEvent(_Event):
 
 
 Event = Annotated[
-    AcceptedEvent | StatusEvent | RequiresActionEvent | ReplyRejectedEvent | FinalEvent,
+    AcceptedEvent
+    | StatusEvent
+    | RequiresActionEvent
+    | ReplyRejectedEvent
+    | ProgressEvent
+    | FinalEvent,
     Field(discriminator="type"),
 ]

@@ -110,6 +110,14 @@ class ResponseJob(_Job):
         "`previous_response_id`, `input`, `background` and `store` are set by the worker.",
     )
 
+    stream: bool = Field(
+        False,
+        description="Stream the response's text as it is written: the worker creates the "
+        "response (and each continuation) with `stream: true` and appends `progress` events "
+        "to the run's stream. With a `response_id`, the app must have created it with "
+        "`stream: true` (the API streams no other); otherwise the worker polls it.",
+    )
+
     @model_validator(mode="after")
     def _one_source(self) -> ResponseJob:
         if (self.response_id is None) == (self.request is None):

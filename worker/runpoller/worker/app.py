@@ -90,11 +90,20 @@ class WorkerApp:
                 max_connections=settings.http_concurrency,
             )
         self.http = http
+        # Streams get a pool of their own (see ApiClient): "httpx" is the transport whose
+        # streamed bodies the tests exercise; a stream's CPU is per event, not per poll.
+        self.stream_http, _ = make_http_client(
+            "httpx",
+            connect_timeout_s=settings.connect_timeout_s,
+            read_timeout_s=settings.read_timeout_s,
+            max_connections=settings.max_streams,
+        )
         api = ApiClient(
             http,
             settings.assistants_base_url,
             assistants_version=settings.assistants_version,
             transport=transport,
+            stream_http=self.stream_http,
         )
         backends: dict[str, Backend] = {
             "assistants_run": AssistantsBackend(api),
@@ -119,6 +128,7 @@ class WorkerApp:
             backends,
             policy_from(settings),
             http_concurrency=settings.http_concurrency,
+            max_streams=settings.max_streams,
             metrics=self.metrics,
             limiter=self.limiter,
             max_result_bytes=settings.max_result_bytes,
@@ -217,5 +227,6 @@ class WorkerApp:
                 await self.store.worker_event("handed_off", worker_id=self.worker_id, runs=released)
                 log.info("worker.handed_off", runs=released, in_flight=in_flight)
         await self.http.aclose()
+        await self.stream_http.aclose()
         if self._http_runner is not None:
             await self._http_runner.cleanup()

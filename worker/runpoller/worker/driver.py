@@ -32,7 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from runpoller import engine
-from runpoller.backends import Backend, RunResult
+from runpoller.backends import Backend, RunResult, close_memo
 from runpoller.engine import Failure, Observation, Op, RunState
 from runpoller.http.api import ApiFailure
 from runpoller.http.slots import PrioritySemaphore
@@ -43,6 +43,7 @@ from runpoller.protocol import (
     ErrorInfo,
     FinalEvent,
     ParsedReply,
+    ProgressEvent,
     ReplyRejectedEvent,
     RequiresActionEvent,
     StatusEvent,
@@ -98,6 +99,8 @@ class ActiveRun:
     used_replies: set[str] = field(default_factory=set)
     """Entry ids of the replies submitted: a redelivery of one (live and replayed after a
     takeover) is dropped, not rejected."""
+    progress: ProgressWriter | None = None
+    """A streamed run's text on its way to the run's events (jobs with ``stream: true``)."""
 
     @property
     def inbox(self) -> asyncio.Queue[ParsedReply | None]:
@@ -123,6 +126,74 @@ CANCEL_CLAIM_WAIT_S = 1.0
 CANCEL_NOTICES_KEPT = 1000
 
 
+# Progress coalescing: text waits at most this long, or until this much has come.
+PROGRESS_EVERY_S = 0.1
+PROGRESS_MAX_BYTES = 1024
+
+
+class ProgressWriter:
+    """A streamed run's text, coalesced into ``progress`` events (backends.Progress).
+
+    The first text goes out at once, then at most one event per ``PROGRESS_EVERY_S`` (or as
+    soon as ``PROGRESS_MAX_BYTES`` wait). Each event is written with the run's state, whose
+    ``stream_seq`` is the last sequence number it includes, in one fenced write: a new owner
+    resumes the stream after it, so no text is lost or written twice.
+    """
+
+    def __init__(self, runner: Runner, run: ActiveRun) -> None:
+        self.runner = runner
+        self.run = run
+        self.object_id = ""
+        self.parts: list[str] = []
+        self.size = 0
+        self.taken = -1
+        self.last_sent = -PROGRESS_EVERY_S
+        self.timer: asyncio.TimerHandle | None = None
+
+    def after(self, object_id: str) -> int:
+        if object_id == self.object_id:
+            return self.taken
+        state = self.run.state
+        return state.stream_seq if state.stream_object == object_id else -1
+
+    def text(self, object_id: str, sequence_number: int, delta: str) -> None:
+        if object_id != self.object_id:
+            self.flush()
+            self.object_id = object_id
+        if sequence_number <= self.after(object_id):
+            return  # already taken (a resumed stream starts after it; this is a safeguard)
+        self.taken = sequence_number
+        self.parts.append(delta)
+        self.size += len(delta)
+        wait = self.last_sent + PROGRESS_EVERY_S - self.runner.clock()
+        if wait <= 0 or self.size >= PROGRESS_MAX_BYTES:
+            self.flush()
+        elif self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(wait, self.flush)
+
+    def flush(self) -> None:
+        """Write what waits (nothing: no write)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        run, runner = self.run, self.runner
+        if not self.parts or run.lost:
+            return
+        event = ProgressEvent(
+            run_id=run.run_id,
+            ts=now_ms(runner.clock),
+            object_id=self.object_id,
+            delta="".join(self.parts),
+            sequence_number=self.taken,
+        )
+        self.parts, self.size = [], 0
+        self.last_sent = runner.clock()
+        run.state = replace(run.state, stream_object=self.object_id, stream_seq=self.taken)
+        runner.metrics.progress_events.inc()
+        events = [("progress", event.model_dump_json())]
+        runner._queue(run, runner.store.publish, run.run_id, run.state.to_json(), events)
+
+
 class Lost(Exception):
     """This worker no longer owns the run (it was presumed dead and the run moved on)."""
 
@@ -135,6 +206,7 @@ class Runner:
         policy: engine.Policy,
         *,
         http_concurrency: int,
+        max_streams: int = 100,
         metrics: Metrics | None = None,
         limiter: RateLimiter | None = None,
         max_result_bytes: int = 1024 * 1024,
@@ -164,6 +236,8 @@ class Runner:
         if its claim read the run's request before the app wrote it."""
         # Creates, fetches, submits and cancels go before routine polls: someone waits on them.
         self.http_slots = PrioritySemaphore(http_concurrency)
+        # Streams open at once (jobs with stream: true): one beyond them is polled instead.
+        self.streams_free = max_streams
         self.redis_down_since: float | None = None
 
     # ------------------------------------------------------------------ adoption
@@ -186,6 +260,8 @@ class Runner:
             return False
         run = ActiveRun(run_id, job, state, api_key, self.backends[job.kind])
         run.job_json = job_json or stored_job(job)
+        if getattr(job, "stream", False):
+            run.progress = ProgressWriter(self, run)
         noticed = self.cancel_notices.pop(run_id, None)
         if cancel is None:
             cancel = noticed
@@ -290,6 +366,8 @@ class Runner:
                     if run.cancel_asked is not None:
                         continue  # woken by the app's cancel: the engine decides first
                     decision = await self._perform(run, nxt)
+                    if decision is None:
+                        continue  # a stream read cut short by the app's cancel
                 await self._apply(run, decision, bound)
                 nxt = decision.next
             if run.writes is not None:
@@ -304,6 +382,8 @@ class Runner:
             bound.exception("run.crashed")
             await self._finish_after_crash(run, exc)
         finally:
+            with contextlib.suppress(Exception):
+                await close_memo(run.memo)  # a stream held open for the next read
             # Only this driver's entry: a newer one for the same run may have replaced it.
             if self.runs.get(run.run_id) is run:
                 del self.runs[run.run_id]
@@ -354,7 +434,7 @@ class Runner:
             self._reply_effects(run, decision.effects)
             delay = nxt.at - self.clock()
 
-    async def _perform(self, run: ActiveRun, nxt: engine.Next) -> engine.Decision:
+    async def _perform(self, run: ActiveRun, nxt: engine.Next) -> engine.Decision | None:
         m, kind, op = self.metrics, run.job.kind, nxt.op.value
         started = self.clock()
         if nxt.op is Op.GET:
@@ -363,7 +443,7 @@ class Runner:
         m.api_latency_of(kind, op).observe(max(self.clock() - started, 0.0))
         return decision
 
-    async def _request(self, run: ActiveRun, nxt: engine.Next) -> engine.Decision:
+    async def _request(self, run: ActiveRun, nxt: engine.Next) -> engine.Decision | None:
         step = engine.step_for(run.state, nxt.op)
         if step:
             await self._claim(run, engine.sending(run.state, step), urgent=nxt.op is Op.CANCEL)
@@ -407,7 +487,11 @@ class Runner:
         if code != 1:
             raise Lost
 
-    async def _send(self, run: ActiveRun, nxt: engine.Next, sent: list[bool]) -> engine.Decision:
+    async def _send(
+        self, run: ActiveRun, nxt: engine.Next, sent: list[bool]
+    ) -> engine.Decision | None:
+        """One request and the engine's decision on its answer; None: a stream read the
+        app's cancel cut short (nothing observed, the engine decides on the cancel)."""
         backend, job, state, key = run.backend, run.job, run.state, run.api_key
         m, kind, op = self.metrics, job.kind, nxt.op.value
         if self.limiter is not None:
@@ -422,6 +506,9 @@ class Runner:
                     retry_after_s=slot.retry_after,
                 )
                 return self._failed(run, state, nxt, failure)
+        if nxt.op is Op.GET and run.progress is not None and self.streams_free > 0:
+            sent.append(True)
+            return await self._follow(run, nxt)
         slots = self.http_slots
         async with slots.routine if nxt.op is Op.GET else slots.urgent:
             sent.append(True)
@@ -433,26 +520,67 @@ class Runner:
                 if nxt.op is Op.GET:
                     obs = await backend.get(job, state, key, run.memo)
                 elif nxt.op is Op.CREATE:
-                    obs = await backend.create(job, key)
+                    obs = await backend.create(job, key, run.memo)
                 elif nxt.op is Op.CANCEL:
                     obs = await backend.cancel(job, state, key)
                 else:
-                    obs = await backend.submit(job, state, key, nxt.outputs)
+                    obs = await backend.submit(job, state, key, nxt.outputs, run.memo)
             except ApiFailure as exc:
-                failure = exc.failure
-                m.api_requests_of(kind, op, str(failure.status_code or "error")).inc()
-                if failure.status_code == 429:
-                    m.rate_limited.labels(kind).inc()
-                    if self.limiter is not None and failure.retry_after_s:
-                        await self.limiter.pause(key, failure.retry_after_s)
-                if failure.retryable:
-                    m.retries_of(kind, op).inc()
-                return self._failed(run, state, nxt, failure)
+                return await self._api_failed(run, nxt, exc.failure)
             except ValueError as exc:
                 failure = Failure(f"unexpected API response: {exc}", retryable=False)
                 return self._failed(run, state, nxt, failure)
-        m.api_requests_of(kind, op, "200").inc()
+        return self._observed(run, nxt, obs)
+
+    async def _api_failed(
+        self, run: ActiveRun, nxt: engine.Next, failure: Failure
+    ) -> engine.Decision:
+        m, kind, op = self.metrics, run.job.kind, nxt.op.value
+        m.api_requests_of(kind, op, str(failure.status_code or "error")).inc()
+        if failure.status_code == 429:
+            m.rate_limited.labels(kind).inc()
+            if self.limiter is not None and failure.retry_after_s:
+                await self.limiter.pause(run.api_key, failure.retry_after_s)
+        if failure.retryable:
+            m.retries_of(kind, op).inc()
+        return self._failed(run, run.state, nxt, failure)
+
+    async def _follow(self, run: ActiveRun, nxt: engine.Next) -> engine.Decision | None:
+        """Read a streamed run's stream (not in an HTTP slot: it may stay open for minutes)
+        until the response ends; the app's cancel cuts it short (None)."""
+        writer = run.progress
+        assert writer is not None
+        self.streams_free -= 1
+        loop = asyncio.get_running_loop()
+        read = asyncio.ensure_future(
+            run.backend.get(run.job, run.state, run.api_key, run.memo, writer)
+        )
+        stop: asyncio.Future[None] = loop.create_future()
+        run.sleeper = stop  # what ActiveRun.wake ends: a cancel request cuts the read short
+        try:
+            await asyncio.wait((read, stop), return_when=asyncio.FIRST_COMPLETED)
+            if not read.done():
+                await suppress_cancel(read)
+                return None
+            obs = read.result()
+        except ApiFailure as exc:
+            return await self._api_failed(run, nxt, exc.failure)
+        except ValueError as exc:
+            failure = Failure(f"unexpected API response: {exc}", retryable=False)
+            return self._failed(run, run.state, nxt, failure)
+        finally:
+            await suppress_cancel(read)  # the deadline cut the wait: the read goes too
+            run.sleeper = None
+            self.streams_free += 1
+            writer.flush()  # the text so far goes out before what the answer decides
+        return self._observed(run, nxt, obs)
+
+    def _observed(self, run: ActiveRun, nxt: engine.Next, obs: Observation) -> engine.Decision:
+        """The engine's decision on an answer, from the run's state as it is now (a stream
+        read moves its progress cursor meanwhile)."""
+        self.metrics.api_requests_of(run.job.kind, nxt.op.value, "200").inc()
         run.last_failure = None
+        state = run.state
         decision = engine.on_observation(state, nxt.op, obs, self.clock(), self.policy)
         if decision.state.object_id == obs.object_id:
             # Not another object's answer (the engine ends the run on those): its usage, model

@@ -110,6 +110,11 @@ class Metrics:
             ["backend", "op"],
             registry=r,
         )
+        self.progress_events = Counter(
+            "runpoller_progress_events_total",
+            "progress events written for streamed runs (coalesced text deltas).",
+            registry=r,
+        )
         self.rate_limited = Counter(
             "runpoller_rate_limited_total", "429 responses from the API.", ["backend"], registry=r
         )
