@@ -35,7 +35,8 @@ async def test_smoke_bench_runs_and_reports_sane_numbers(tmp_path: Path) -> None
     results = await run_bench(config)
 
     designs = results["designs"]
-    assert set(designs) == {"floor", "naive", "ours"}
+    assert set(designs) == {"floor", "naive", "ours", "modes"}
+    modes = designs.pop("modes")
     for name, figures in designs.items():
         assert figures["polls"] > 0, name
         assert finite(figures["polls_per_s"]) and figures["polls_per_s"] > 0, name
@@ -73,6 +74,8 @@ async def test_smoke_bench_runs_and_reports_sane_numbers(tmp_path: Path) -> None
     for column in ("ours", "floor", "naive", "target", "result"):
         assert column in header
 
+    check_modes(modes, results)
+
     path = write_results(results, tmp_path / "smoke.json")
     assert json.loads(path.read_text())["config"]["smoke"] is True
 
@@ -83,6 +86,41 @@ async def test_smoke_bench_runs_and_reports_sane_numbers(tmp_path: Path) -> None
     finally:
         await redis.aclose()
     assert left == []
+
+
+def check_modes(modes: dict[str, Any], results: dict[str, Any]) -> None:
+    """The delivery-modes section: every mode that ran finished every run, its figures are
+    sane, and the webhooks mode was woken by webhooks (one delivery per response)."""
+    meta = modes.pop("_meta")
+    expected = {"fixed", "adaptive", "webhooks"} | (
+        {"streamed"} if meta["streaming_supported"] else set()
+    )
+    assert set(modes) == expected
+    runs = meta["runs_per_mode"]
+    for name, figures in modes.items():
+        assert figures["finals_by_status"] == {"completed": runs}, name
+        assert figures["response_ids_known"] == runs, name
+        assert figures["overlapping_polls"] == 0, name
+        # At least the create and one read of the response's end.
+        assert figures["api_requests_per_run"] >= 1, name
+        lag = figures["detection_lag_ms"]
+        assert lag["n"] == runs and finite(lag["p50"]) and finite(lag["p99"]), name
+        assert 0 <= lag["p50"] <= lag["p99"], name
+        assert finite(figures["cpu_ms_per_run"]) and figures["cpu_ms_per_run"] >= 0, name
+    # Webhooks need no polls beyond the fallback: fewer requests than fixed-interval polling.
+    assert modes["webhooks"]["api_requests_per_run"] < modes["fixed"]["api_requests_per_run"]
+    deliveries = modes["webhooks"]["deliveries"]
+    assert deliveries["this_mode_by_status"] == {"200": runs}
+    assert deliveries["all_modes"] == runs * len(modes)
+    if "streamed" in modes:
+        streamed = modes["streamed"]
+        assert streamed["runs_with_progress"] == runs
+        first = streamed["first_progress_ms"]
+        assert first["n"] == runs and finite(first["p99"])
+    targets = {(t["mode"], t["name"]): t["status"] for t in results["mode_targets"]}
+    assert len(targets) == 5 and set(targets.values()) <= {"pass", "FAIL", "n/a"}
+    for column in ("fixed", "adaptive", "webhooks", "streamed"):
+        assert column in results["modes_table"].splitlines()[0]
 
 
 def test_command_line_help_and_smoke_sizes() -> None:

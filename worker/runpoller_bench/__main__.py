@@ -31,8 +31,14 @@ def main(argv: list[str] | None = None) -> int:
         f"({results['machine']['cpu_model']}){commit}; {config.describe()}"
     )
     print()
-    print(results["table"])
-    print()
+    if results["table"]:
+        print(results["table"])
+        print()
+    if results.get("modes_table"):
+        print("How a Responses run learns its response ended (delivery modes, side by side):")
+        print()
+        print(results["modes_table"])
+        print()
     print(summary_line(results))
     for note in results["notes"]:
         print(f"note: {note}")

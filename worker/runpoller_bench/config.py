@@ -8,10 +8,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from runpoller_bench.mix import DEFAULT_MIX, SMOKE_MIX, Mix, parse_mix
+from runpoller_bench.mix import (
+    DEFAULT_MIX,
+    MODES_MIX,
+    SMOKE_MIX,
+    SMOKE_MODES_MIX,
+    Mix,
+    parse_mix,
+)
 
 Transport = Literal["aiohttp", "httpx"]
-DESIGNS = ("floor", "naive", "ours")
+DESIGNS = ("floor", "naive", "ours", "modes")
+MODES = ("fixed", "adaptive", "webhooks", "streamed")
 
 
 @dataclass(frozen=True)
@@ -43,16 +51,34 @@ class BenchConfig:
     profile: str | None = None
     # Before each window, wait up to this long for other processes to leave the CPUs alone.
     wait_quiet_s: float = 0.0
+    # The delivery-modes section (modes.py): which modes, runs per mode, their lifetimes,
+    # the arrival spread, the idle measurement before; adaptive's schedule (0: 5x and 2x
+    # the base interval) and the webhooks mode's fallback poll.
+    modes: tuple[str, ...] = MODES
+    modes_runs: int = 200
+    modes_mix: Mix = field(default_factory=lambda: MODES_MIX)
+    modes_arrival_s: float = 20.0
+    modes_idle_s: float = 10.0
+    adaptive_after_ms: int = 0
+    adaptive_max_ms: int = 0
+    webhook_fallback_ms: int = 300_000
 
     @property
     def interval_s(self) -> float:
         return self.interval_ms / 1000
 
     def describe(self) -> str:
+        modes = (
+            f"modes {','.join(self.modes)}: {self.modes_runs} runs each at base interval "
+            f"{self.interval_ms} ms, mix {self.modes_mix.describe()}"
+        )
+        if self.designs == ("modes",):
+            return modes
         return (
             f"K={self.runs} runs, interval {self.interval_ms} ms, window {self.duration_s:g} s, "
             f"{self.workers} worker(s), transport {self.transport}, loop {self.event_loop}, "
             f"function-call share {self.function_call_share:g}, mix {self.mix.describe()}"
+            + (f"; {modes}" if "modes" in self.designs else "")
         )
 
 
@@ -69,6 +95,11 @@ def smoke_config(**overrides: object) -> BenchConfig:
         smoke=True,
         drain=True,
         ramp_timeout_s=20.0,
+        modes_runs=6,
+        modes_mix=SMOKE_MODES_MIX,
+        modes_arrival_s=1.0,
+        modes_idle_s=1.0,
+        webhook_fallback_ms=5000,
     )
     return replace(base, **overrides)  # type: ignore[arg-type]
 
@@ -128,6 +159,34 @@ def build_parser() -> argparse.ArgumentParser:
         "cores (a shared machine); the load seen is reported either way",
     )
     p.add_argument(
+        "--modes",
+        help="comma-separated subset of fixed,adaptive,webhooks,streamed for the delivery-modes "
+        "section (default: all four)",
+    )
+    p.add_argument("--modes-runs", type=int, help="runs per mode (default 200; smoke 6)")
+    p.add_argument(
+        "--modes-mix",
+        help=f"response lifetimes of the modes section (default {MODES_MIX.describe()})",
+    )
+    p.add_argument(
+        "--modes-arrival-s", type=float, help="spread of the modes' arrivals (default 20)"
+    )
+    p.add_argument(
+        "--adaptive-after-ms",
+        type=int,
+        help="RUNPOLLER_ADAPTIVE_POLL_AFTER_MS of the adaptive mode (default 5x --interval-ms)",
+    )
+    p.add_argument(
+        "--adaptive-max-ms",
+        type=int,
+        help="RUNPOLLER_ADAPTIVE_POLL_MAX_MS of the adaptive mode (default 2x --interval-ms)",
+    )
+    p.add_argument(
+        "--webhook-fallback-ms",
+        type=int,
+        help="RUNPOLLER_WEBHOOK_FALLBACK_INTERVAL_MS of the webhooks mode (default 300000)",
+    )
+    p.add_argument(
         "--profile",
         metavar="DIR",
         help="py-spy profiles of ours' workers during the window, into DIR (needs py-spy)",
@@ -143,13 +202,30 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
         value = getattr(args, name)
         if value is not None:
             updates[name] = value
-    names = ("transport", "event_loop", "out", "seed", "log_level", "profile", "ramp_timeout_s")
+    names = (
+        "transport",
+        "event_loop",
+        "out",
+        "seed",
+        "log_level",
+        "profile",
+        "ramp_timeout_s",
+        "modes_runs",
+        "modes_arrival_s",
+        "adaptive_after_ms",
+        "adaptive_max_ms",
+        "webhook_fallback_ms",
+    )
     for name in names:
         value = getattr(args, name)
         if value is not None:
             updates[name] = value
     if args.mix:
         updates["mix"] = parse_mix(args.mix)
+    if args.modes_mix:
+        updates["modes_mix"] = parse_mix(args.modes_mix, option="--modes-mix")
+    if args.modes:
+        updates["modes"] = _subset(args.modes, MODES, "--modes")
     updates["redis_url"] = (
         args.redis_url or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     )
@@ -159,14 +235,19 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
     updates["keep_logs"] = args.keep_logs
     updates["verbose"] = not args.quiet
     if args.designs:
-        designs = tuple(d.strip() for d in args.designs.split(",") if d.strip())
-        unknown = [d for d in designs if d not in DESIGNS]
-        if unknown or not designs:
-            raise SystemExit(f"--designs: unknown {unknown}; choose from {', '.join(DESIGNS)}")
-        updates["designs"] = tuple(d for d in DESIGNS if d in designs)
+        updates["designs"] = _subset(args.designs, DESIGNS, "--designs")
     config = replace(config, **updates)  # type: ignore[arg-type]
     check(config)
     return config
+
+
+def _subset(text: str, choices: tuple[str, ...], option: str) -> tuple[str, ...]:
+    """A comma-separated subset of ``choices``, in their order; SystemExit naming the rest."""
+    picked = tuple(d.strip() for d in text.split(",") if d.strip())
+    unknown = [d for d in picked if d not in choices]
+    if unknown or not picked:
+        raise SystemExit(f"{option}: unknown {unknown}; choose from {', '.join(choices)}")
+    return tuple(d for d in choices if d in picked)
 
 
 def check(config: BenchConfig) -> None:
@@ -181,5 +262,19 @@ def check(config: BenchConfig) -> None:
         problems.append("--workers must be at least 1")
     if not 0 <= config.function_call_share <= 1:
         problems.append("--function-call-share must be between 0 and 1")
+    if config.modes_runs < 1:
+        problems.append("--modes-runs must be at least 1")
+    if config.modes_arrival_s < 0:
+        problems.append("--modes-arrival-s must not be negative")
+    if config.webhook_fallback_ms < config.interval_ms:
+        problems.append("--webhook-fallback-ms must be at least --interval-ms")
+    for name, value in (
+        ("--adaptive-after-ms", config.adaptive_after_ms),
+        ("--adaptive-max-ms", config.adaptive_max_ms),
+    ):
+        if value < 0:
+            problems.append(f"{name} must not be negative (0: the default)")
+    if config.adaptive_max_ms and config.adaptive_max_ms < config.interval_ms:
+        problems.append("--adaptive-max-ms must be at least --interval-ms")
     if problems:
         raise SystemExit("python -m runpoller_bench: " + "; ".join(problems))

@@ -44,6 +44,12 @@ class FakeControl:
                 raise RuntimeError(f"fake server: {method} {path} -> {resp.status}: {data}")
             return data
 
+    async def get(self, path: str) -> Any:
+        return await self._request("GET", path)
+
+    async def post(self, path: str, body: Any) -> Any:
+        return await self._request("POST", path, body)
+
     async def wait_ready(self, timeout: float = 30.0) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

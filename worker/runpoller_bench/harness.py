@@ -513,6 +513,13 @@ class Bench:
     async def phase_ours(self) -> PhaseResult:
         return await OursPhase(self).run()
 
+    # ------------------------------------------------------------------ delivery modes
+
+    async def phase_modes(self) -> PhaseResult:
+        from runpoller_bench.modes import ModesPhase
+
+        return PhaseResult(await ModesPhase(self).run())
+
 
 class OursPhase:
     """N real workers, K runs kept in flight, tool calls answered by the harness (the app)."""
@@ -1026,7 +1033,9 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
             bench.say(f"{design}: done")
         final_stats = await bench.fake.stats()
         objects = final_stats.get("objects", {})
-        for phase in phases.values():
+        for name, phase in phases.items():
+            if name == "modes":  # counted per mode by the phase itself
+                continue
             phase.figures["overlapping_polls"] = sum(
                 int(objects.get(rid, {}).get("overlapping_polls", 0)) for rid in phase.run_ids
             )

@@ -58,7 +58,7 @@ class Mix:
                 return lifetime * rng.random()
 
 
-def parse_mix(text: str) -> Mix:
+def parse_mix(text: str, *, option: str = "--mix") -> Mix:
     """``"0.4:5-15,0.4:15-60,0.2:60-180"`` (share:min-max seconds)."""
     buckets = []
     for part in text.split(","):
@@ -67,18 +67,22 @@ def parse_mix(text: str) -> Mix:
             low_s, high_s = span.split("-")
             bucket = Bucket(float(share_s), float(low_s), float(high_s))
         except ValueError:
-            raise SystemExit(f"--mix: cannot read {part!r}; expected share:min-max") from None
+            raise SystemExit(f"{option}: cannot read {part!r}; expected share:min-max") from None
         if bucket.share <= 0 or bucket.low_s <= 0 or bucket.high_s < bucket.low_s:
-            raise SystemExit(f"--mix: {part!r} needs share > 0 and 0 < min <= max")
+            raise SystemExit(f"{option}: {part!r} needs share > 0 and 0 < min <= max")
         buckets.append(bucket)
     if not buckets:
-        raise SystemExit("--mix: no buckets")
+        raise SystemExit(f"{option}: no buckets")
     return Mix(tuple(buckets))
 
 
 # Realistic Assistants runs: most take seconds to a minute, some a few minutes.
 DEFAULT_MIX = Mix((Bucket(0.4, 5, 15), Bucket(0.4, 15, 60), Bucket(0.2, 60, 180)))
 SMOKE_MIX = Mix((Bucket(1.0, 0.4, 1.6),))
+# Background responses for the delivery-modes section: short, minutes, and a few minutes
+# (the long ones show what a mode's request count does with a run's length).
+MODES_MIX = Mix((Bucket(0.4, 2, 15), Bucket(0.4, 15, 60), Bucket(0.2, 60, 180)))
+SMOKE_MODES_MIX = Mix((Bucket(0.5, 0.5, 1.0), Bucket(0.5, 1.0, 2.0)))
 
 
 def run_script(lifetime_s: float, *, function_call: bool) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from runpoller_bench import modestats
 from runpoller_bench.analysis import ratio
 from runpoller_bench.config import BenchConfig
 from runpoller_bench.procs import git_state
@@ -286,7 +287,8 @@ def build_results(
     key_prefix: str,
     code: dict[str, object] | None = None,
 ) -> dict[str, Any]:
-    targets = evaluate_targets(config, designs)
+    throughput = {k: v for k, v in designs.items() if k != "modes"}
+    targets = evaluate_targets(config, throughput) if throughput else []
     results: dict[str, Any] = {
         "date": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(timespec="seconds"),
         "elapsed_s": round(finished - started, 1),
@@ -306,6 +308,13 @@ def build_results(
             "smoke": config.smoke,
             "seed": config.seed,
             "designs": list(config.designs),
+            "modes": list(config.modes),
+            "modes_runs": config.modes_runs,
+            "modes_mix": config.modes_mix.describe(),
+            "modes_arrival_s": config.modes_arrival_s,
+            "adaptive_after_ms": config.adaptive_after_ms or 5 * config.interval_ms,
+            "adaptive_max_ms": config.adaptive_max_ms or 2 * config.interval_ms,
+            "webhook_fallback_ms": config.webhook_fallback_ms,
             "redis": _hide_password(redis_url),
             "key_prefix": key_prefix,
         },
@@ -313,9 +322,53 @@ def build_results(
         "targets": [asdict(t) for t in targets],
         "notes": notes,
     }
-    results["table"] = render_table(results)
-    results["table_markdown"] = render_table(results, markdown=True)
+    results["table"] = render_table(results) if throughput else ""
+    results["table_markdown"] = render_table(results, markdown=True) if throughput else ""
+    modes = {k: v for k, v in (designs.get("modes") or {}).items() if not k.startswith("_")}
+    if modes:
+        targets_of_modes = modestats.evaluate_mode_targets(modes, config.interval_ms)
+        results["mode_targets"] = [asdict(t) for t in targets_of_modes]
+        results["modes_table"] = render_modes_table(results)
+        results["modes_table_markdown"] = render_modes_table(results, markdown=True)
     return results
+
+
+def render_modes_table(results: dict[str, Any], *, markdown: bool = False) -> str:
+    """The delivery-modes section: one column per mode, then the targets with PASS/FAIL."""
+    modes = {k: v for k, v in results["designs"]["modes"].items() if not k.startswith("_")}
+    rows = modestats.mode_rows(modes)
+    columns = list(modestats.MODE_COLUMNS)
+    targets = [
+        [t["name"], t["mode"], t["target"], t["value"], t["status"].replace("pass", "PASS")]
+        for t in results["mode_targets"]
+    ]
+    target_columns = ["target", "mode", "limit", "measured", "result"]
+    meta = results["designs"]["modes"].get("_meta") or {}
+    footer = ""
+    if isinstance(meta.get("other_processes_cores"), int | float):
+        footer = (
+            f"\n\n{meta['runs_per_mode']} runs per mode, all modes at once over "
+            f"{meta['span_s']:g} s; fake server {meta['fake_server_cores']:.2f} cores, "
+            f"other processes on the machine {meta['other_processes_cores']:.2f} cores"
+        )
+    return (
+        _grid(columns, rows, markdown) + "\n\n" + _grid(target_columns, targets, markdown) + footer
+    )
+
+
+def _grid(columns: list[str], rows: list[list[str]], markdown: bool) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(cell or " " for cell in row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in [columns, *rows]) for i in range(len(columns))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join([first, *rest]).rstrip()
+
+    return "\n".join([line(columns), "  ".join("-" * w for w in widths), *map(line, rows)])
 
 
 def _loop_used(choice: str) -> str:
@@ -338,6 +391,8 @@ def _hide_password(url: str) -> str:
 def default_out(config: BenchConfig, when: float) -> Path:
     stamp = dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     name = f"{stamp}-k{config.runs}-i{config.interval_ms}-w{config.workers}-{config.transport}"
+    if config.designs == ("modes",):
+        name = f"{stamp}-modes-n{config.modes_runs}-i{config.interval_ms}"
     if config.smoke:
         name += "-smoke"
     return Path("bench") / "results" / f"{name}.json"
@@ -351,7 +406,7 @@ def write_results(results: dict[str, Any], path: Path) -> Path:
 
 def summary_line(results: dict[str, Any]) -> str:
     counts: dict[str, int] = {}
-    for t in results["targets"]:
+    for t in [*results["targets"], *results.get("mode_targets", [])]:
         counts[t["status"]] = counts.get(t["status"], 0) + 1
     parts = [f"{counts.get(s, 0)} {s}" for s in ("pass", "FAIL", "n/a") if counts.get(s)]
     return "targets: " + ", ".join(parts)
