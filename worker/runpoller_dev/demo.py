@@ -206,10 +206,13 @@ async def create_fake_job(http: httpx.AsyncClient, run: DemoRun) -> dict[str, An
     """Create the run (or response) on the fake server, as the calling app would (a streamed
     response the worker creates itself, from the job's request)."""
     if run.stream:
-        request = {"model": "gpt-4o", "input": "Tell me about streaming."}
-        request["metadata"] = {"fake_scenario": json.dumps(run.script)}
-        return {"kind": "response", "id": f"stream-{uuid.uuid4().hex[:8]}", "request": request,
-                "stream": True}  # fmt: skip
+        request = {
+            "model": "gpt-4o",
+            "input": "Tell me about streaming.",
+            "metadata": {"fake_scenario": json.dumps(run.script)},
+        }
+        run_id = f"stream-{uuid.uuid4().hex[:8]}"
+        return {"kind": "response", "id": run_id, "request": request, "stream": True}
     if run.kind == "response":
         response = await http.post("/_fake/responses", json={"script": run.script})
         response.raise_for_status()
