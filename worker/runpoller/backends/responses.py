@@ -149,6 +149,8 @@ class ResponsesBackend:
         events = await self.api.open_stream(
             "POST", ("responses",), api_key=api_key, json_body=payload
         )
+        if isinstance(events, ApiResponse):
+            return _observe(events)  # the server does not stream: the response is polled
         try:
             first = await events.next()
         except ApiFailure:
@@ -214,12 +216,16 @@ class ResponsesBackend:
                     params = {"stream": "true"}
                     if after >= 0:
                         params["starting_after"] = str(after)
-                    events = await self.api.open_stream(
+                    opened = await self.api.open_stream(
                         "GET",
                         ("responses", ("response_id", object_id)),
                         api_key=api_key,
                         params=params,
                     )
+                    if isinstance(opened, ApiResponse):
+                        memo["stream_failures"] = MAX_STREAM_FAILURES  # it does not stream
+                        return _observe(opened)
+                    events = opened
                 while (event := await events.next()) is not None:
                     took = True
                     memo["stream_failures"] = 0
@@ -233,6 +239,7 @@ class ResponsesBackend:
             except ApiFailure as exc:
                 if not exc.failure.retryable:
                     memo["stream_failures"] = MAX_STREAM_FAILURES  # e.g. not created streaming
+                    return None
             finally:
                 if events is not None:
                     await events.aclose()

@@ -243,22 +243,7 @@ class ApiClient:
                 )
         except httpx.HTTPError as exc:
             raise ApiFailure(transport_failure(exc)) from None
-        if response.status_code >= 300:
-            raise ApiFailure(classify(response))
-        try:
-            data = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            data = None
-        if not isinstance(data, dict):
-            raise ApiFailure(
-                Failure(
-                    f"HTTP {response.status_code}: the response body is not a JSON object",
-                    status_code=response.status_code,
-                    retryable=True,
-                    ambiguous=True,  # answered with success: it was processed
-                )
-            )
-        return ApiResponse(data, response.headers)
+        return _answer(response)
 
     async def open_stream(
         self,
@@ -268,9 +253,10 @@ class ApiClient:
         api_key: str,
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
-    ) -> EventStream:
-        """Send a request whose answer is a server-sent-events stream, and hand over the open
-        stream (the caller closes it). A refusal raises ApiFailure, as :meth:`send` does."""
+    ) -> EventStream | ApiResponse:
+        """Send a request whose answer should be a server-sent-events stream, and hand over
+        the open stream (the caller closes it), or the object a server that does not stream
+        answered with instead. A refusal raises ApiFailure, as :meth:`send` does."""
         target = self.endpoint(method, segments, api_key=api_key)
         headers = httpx.Headers(target.headers)  # a copy: the target's are shared
         headers["Accept"] = "text/event-stream"
@@ -292,17 +278,29 @@ class ApiClient:
             raise ApiFailure(transport_failure(exc)) from None
         finally:
             await response.aclose()
-        if response.status_code >= 300:
-            raise ApiFailure(classify(response))
+        # A refusal, or a server that answered with the object instead (it does not stream).
+        return _answer(response)
+
+
+def _answer(response: httpx.Response) -> ApiResponse:
+    """A read answer as the object it carries; a refusal or a body that is no JSON object
+    raises ApiFailure."""
+    if response.status_code >= 300:
+        raise ApiFailure(classify(response))
+    try:
+        data = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict):
         raise ApiFailure(
             Failure(
-                f"HTTP {response.status_code}: expected an event stream, got "
-                f"{content_type.partition(';')[0] or 'no content type'}",
+                f"HTTP {response.status_code}: the response body is not a JSON object",
                 status_code=response.status_code,
                 retryable=True,
                 ambiguous=True,  # answered with success: it was processed
             )
         )
+    return ApiResponse(data, response.headers)
 
 
 # How long an open stream may stay silent before it counts as broken (then resumed).

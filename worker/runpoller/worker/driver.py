@@ -520,17 +520,22 @@ class Runner:
                 if nxt.op is Op.GET:
                     obs = await backend.get(job, state, key, run.memo)
                 elif nxt.op is Op.CREATE:
-                    obs = await backend.create(job, key, run.memo)
+                    obs = await backend.create(job, key, self._stream_memo(run))
                 elif nxt.op is Op.CANCEL:
                     obs = await backend.cancel(job, state, key)
                 else:
-                    obs = await backend.submit(job, state, key, nxt.outputs, run.memo)
+                    obs = await backend.submit(job, state, key, nxt.outputs, self._stream_memo(run))
             except ApiFailure as exc:
                 return await self._api_failed(run, nxt, exc.failure)
             except ValueError as exc:
                 failure = Failure(f"unexpected API response: {exc}", retryable=False)
                 return self._failed(run, state, nxt, failure)
         return self._observed(run, nxt, obs)
+
+    def _stream_memo(self, run: ActiveRun) -> dict[str, Any] | None:
+        """Where a create may keep the stream it opens: none (it creates without streaming)
+        when the worker holds RUNPOLLER_MAX_STREAMS streams already."""
+        return run.memo if self.streams_free > 0 else None
 
     async def _api_failed(
         self, run: ActiveRun, nxt: engine.Next, failure: Failure
