@@ -318,6 +318,8 @@ function eventBody(entry, answers) {
         }),
       ];
     }
+    case "progress":
+      return ["text ", h("code", {}, `#${e.sequence_number}`), ` (${e.object_id}): `, h("q", {}, e.delta)];
     case "reply_rejected":
       return [`the app's reply to round ${e.round} was rejected: `, h("ul", {}, e.problems.map((p) => h("li", {}, p)))];
     case "final":
