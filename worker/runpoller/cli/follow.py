@@ -20,6 +20,7 @@ from runpoller.protocol import (
     RequiresActionEvent,
     StatusEvent,
 )
+from runpoller.redis.url import connect
 
 
 def describe(event: Event) -> str:
@@ -73,7 +74,7 @@ class ProgressLine:
 async def enqueue_and_follow(
     settings: Settings, job: dict[str, Any], *, wait: bool, as_json: bool
 ) -> int:
-    redis: Redis = Redis.from_url(settings.redis_url)
+    redis: Redis = connect(settings.redis_url, socket_connect_timeout=3)
     try:
         client = RunpollerClient(
             redis,

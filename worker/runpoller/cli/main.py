@@ -22,15 +22,9 @@ from runpoller_actions.cli import register as register_actions
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    settings = _settings()
-    shown = settings.model_dump(mode="json")
-    if settings.assistants_api_key is not None:
-        shown["assistants_api_key"] = (
-            "user_provided" if settings.user_provided_key else "set (hidden)"
-        )
-    for key in sorted(shown):
-        print(f"{key} = {shown[key]}")
-    return 0
+    from runpoller.cli.common import print_config
+
+    return print_config(listing=args.list, strict=args.strict)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -132,7 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("config", help="validate and print the effective configuration")
+    p = sub.add_parser(
+        "config",
+        help="validate and print the effective configuration (secrets hidden)",
+        description="Validate the settings (environment > librechat.yaml > defaults) and print "
+        "them, secrets hidden. Exit 2 with one line when a value is invalid.",
+    )
+    p.add_argument(
+        "--list",
+        action="store_true",
+        help="every setting with its environment variable, default, current value and source",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="unknown RUNPOLLER_* variables and unknown or duplicate librechat.yaml keys are "
+        "errors (as RUNPOLLER_STRICT_CONFIG=true)",
+    )
     p.set_defaults(func=_cmd_config)
 
     p = sub.add_parser("worker", help="start a worker")

@@ -20,11 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runpoller.cli.common import redis_problem
 from runpoller.cli.common import settings as _settings
-from runpoller.cli.ops import _reason, safe_url
 from runpoller.config import Settings
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from runpoller.client import RunpollerClient, RunView
 
 # redis and runpoller.client are imported where used: `runpoller <anything else>` stays quick.
@@ -164,12 +166,12 @@ async def _with_client(
     settings: Settings, args: argparse.Namespace, body: Body, *, blocking: bool
 ) -> int:
     from pydantic import ValidationError
-    from redis.asyncio import Redis
 
     from runpoller.client import RunpollerClient
+    from runpoller.redis.url import connect
 
     # A follow blocks on XREAD for seconds at a time: no socket timeout for it.
-    redis: Redis = Redis.from_url(
+    redis: Redis = connect(
         settings.redis_url, socket_connect_timeout=3, socket_timeout=None if blocking else 5
     )
     secret_keys = settings.secret_keys.get_secret_value() if settings.secret_keys else None
@@ -194,12 +196,7 @@ async def _with_client(
 
 def _redis_problem(name: str, settings: Settings, exc: BaseException) -> str:
     """The line ``runpoller stats`` prints when Redis does not answer, for this command."""
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-
-    down = isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError)
-    what = "Redis unreachable" if down else "Redis error"
-    return f"runpoller {name}: {what} at {safe_url(settings.redis_url)} ({_reason(exc)})"
+    return redis_problem(name, exc, settings.redis_url)
 
 
 def _emit(document: Any) -> None:
