@@ -94,3 +94,33 @@ def test_connect_sync_follows_the_same_forms() -> None:
     assert ha.connection_pool.connection_kwargs["db"] == 4
     with pytest.raises(RedisUrlError):
         connect_sync("localhost:6379")
+
+
+async def test_only_the_outermost_retry_keeps_trying() -> None:
+    """A connect nested in a command gives up soon, so the outer retry asks the sentinels
+    again instead of dialling a dead master for ever (the hang this fixed)."""
+    from redis.backoff import NoBackoff
+
+    from runpoller.redis.url import NESTED_RETRIES, FailoverRetry
+
+    retry = FailoverRetry(NoBackoff(), -1, (redis.ConnectionError,))
+    inner_attempts: list[int] = []
+    outer_attempts = 0
+
+    async def nothing(error: Exception) -> None:
+        return None
+
+    async def inner() -> str:
+        inner_attempts[-1] += 1
+        raise redis.ConnectionError("refused")
+
+    async def outer() -> str:
+        nonlocal outer_attempts
+        outer_attempts += 1
+        if outer_attempts == 3:
+            return "asked again, connected"
+        inner_attempts.append(0)
+        return await retry.call_with_retry(inner, nothing)
+
+    assert await retry.call_with_retry(outer, nothing) == "asked again, connected"
+    assert inner_attempts == [NESTED_RETRIES + 1, NESTED_RETRIES + 1]

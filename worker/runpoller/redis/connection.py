@@ -13,18 +13,17 @@ records. The API's outages are logged by the same class (``what="api"``).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 from arq.connections import ArqRedis, RedisSettings
-from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
-from runpoller.redis.url import connect, parse
+from runpoller.redis.url import FailoverRetry, connect, parse
 from runpoller.secrets import scrub
 
 log = structlog.get_logger("runpoller.worker")
@@ -32,7 +31,6 @@ log = structlog.get_logger("runpoller.worker")
 # What a dropped or unreachable Redis raises (WatchError: arq's claim on a dropped connection).
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, WatchError, ConnectionError, OSError)
 RETRIED = [RedisConnectionError, RedisTimeoutError, ConnectionError, OSError]
-T = TypeVar("T")
 
 
 def error_text(error: str | BaseException) -> str:
@@ -119,8 +117,9 @@ class OutageMonitor:
         return self.clock() - self.last_failure < within_s
 
 
-class _OutageRetry(RedisRetry):
-    """redis-py's retry (forever, with backoff), telling the monitor of each failed attempt."""
+class _OutageRetry(FailoverRetry):
+    """Retries forever (with backoff, following a failover), telling the monitor of each
+    failed attempt."""
 
     __slots__ = ("monitor",)
 
@@ -128,14 +127,8 @@ class _OutageRetry(RedisRetry):
         super().__init__(ExponentialBackoff(cap=5.0, base=0.05), retries=-1)
         self.monitor = monitor
 
-    async def call_with_retry(
-        self, do: Callable[[], Awaitable[T]], fail: Callable[[Any], Any]
-    ) -> T:
-        async def noted(error: Any) -> None:
-            self.monitor.note_failure(error)
-            await fail(error)
-
-        return await super().call_with_retry(do, noted)
+    def noted(self, error: BaseException) -> None:
+        self.monitor.note_failure(error)
 
 
 def monitor_for(url: str) -> OutageMonitor:

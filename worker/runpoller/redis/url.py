@@ -18,21 +18,30 @@ shows one with the password replaced. Loads redis only (no arq): the client impo
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import dataclasses
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 import redis.asyncio
+import redis.asyncio.retry
 import redis.asyncio.sentinel
+import redis.retry
 import redis.sentinel
+from redis.backoff import ExponentialBackoff
 
 SENTINEL_PORT = 26379
 REDIS_PORT = 6379
 SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
 MASK = "***"
+FAILOVER_RETRIES = 40
+"""Attempts a Sentinel client makes by default (backoff capped at 1 s: about 30 s)."""
 
 AsyncRedisT = TypeVar("AsyncRedisT", bound=redis.asyncio.Redis)
+T = TypeVar("T")
 
 
 class RedisUrlError(ValueError):
@@ -198,8 +207,54 @@ def _options(url: str) -> dict[str, Any]:
     return kwargs
 
 
-def _sentinel_kwargs(target: RedisTarget, kwargs: dict[str, Any]) -> dict[str, Any]:
+_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("runpoller_redis_retry", default=0)
+NESTED_RETRIES = 2
+"""Attempts a retry nested in another makes (a connect inside a command, or the address's
+connect inside Sentinel's "ask, then connect") before it lets the outer one decide."""
+
+
+class FailoverRetry(redis.asyncio.retry.Retry):
+    """redis-py's retry, made to follow a failover: redis-py retries a connect with the same
+    Retry at every level (the command, Sentinel's "ask where the master is, connect", the
+    socket's connect). Retrying forever at the innermost level would dial a dead master for
+    ever; here only the outermost level has the full count, nested ones give up after
+    :data:`NESTED_RETRIES`, so the outer one asks the sentinels again."""
+
+    async def call_with_retry(
+        self, do: Callable[[], Awaitable[T]], fail: Callable[[Any], Any]
+    ) -> T:
+        depth = _DEPTH.get()
+        token = _DEPTH.set(depth + 1)
+        limit = self._retries if depth == 0 else NESTED_RETRIES
+        self._backoff.reset()  # type: ignore[no-untyped-call]
+        failures = 0
+        try:
+            while True:
+                try:
+                    return await do()
+                except self._supported_errors as error:
+                    failures += 1
+                    self.noted(error)
+                    await fail(error)
+                    if 0 <= limit < failures:
+                        raise
+                    await asyncio.sleep(self._backoff.compute(failures))
+        finally:
+            _DEPTH.reset(token)
+
+    def noted(self, error: BaseException) -> None:
+        """Called with each failed attempt (a subclass may count them)."""
+
+
+def _sentinel_kwargs(
+    target: RedisTarget, kwargs: dict[str, Any], retry: Callable[[], Any]
+) -> dict[str, Any]:
     merged = {**_options(target.url), **kwargs, "db": target.db}
+    if "retry" not in merged:
+        # A failover is expected with Sentinel: for a few seconds no master is known, then
+        # the old one refuses writes. Ride it out (about 30 s) unless the caller retries.
+        merged["retry"] = retry()
+        merged.setdefault("retry_on_error", [redis.ConnectionError, redis.TimeoutError])
     if target.username is not None:
         merged["username"] = target.username
     if target.password is not None:
@@ -228,7 +283,11 @@ def connect(
     if not target.sentinel:
         client: AsyncRedisT = redis_class.from_url(url, **kwargs)
         return client
-    options = _sentinel_kwargs(target, kwargs)
+    options = _sentinel_kwargs(
+        target,
+        kwargs,
+        lambda: FailoverRetry(ExponentialBackoff(cap=1.0, base=0.05), FAILOVER_RETRIES),
+    )
     manager = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
         list(target.hosts), sentinel_kwargs=_sentinel_side(options), **options
     )
@@ -242,7 +301,11 @@ def connect_sync(url: str, **kwargs: Any) -> redis.Redis:
     target = parse(url)
     if not target.sentinel:
         return redis.Redis.from_url(url, **kwargs)
-    options = _sentinel_kwargs(target, kwargs)
+    options = _sentinel_kwargs(
+        target,
+        kwargs,
+        lambda: redis.retry.Retry(ExponentialBackoff(cap=1.0, base=0.05), FAILOVER_RETRIES),
+    )
     manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
         list(target.hosts), sentinel_kwargs=_sentinel_side(options), **options
     )
