@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -77,3 +78,81 @@ def test_a_reader_leaving_the_pipe_is_no_traceback(tmp_path: Path) -> None:
         err = child.stderr.read().decode()
         assert child.wait(timeout=60) == 0, err
         assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_conflicting_run_flags_are_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["enqueue", "--thread-id", "thread_1", "--run-id", "run_1", "--response-id", "resp_1"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "runpoller enqueue: --response-id is a Responses run; --thread-id and --run-id an "
+        "Assistants run: give one or the other\n"
+    )
+
+
+def test_a_negative_timeout_is_a_plain_sentence(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["enqueue", "--response-id", "resp_1", "--timeout-ms", "-5"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.endswith(
+        "runpoller enqueue: error: argument --timeout-ms: a whole number of milliseconds "
+        "above 0, not '-5'\n"
+    )
+    assert "timeout_ms" not in err  # no pydantic field path
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    import argparse
+
+    from runpoller.cli.main import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "runpoller")
+    assert missing == []
+
+
+def test_usage_is_a_sentence_not_a_dict() -> None:
+    from runpoller.cli.follow import format_usage
+
+    assert format_usage({"prompt_tokens": 10, "completion_tokens": 7, "total_tokens": 17}) == (
+        "10 prompt + 7 completion = 17 tokens"
+    )
+    assert format_usage({"input_tokens": 3, "output_tokens": 4, "total_tokens": 7}) == (
+        "3 input + 4 output = 7 tokens"
+    )
+
+
+async def test_wait_without_a_live_worker_says_so_and_ctrl_c_says_the_run_goes_on(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fakeredis import FakeAsyncRedis
+
+    from runpoller.cli import follow
+    from runpoller.config import Settings
+
+    fake = FakeAsyncRedis()
+    monkeypatch.setattr(follow, "connect", lambda *a, **k: fake)
+    monkeypatch.setattr(follow, "NO_WORKER_AFTER_S", 0.0)
+
+    async def interrupted(*args: object, **kwargs: object) -> None:
+        await asyncio.sleep(0.2)  # the hint comes first
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(follow, "follow_run", interrupted)
+    settings = Settings(key_prefix="rp-nobody", queue_name="rp-nobody:queue")
+    with pytest.raises(KeyboardInterrupt):
+        await follow.enqueue_and_follow(
+            settings, {"kind": "response", "response_id": "resp_1"}, wait=True, as_json=False
+        )
+    err = capsys.readouterr().err
+    assert "runpoller enqueue: no live worker under prefix 'rp-nobody'" in err
+    assert "runpoller enqueue: stopped following resp_1; the run goes on" in err

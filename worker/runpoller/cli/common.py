@@ -68,6 +68,10 @@ def print_config(*, listing: bool, strict: bool) -> int:
     return 0
 
 
+class UsageError(Exception):
+    """Flags that do not go together (or miss one): ``runpoller <command>: <message>``, 2."""
+
+
 _redis_url: str | None = None
 """The REDIS_URL of the settings this process loaded (for the one line of a Redis failure)."""
 
@@ -103,6 +107,9 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         code: int = args.func(args)
     except ConfigError as exc:
         print(f"runpoller: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(f"runpoller {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

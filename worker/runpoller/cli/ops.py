@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from runpoller.cli.common import quiet_stdout, redis_problem, run
 from runpoller.cli.common import settings as _settings
 from runpoller.config import Settings
+from runpoller.redis.url import mask as mask_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -225,6 +226,14 @@ def _stats(args: argparse.Namespace) -> int:
         print(stats.model_dump_json(indent=2))
     else:
         print(render_table(stats))
+    if not stats.workers and not stats.queue.ready + stats.queue.deferred:
+        # Nothing at all under this prefix: most often a mistyped RUNPOLLER_KEY_PREFIX.
+        print(
+            f"runpoller stats: no worker and no queued run under prefix {settings.key_prefix!r} "
+            f"and queue {settings.queue_name!r} on {mask_url(settings.redis_url)}: check "
+            "RUNPOLLER_KEY_PREFIX and RUNPOLLER_QUEUE_NAME (and the DB in REDIS_URL)",
+            file=sys.stderr,
+        )
     return 0
 
 

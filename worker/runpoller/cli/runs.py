@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     runs = subparsers.add_parser("runs", help="see runs: show one, list them by status")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)
     p = runs_sub.add_parser("show", help="everything Redis knows of one run (no secrets)")
-    p.add_argument("run_id")
+    p.add_argument("run_id", help="the run's id (as enqueue printed it)")
     _json_flag(p)
     p.set_defaults(func=_command("runs show", _show))
     p = runs_sub.add_parser(
@@ -75,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = subparsers.add_parser(
         "follow", help="show a run's events live until it ends (as enqueue --wait)"
     )
-    p.add_argument("run_id")
+    p.add_argument("run_id", help="the run's id (as enqueue printed it)")
     p.add_argument(
         "--wait-for-start",
         action="store_true",
@@ -88,8 +88,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "reply",
         help="answer a run's tool calls: call_id=output ... or --json FILE; prints the entry id",
     )
-    p.add_argument("run_id")
-    p.add_argument("outputs", nargs="*", metavar="call_id=output")
+    p.add_argument("run_id", help="the run's id (as enqueue printed it)")
+    p.add_argument(
+        "outputs", nargs="*", metavar="call_id=output", help="one tool output per pending call"
+    )
     # The outputs may follow --round (`reply ID --round 1 call_1=sunny`): argparse would take
     # them for unknown arguments after an option, so --round collects them too.
     p.add_argument(
@@ -109,7 +111,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=_command("reply", _reply))
 
     p = subparsers.add_parser("cancel", help="ask the workers to cancel a run")
-    p.add_argument("run_id")
+    p.add_argument("run_id", help="the run's id (as enqueue printed it)")
     p.add_argument("--reason", metavar="TEXT", help="why (shown in the run's final event)")
     p.add_argument(
         "--wait", action="store_true", help="follow the run until it ends (exit 0 once it has)"
@@ -125,7 +127,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _json_flag(p)
     p.set_defaults(func=_command("dead-letters list", _dead_list))
     p = dead_sub.add_parser("requeue", help="enqueue a dead letter's job again, then delete it")
-    p.add_argument("entry_id")
+    p.add_argument("entry_id", help="the dead letter's entry id (from dead-letters list)")
     _json_flag(p)
     p.set_defaults(func=_command("dead-letters requeue", _dead_requeue))
     p = dead_sub.add_parser("purge", help="delete dead letters (all, or the older ones)")
