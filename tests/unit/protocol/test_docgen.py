@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
+
+import pytest
 
 from runpoller.protocol import FinalEvent, JobEnvelope, docgen
 
@@ -27,3 +30,15 @@ def test_doc_lists_every_final_status() -> None:
     statuses = FinalEvent.model_json_schema()["properties"]["status"]["enum"]
     for status in statuses:
         assert f"`{status}`" in text
+
+
+def test_help_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m runpoller.protocol.docgen --help` used to rewrite docs/protocol.md."""
+    target = tmp_path / "protocol.md"
+    monkeypatch.setattr(docgen, "DOC_PATH", target)
+    with pytest.raises(SystemExit) as info:
+        docgen.main(["--help"])
+    assert info.value.code == 0 and not target.exists()
+    with pytest.raises(SystemExit) as info:
+        docgen.main(["--chek"])
+    assert info.value.code == 2 and not target.exists()

@@ -331,8 +331,18 @@ kept on `{K.dead_letters}`, never retried: `runpoller dead-letters list`, `reque
 
 
 def main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m runpoller.protocol.docgen",
+        description=f"Write {DOC_PATH.name} from the protocol models (or check it is current).",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 when the file is out of date"
+    )
+    args = parser.parse_args(argv)  # --help prints this and exits: it never writes the docs
     text = render()
-    if "--check" in argv:
+    if args.check:
         current = DOC_PATH.read_text(encoding="utf-8") if DOC_PATH.exists() else ""
         if current != text:
             print(
