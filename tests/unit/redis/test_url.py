@@ -124,3 +124,12 @@ async def test_only_the_outermost_retry_keeps_trying() -> None:
 
     assert await retry.call_with_retry(outer, nothing) == "asked again, connected"
     assert inner_attempts == [NESTED_RETRIES + 1, NESTED_RETRIES + 1]
+
+
+async def test_the_client_connects_through_the_same_factory() -> None:
+    from runpoller.client import RunpollerClient
+
+    client = RunpollerClient.from_url("redis+sentinel://s1/mymaster/3", key_prefix="rp-x")
+    assert isinstance(client.redis.connection_pool, redis.asyncio.sentinel.SentinelConnectionPool)
+    assert client.keys.prefix == "rp-x"
+    await client.redis.aclose()

@@ -125,7 +125,7 @@ capped at `RUNPOLLER_EVENT_STREAM_MAXLEN` entries (default 1000).
 `arq:job:<job id>` keys are named by arq, not under `RUNPOLLER_KEY_PREFIX`: two deployments
 sharing one Redis database share them, so the same run id enqueued by both is one job (the
 second `SET … NX` is a no-op), whatever their prefixes and queue names. Give each deployment
-its own Redis database (`RUNPOLLER_REDIS_URL=redis://host:6379/<n>`).
+its own Redis database (`REDIS_URL=redis://host:6379/<n>`).
 
 ## 1. Enqueue a job
 
