@@ -156,3 +156,12 @@ async def test_wait_without_a_live_worker_says_so_and_ctrl_c_says_the_run_goes_o
     err = capsys.readouterr().err
     assert "runpoller enqueue: no live worker under prefix 'rp-nobody'" in err
     assert "runpoller enqueue: stopped following resp_1; the run goes on" in err
+
+
+def test_worker_help_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    from runpoller.config import env_names
+
+    with pytest.raises(SystemExit):
+        main(["worker", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert all(name in out for name in env_names()) and "config --list" in out

@@ -104,6 +104,20 @@ def _job_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return job
 
 
+def _settings_epilog() -> str:
+    """Every setting's environment variable, wrapped: what `worker --help` can list."""
+    import textwrap
+
+    from runpoller.config import env_names
+
+    names = ", ".join(sorted(env_names()))
+    return (
+        "settings (environment variables; `runpoller config --list` shows each with its "
+        "default, current value and source):\n"
+        + textwrap.fill(names, 78, initial_indent="  ", subsequent_indent="  ")
+    )
+
+
 def _positive_ms(text: str) -> int:
     """An argparse type: a whole number of milliseconds above 0 (else one plain sentence)."""
     if not text.strip().isdigit() or int(text) < 1:
@@ -162,8 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a worker",
         description="Start a worker: it takes runs from the queue and polls them until they "
         "end. Configured by environment variables (and librechat.yaml), not flags.",
-        epilog="Settings: `runpoller config --list` prints each with its environment "
-        "variable, default, current value and source; docs/operations.md explains them.",
+        epilog=_settings_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.set_defaults(func=_cmd_worker)
 
