@@ -30,3 +30,17 @@ def test_a_db_out_of_range_is_one_line_and_exit_2() -> None:
         "`databases` setting says more"
     )
     assert "retries remaining" not in done.stderr
+
+
+def test_stats_under_a_mistyped_prefix_says_so() -> None:
+    env = worker_env(REDIS_URL=test_redis_url(), RUNPOLLER_KEY_PREFIX="rp-nothing-here-17")
+    done = subprocess.run(
+        [sys.executable, "-m", "runpoller", "stats"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith(
+        "runpoller stats: no worker and no queued run under prefix 'rp-nothing-here-17' and "
+        "queue 'runpoller:queue' on "
+    )
+    assert "check RUNPOLLER_KEY_PREFIX and RUNPOLLER_QUEUE_NAME" in done.stderr
