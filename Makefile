@@ -38,6 +38,18 @@ test: lint node-install browser
 	$(WITH_REDIS) -- $(BIN)/pytest -q
 	$(MAKE) node-test
 
+# tests/integration/test_sentinel.py runs real redis-sentinel processes: install the Debian
+# package where it is missing (as root, else through sudo; else the test says what to do).
+test: redis-sentinel
+.PHONY: redis-sentinel
+redis-sentinel:
+	@command -v redis-sentinel >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	  else echo "make: redis-sentinel is missing: apt-get install redis-sentinel (as root)" >&2; exit 0; fi; \
+	  echo "make: installing redis-sentinel with apt-get"; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-sentinel >/dev/null; }
+
 # Every chaos attack at full size (CHAOS_RUNS=100 make chaos for a shorter pass). The figures
 # of issue 14 (lost, duplicates, resume, intake lag, late finals) are printed as one table at
 # the end, targets beside, and written to bench/results/chaos-<timestamp>.json.

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
 from tests.conftest import test_redis_url
 
@@ -21,6 +22,8 @@ NODE_CLIENT = Path(__file__).resolve().parents[2] / "clients" / "node" / "dist" 
 def test_demo_shows_every_outcome() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOLLER_", "ASSISTANTS_"))}
     env["REDIS_URL"] = test_redis_url()
+    redis = Redis.from_url(test_redis_url())
+    before = set(redis.scan_iter(match="runpoller-demo-*", count=1000))
     done = subprocess.run(
         [sys.executable, "-m", "runpoller", "demo", "--fast"],
         env=env,
@@ -49,3 +52,6 @@ def test_demo_shows_every_outcome() -> None:
     # Responses runs poll every 20 s; the demo (well under 20 s) ends them by webhook.
     match = re.search(r"webhooks: (\d+) poll\(s\) of the background responses brought forward", out)
     assert match is not None and int(match.group(1)) >= 1, out
+    # Nothing left behind: the worker's hand-off on worker-events came after the clean-up.
+    left = set(redis.scan_iter(match="runpoller-demo-*", count=1000)) - before
+    assert left == set()

@@ -36,14 +36,14 @@ RULES: list[tuple[str, dict[str, Any], str, str]] = [
     (
         "max poll interval bound",
         {"poll_interval_ms": 2000, "max_poll_interval_ms": 1999},
-        "max_poll_interval_ms",
-        "is below the poll interval (2000 ms)",
+        "poll_interval_ms",
+        "above the maximum poll interval 1999 ms (max_poll_interval_ms)",
     ),
     (
         "max timeout bound",
         {"timeout_ms": 10_000, "max_timeout_ms": 9_999},
-        "max_timeout_ms",
-        "is below the timeout (10000 ms)",
+        "timeout_ms",
+        "above the maximum timeout 9999 ms (max_timeout_ms)",
     ),
     (
         "dead worker after two heartbeats",
@@ -66,6 +66,20 @@ RULES: list[tuple[str, dict[str, Any], str, str]] = [
         "assistants_base_url",
         "'ftp://api.test/v1' is not an http(s) URL",
     ),
+    ("durations above 0", {"read_timeout_s": 0}, "read_timeout_s", "it must be above 0"),
+    (
+        "base URL with a host",
+        {"assistants_base_url": "http://"},
+        "assistants_base_url",
+        "'http://' has no host",
+    ),
+    (
+        "redis URL",
+        {"redis_url": "redis://:secretpw@h:notaport/0"},
+        "redis_url",
+        "'redis://:***@h:notaport/0': port 'notaport' is not a number from 1 to 65535",
+    ),
+    ("metrics port", {"metrics_port": 99999}, "metrics_port", "must be -1 (no HTTP server)"),
     ("key ring parses", {"secret_keys": "k1:tooshort"}, "secret_keys", "k1"),
     ("empty supported ids", {"supported_ids": []}, "supported_ids", "an empty list is invalid"),
     ("empty excluded ids", {"excluded_ids": []}, "excluded_ids", "an empty list is invalid"),
@@ -198,8 +212,9 @@ def counting_rules(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 def test_settings_in_code_runs_every_rule_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = counting_rules(monkeypatch)
     Settings(secret_keys=GOOD_RING)
-    # One rule each: the three counts, the two lists, the webhook listener and its fallback.
-    assert len(calls) == len(RULES) - 4
+    # One rule each: the three counts, the two lists, the webhook listener and its fallback,
+    # the base URL's two cases.
+    assert len(calls) == len(RULES) - 5
     assert set(calls.values()) == {1}
 
 

@@ -37,6 +37,7 @@ from runpoller.protocol import (
     parse_job,
 )
 from runpoller.protocol.serde import serialize_job
+from runpoller.redis.url import connect
 from runpoller.secrets import encrypt, is_encrypted, parse_key_ring
 
 _EVENT = TypeAdapter(Event)
@@ -210,6 +211,27 @@ class RunpollerClient:
         self.queue_name = queue_name
         self.keys = Keys(key_prefix)
         self._ring = parse_key_ring(secret_keys) if secret_keys else {}
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        queue_name: str = "runpoller:queue",
+        key_prefix: str = "runpoller",
+        secret_keys: str | None = None,
+        **redis_kwargs: Any,
+    ) -> RunpollerClient:
+        """A client on its own connection to ``url``: any ``REDIS_URL`` form the workers read
+        (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``), made by the same
+        factory (:func:`runpoller.redis.url.connect`). Close it with
+        ``await client.redis.aclose()``."""
+        return cls(
+            connect(url, **redis_kwargs),
+            queue_name=queue_name,
+            key_prefix=key_prefix,
+            secret_keys=secret_keys,
+        )
 
     async def enqueue(self, job: Mapping[str, Any]) -> str:
         """Validate and enqueue a job; returns the logical run id. Idempotent per run id.

@@ -12,12 +12,15 @@ once, with messages in field names), and :func:`load_settings` turns the first p
 from __future__ import annotations
 
 import base64
+import dataclasses
+import difflib
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -39,9 +42,65 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from runpoller.redis.url import RedisUrlError
+from runpoller.redis.url import mask as mask_url
+from runpoller.redis.url import parse as parse_redis_url
+
 USER_PROVIDED = "user_provided"
 ENV_PREFIX = "RUNPOLLER_"
 LIBRECHAT_CONFIG_ENV = "RUNPOLLER_LIBRECHAT_CONFIG"
+STRICT_ENV = "RUNPOLLER_STRICT_CONFIG"
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+# RUNPOLLER_* names read by the project's tooling (tests, chaos, images), not by Settings:
+# not reported as unknown.
+TOOLING_ENV = frozenset(
+    {
+        "RUNPOLLER_CHAOS_RUNS",
+        "RUNPOLLER_SCALING_RUNS",
+        "RUNPOLLER_INTAKE_RUNS",
+        "RUNPOLLER_TEST_REDIS_DB",
+        "RUNPOLLER_EMBEDDED_REDIS",
+        "RUNPOLLER_EXTRAS",
+        "RUNPOLLER_IMAGE",
+        "RUNPOLLER_SCREENSHOTS",
+        "RUNPOLLER_CHROMIUM",
+        # Read by `runpoller dashboard` itself (dashboard/cli.py), never by a worker.
+        "RUNPOLLER_DASHBOARD_TOKEN",
+    }
+)
+
+# Every key LibreChat's schema accepts in endpoints.assistants (assistantEndpointSchema and
+# the general endpoint fields it inherits); we use five, the others are LibreChat's own.
+LIBRECHAT_ASSISTANTS_KEYS = frozenset(
+    {
+        "pollIntervalMs",
+        "timeoutMs",
+        "version",
+        "supportedIds",
+        "excludedIds",
+        "privateAssistants",
+        "retrievalModels",
+        "capabilities",
+        "disableBuilder",
+        "apiKey",
+        "baseURL",
+        "models",
+        "headers",
+        "streamRate",
+        "titleConvo",
+        "titleModel",
+        "titleMethod",
+        "titlePrompt",
+        "titlePromptTemplate",
+        "titleEndpoint",
+        "summarize",
+        "summaryModel",
+        "forcePrompt",
+        "modelDisplayLabel",
+        "userIdQuery",
+    }
+)
 
 MIN_POLL_INTERVAL_MS = 100
 
@@ -193,11 +252,20 @@ class Settings(BaseSettings):
     webhook_fallback_interval_ms: int = 0
 
     log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: str = "INFO"
+    log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = "INFO"
+
+    # Unknown RUNPOLLER_* variables and unknown or duplicate librechat.yaml keys: warnings,
+    # or (true) errors that stop the start.
+    strict_config: bool = False
 
     _split = field_validator("assistants_models", "supported_ids", "excluded_ids", mode="before")(
         _split_csv
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check_rules(self) -> Self:
@@ -249,29 +317,72 @@ def _env_name(field: str) -> str:
     return ENV_PREFIX + field.upper()
 
 
-def _read_librechat(path: Path) -> tuple[dict[str, Any], list[str]]:
-    """Values from ``endpoints.assistants`` of a librechat.yaml, plus warnings to log."""
+class _DuplicateKeysLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, noting each key a mapping repeats (LibreChat's parser refuses
+    them; PyYAML would keep the last silently)."""
+
+    duplicates: list[tuple[str, int, int]]
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str | int | float | bool) and key in seen:
+                self.duplicates.append((str(key), seen[key], line))
+            else:
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _read_librechat(path: Path) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Values from ``endpoints.assistants`` of a librechat.yaml, warnings to log, and findings
+    (unknown and duplicate keys: warnings, or errors with ``RUNPOLLER_STRICT_CONFIG``)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(
             f"{LIBRECHAT_CONFIG_ENV}={path}: cannot read file ({exc.strerror})"
         ) from None
+    loader = _DuplicateKeysLoader(text)
+    loader.duplicates = []
     try:
-        doc = yaml.safe_load(text)
+        doc = loader.get_single_data()
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
         if mark is not None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
+        reason = getattr(exc, "problem", None) or ""
+        context = getattr(exc, "context", None)
+        if context:
+            reason = f"{reason} ({context})" if reason else context
+        raise ConfigError(f"{path}: not valid YAML{where}: {reason or exc}") from None
+    finally:
+        loader.dispose()
+    findings = [
+        f"{path}: line {line}: key {key!r} repeats line {first} (LibreChat refuses the file; "
+        "runpoller would use the last)"
+        for key, first, line in loader.duplicates
+    ]
     block = (
         ((doc or {}).get("endpoints") or {}).get("assistants") if isinstance(doc, dict) else None
     )
     if block is None:
-        return {}, [f"{path}: no endpoints.assistants block; using defaults"]
+        return {}, [f"{path}: no endpoints.assistants block; using defaults"], findings
     if not isinstance(block, dict):
         raise ConfigError(f"{path}: endpoints.assistants must be a mapping")
+    for key in block:
+        if key not in LIBRECHAT_ASSISTANTS_KEYS:
+            findings.append(
+                f"{path}: endpoints.assistants.{key} is not a LibreChat assistants setting"
+                + _did_you_mean(str(key), LIBRECHAT_ASSISTANTS_KEYS)
+            )
     try:
         parsed = LibreChatAssistants.model_validate(block)
     except ValidationError as exc:
@@ -295,7 +406,7 @@ def _read_librechat(path: Path) -> tuple[dict[str, Any], list[str]]:
             "(LibreChat semantics)"
         )
         values.pop("excluded_ids")
-    return values, warnings
+    return values, warnings, findings
 
 
 _FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("librechat_values", default=None)
@@ -317,15 +428,40 @@ def load_settings(**overrides: Any) -> tuple[Settings, list[str]]:
     Returns the settings and warnings worth logging. Raises :class:`ConfigError` with one
     readable message for any invalid value, naming the setting and where it came from.
     """
+    loaded = load(**overrides)
+    return loaded.settings, loaded.warnings
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    """Settings with where each value came from (field -> ``environment``, ``argument`` or
+    ``<file>: endpoints.assistants.<key>``; absent: the default) and the warnings to show."""
+
+    settings: Settings
+    sources: dict[str, str]
+    warnings: list[str]
+
+
+def load(*, strict: bool | None = None, **overrides: Any) -> Loaded:
+    """:func:`load_settings`, keeping the sources. ``strict`` (default: the environment's
+    ``RUNPOLLER_STRICT_CONFIG``): unknown variables and unknown or duplicate file keys are
+    errors instead of warnings."""
     env = os.environ
+    if strict is None:
+        strict = env.get(STRICT_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
     sources: dict[str, str] = {}
     file_values: dict[str, Any] = {}
     warnings: list[str] = []
     config_path = overrides.pop("librechat_config", None) or env.get(LIBRECHAT_CONFIG_ENV)
+    findings = unknown_variables(env)
     if config_path:
-        file_values, warnings = _read_librechat(Path(config_path))
+        file_values, warnings, file_findings = _read_librechat(Path(config_path))
+        findings += file_findings
         for field in file_values:
             sources[field] = f"{config_path}: endpoints.assistants.{_YAML_FIELD_PATHS[field]}"
+    if strict and findings:
+        raise ConfigError(f"{findings[0]} ({STRICT_ENV} is on)")
+    warnings = findings + warnings
     for field in Settings.model_fields:
         if _env_name(field) in env:
             sources[field] = "environment"
@@ -344,7 +480,84 @@ def load_settings(**overrides: Any) -> tuple[Settings, list[str]]:
     if settings.supported_ids and settings.excluded_ids:
         warnings.append("both supported_ids and excluded_ids are set; excluded_ids is ignored")
         settings = settings.model_copy(update={"excluded_ids": None})
-    return settings, warnings
+    return Loaded(settings, sources, warnings)
+
+
+def env_names() -> dict[str, str]:
+    """Environment variable name -> setting, for every setting."""
+    return {_env_name(field): field for field in Settings.model_fields}
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """A line for each ``RUNPOLLER_*`` variable no setting reads, and each variable whose name
+    is one letter or so from a setting's (``RUNPOLER_TIMEOUT_MS``), with the likely one."""
+    known = env_names()
+    problems = []
+    for name in sorted(env):
+        if name in known or name in TOOLING_ENV:
+            continue
+        if name.startswith(ENV_PREFIX):
+            # Compared without the shared prefix, which would make every name look alike.
+            bare = {k.removeprefix(ENV_PREFIX): k for k in known}
+            found = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), bare, 1, 0.6)
+            close = [bare[found[0]]] if found else []
+        else:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.9)
+            if not close:
+                continue
+        hint = f"; did you mean {close[0]}?" if close else ""
+        problems.append(f"{name} is set but is not a runpoller setting{hint}")
+    return problems
+
+
+def startup_problems(settings: Settings) -> list[str]:
+    """What will fail with these settings although each value is valid: one line each."""
+    problems = []
+    plaintext = settings.allow_plaintext_keys
+    if settings.user_provided_key and settings.secret_keys is None and not plaintext:
+        problems.append(
+            "ASSISTANTS_API_KEY=user_provided but RUNPOLLER_SECRET_KEYS is not set: every "
+            "job must carry its user's key encrypted with that ring, so every job will be "
+            "refused (set RUNPOLLER_SECRET_KEYS on workers and clients)"
+        )
+    if settings.assistants_api_key is None:
+        problems.append(
+            "ASSISTANTS_API_KEY is not set: only jobs that carry their own api_key can run; "
+            "every other job will be refused (missing_api_key)"
+        )
+    return problems
+
+
+SHOWN_SECRET = "set (hidden)"  # noqa: S105 - what is shown instead of a secret
+
+
+def shown_value(settings: Settings, field: str) -> str:
+    """A setting's value fit for a screen: secrets hidden, URL passwords masked."""
+    value = getattr(settings, field)
+    if field == "assistants_api_key" and settings.user_provided_key:
+        return USER_PROVIDED
+    if isinstance(value, SecretStr):
+        return SHOWN_SECRET
+    if value is None:
+        return "(unset)"
+    if isinstance(value, list):
+        return ",".join(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = str(value)
+    return mask_url(text) if "://" in text else text
+
+
+def shown_default(field: str) -> str:
+    info = Settings.model_fields[field]
+    value = info.get_default(call_default_factory=True)
+    if value is None:
+        return "(unset)"
+    if isinstance(value, list):
+        return ",".join(value) or "(empty)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 def _config_message(err: ErrorDetails, sources: Mapping[str, str]) -> str:
@@ -435,11 +648,13 @@ def _timeout_above_interval(s: Settings) -> PydanticCustomError | None:
 def _max_poll_interval_bound(s: Settings) -> PydanticCustomError | None:
     if s.max_poll_interval_ms >= s.poll_interval_ms:
         return None
+    # The poll interval is what a person usually raised (often in librechat.yaml): name it
+    # first, with its own source, and the maximum beside it.
     return _problem(
-        "{w[max_poll_interval_ms]} ({v[max_poll_interval_ms]} ms) is below the poll interval "
-        "({v[poll_interval_ms]} ms)",
-        max_poll_interval_ms=s.max_poll_interval_ms,
+        "{w[poll_interval_ms]} is {v[poll_interval_ms]} ms; above the maximum poll interval "
+        "{v[max_poll_interval_ms]} ms ({w[max_poll_interval_ms]})",
         poll_interval_ms=s.poll_interval_ms,
+        max_poll_interval_ms=s.max_poll_interval_ms,
     )
 
 
@@ -447,9 +662,10 @@ def _max_timeout_bound(s: Settings) -> PydanticCustomError | None:
     if s.max_timeout_ms >= s.timeout_ms:
         return None
     return _problem(
-        "{w[max_timeout_ms]} ({v[max_timeout_ms]} ms) is below the timeout ({v[timeout_ms]} ms)",
-        max_timeout_ms=s.max_timeout_ms,
+        "{w[timeout_ms]} is {v[timeout_ms]} ms; above the maximum timeout {v[max_timeout_ms]} ms "
+        "({w[max_timeout_ms]})",
         timeout_ms=s.timeout_ms,
+        max_timeout_ms=s.max_timeout_ms,
     )
 
 
@@ -490,12 +706,67 @@ def _counts_at_least_one(s: Settings) -> PydanticCustomError | None:
 
 
 def _http_base_url(s: Settings) -> PydanticCustomError | None:
-    if s.assistants_base_url.startswith(("http://", "https://")):
-        return None
-    return _problem(
-        "{w[assistants_base_url]}: {v[assistants_base_url]!r} is not an http(s) URL",
-        assistants_base_url=s.assistants_base_url,
-    )
+    shown = mask_url(s.assistants_base_url)
+    try:
+        parts = urlsplit(s.assistants_base_url)
+        parts.port  # noqa: B018 - parse to validate
+    except ValueError as exc:
+        return _problem(
+            "{w[assistants_base_url]}: {v[url]!r}: {v[problem]}", url=shown, problem=str(exc)
+        )
+    if parts.scheme not in {"http", "https"}:
+        return _problem("{w[assistants_base_url]}: {v[url]!r} is not an http(s) URL", url=shown)
+    if not parts.hostname:
+        return _problem("{w[assistants_base_url]}: {v[url]!r} has no host", url=shown)
+    return None
+
+
+def _redis_url_valid(s: Settings) -> PydanticCustomError | None:
+    try:
+        parse_redis_url(s.redis_url)
+    except RedisUrlError as exc:  # its message masks the password
+        return _problem("{w[redis_url]}: {v[problem]}", problem=str(exc))
+    return None
+
+
+def _ports(s: Settings) -> PydanticCustomError | None:
+    if not -1 <= s.metrics_port <= 65535:
+        return _problem(
+            "{w[metrics_port]} is {v[metrics_port]}; it must be -1 (no HTTP server), 0 (any "
+            "port) or a port up to 65535",
+            metrics_port=s.metrics_port,
+        )
+    return None
+
+
+# Durations that must be above zero (a zero read timeout or window means nothing sensible).
+_POSITIVE = (
+    "heartbeat_interval_ms",
+    "connect_timeout_s",
+    "read_timeout_s",
+    "arq_poll_delay_s",
+    "rate_limit_window_s",
+    "record_ttl_s",
+    "max_reply_bytes",
+    "max_result_bytes",
+)
+_NOT_NEGATIVE = ("cancel_grace_ms", "rate_limit_requests", "max_retry_after_s")
+
+
+def _durations(s: Settings) -> PydanticCustomError | None:
+    for field in _POSITIVE:
+        value = getattr(s, field)
+        if value <= 0:
+            return _problem(
+                f"{{w[{field}]}} is {{v[{field}]}}; it must be above 0", **{field: value}
+            )
+    for field in _NOT_NEGATIVE:
+        value = getattr(s, field)
+        if value < 0:
+            return _problem(
+                f"{{w[{field}]}} is {{v[{field}]}}; it must be 0 or more", **{field: value}
+            )
+    return None
 
 
 def _key_ring_parses(s: Settings) -> PydanticCustomError | None:
@@ -599,7 +870,10 @@ _RULES: tuple[_Rule, ...] = (
     _dead_worker_after_heartbeats,
     _loop_stall_above_heartbeat,
     _counts_at_least_one,
+    _durations,
     _http_base_url,
+    _redis_url_valid,
+    _ports,
     _key_ring_parses,
     _id_lists_not_empty,
     _webhook_secrets_valid,

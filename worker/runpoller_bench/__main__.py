@@ -9,7 +9,7 @@ from pathlib import Path
 
 from runpoller_bench.config import parse_args
 from runpoller_bench.harness import run_bench
-from runpoller_bench.report import default_out, summary_line, write_results
+from runpoller_bench.report import default_out, exit_code, summary_line, write_results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     for note in results["notes"]:
         print(f"note: {note}")
     print(f"results written to {path}")
-    return 0
+    return exit_code(results)
 
 
 if __name__ == "__main__":

@@ -404,6 +404,15 @@ def write_results(results: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def exit_code(results: dict[str, Any]) -> int:
+    """1 when a target measured under its own conditions failed (smoke sizes included), else 0.
+
+    A FAIL off the target's conditions (marked *, e.g. fewer runs than it names) is shown but
+    proves nothing either way."""
+    failed = [t for t in results["targets"] if t["status"] == "FAIL" and t["at_spec"]]
+    return 1 if failed else 0
+
+
 def summary_line(results: dict[str, Any]) -> str:
     counts: dict[str, int] = {}
     for t in [*results["targets"], *results.get("mode_targets", [])]:

@@ -41,6 +41,7 @@ STREAMED_TEXT = (
     "Streamed background responses reach the app word by word, and a worker that dies "
     "mid-stream is resumed by another after the last word it wrote."
 )
+LOCAL_DB = 15
 ALLOWED_ASSISTANT = "asst_demo"
 
 
@@ -182,8 +183,13 @@ async def demo_redis() -> AsyncIterator[str]:
         yield url
         return
     if _ping("127.0.0.1", 6379):
-        print("redis:  redis://127.0.0.1:6379/0 (local server)")
-        yield "redis://127.0.0.1:6379/0"
+        # Not DB 0 of a server that may hold someone's data: DB 15, under the demo's own
+        # prefix, deleted at the end.
+        print(
+            f"redis:  redis://127.0.0.1:6379/{LOCAL_DB} (the local server; DB {LOCAL_DB}, keys "
+            "under the demo's own prefix, deleted at the end; REDIS_URL chooses another)"
+        )
+        yield f"redis://127.0.0.1:6379/{LOCAL_DB}"
         return
     from fakeredis import TcpFakeServer
 
@@ -322,6 +328,11 @@ async def run_demo(*, fast: bool = False) -> int:
             "RUNPOLLER_MAX_POLL_INTERVAL_MS": "20000",
         }
         env.pop("RUNPOLLER_LIBRECHAT_CONFIG", None)
+        # Registered before the processes start, so it runs after they stopped: the worker
+        # writes its hand-off to <prefix>:worker-events as it stops (a stream without TTL).
+        redis: Redis = Redis.from_url(redis_url)
+        stack.push_async_callback(redis.aclose)
+        stack.push_async_callback(_delete_namespace, redis, namespace)
         receiver = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -357,9 +368,6 @@ async def run_demo(*, fast: bool = False) -> int:
         await _wait_ready(f"http://127.0.0.1:{dashboard_port}/readyz", dashboard)
         print(f"web:    http://127.0.0.1:{dashboard_port}/ (runpoller dashboard, read-only)\n")
 
-        redis: Redis = Redis.from_url(redis_url)
-        stack.push_async_callback(redis.aclose)
-        stack.push_async_callback(_delete_namespace, redis, namespace)
         client = RunpollerClient(redis, queue_name=f"{namespace}:queue", key_prefix=namespace)
         runs = demo_runs(fast)
         root = fake.base_url.removesuffix("/v1")

@@ -197,3 +197,15 @@ def test_profile_summary(tmp_path: Path) -> None:
     assert summary["samples"] == 100
     assert summary["idle_share"] == 0.6
     assert summary["busy_by_package"] == {"httpx": 0.75, "runpoller.worker.driver": 0.25}
+
+
+def test_a_failed_target_measured_at_its_conditions_fails_the_command() -> None:
+    """`bench --smoke` printed "4 FAIL" and exited 0."""
+    from runpoller_bench.report import exit_code
+
+    def targets(*rows: tuple[str, bool]) -> dict[str, object]:
+        return {"targets": [{"status": status, "at_spec": at_spec} for status, at_spec in rows]}
+
+    assert exit_code(targets(("pass", True), ("n/a", True))) == 0
+    assert exit_code(targets(("pass", True), ("FAIL", False))) == 0  # off its conditions (*)
+    assert exit_code(targets(("pass", True), ("FAIL", True))) == 1

@@ -34,8 +34,10 @@ def test_actions_convert_is_wired(capsys: pytest.CaptureFixture[str], tmp_path: 
 
 
 def test_enqueue_needs_an_id(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit, match="--thread-id and --run-id, or --response-id"):
-        main(["enqueue", "--thread-id", "t"])
+    assert main(["enqueue", "--thread-id", "t"]) == 2
+    assert capsys.readouterr().err == (
+        "runpoller enqueue: give --thread-id and --run-id, or --response-id\n"
+    )
 
 
 def test_an_invalid_job_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -267,12 +267,6 @@ def test_probe_url_and_default_port(monkeypatch: pytest.MonkeyPatch) -> None:
     assert opscli.probe_url("http://w/healthz", ready=False) == "http://w/healthz"
 
 
-def test_safe_url_hides_passwords_only() -> None:
-    assert opscli.safe_url("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
-    assert opscli.safe_url("rediss://user:pw@h/1") == "rediss://user:***@h/1"
-    assert opscli.safe_url("redis://h:6379/0") == "redis://h:6379/0"
-
-
 def test_fit_clips_to_the_terminal() -> None:
     text = "\n".join(f"line {i} " + "x" * 200 for i in range(50))
     fitted = opscli._fit(text, 80, 24).splitlines()

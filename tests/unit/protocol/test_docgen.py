@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
+
+import pytest
 
 from runpoller.protocol import FinalEvent, JobEnvelope, docgen
 
@@ -45,3 +48,15 @@ def test_the_key_ring_test_vector_is_what_the_workers_decrypt() -> None:
     body = base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
     assert vector["api_key"] == f"enc:v1:k2026:{body}"
     assert vector["api_key"] in docgen.render()
+
+
+def test_help_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m runpoller.protocol.docgen --help` used to rewrite docs/protocol.md."""
+    target = tmp_path / "protocol.md"
+    monkeypatch.setattr(docgen, "DOC_PATH", target)
+    with pytest.raises(SystemExit) as info:
+        docgen.main(["--help"])
+    assert info.value.code == 0 and not target.exists()
+    with pytest.raises(SystemExit) as info:
+        docgen.main(["--chek"])
+    assert info.value.code == 2 and not target.exists()

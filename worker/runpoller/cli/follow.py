@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from typing import Any, TextIO
@@ -17,10 +18,13 @@ from runpoller.protocol import (
     AcceptedEvent,
     Event,
     FinalEvent,
+    Keys,
     ProgressEvent,
     RequiresActionEvent,
     StatusEvent,
 )
+from runpoller.redis.url import connect
+from runpoller.redis.url import mask as mask_url
 
 
 def describe(event: Event) -> str:
@@ -46,8 +50,32 @@ def format_final(final: FinalEvent) -> str:
     if final.error:
         lines.append(f"  error: {final.error.code}: {final.error.message}")
     if final.usage:
-        lines.append(f"  usage: {final.usage}")
+        lines.append(f"  usage: {format_usage(final.usage)}")
     return "\n".join(lines)
+
+
+_USAGE_PARTS = (
+    ("prompt_tokens", "prompt"),
+    ("input_tokens", "input"),
+    ("completion_tokens", "completion"),
+    ("output_tokens", "output"),
+)
+
+
+def format_usage(usage: dict[str, Any]) -> str:
+    """``10 prompt + 7 completion = 17 tokens`` (other numbers after, as ``name 3``)."""
+    done = {"total_tokens"}
+    parts = []
+    for key, label in _USAGE_PARTS:
+        if isinstance(usage.get(key), int):
+            parts.append(f"{usage[key]} {label}")
+            done.add(key)
+    text = " + ".join(parts)
+    total = usage.get("total_tokens")
+    if isinstance(total, int):
+        text = f"{text} = {total} tokens" if text else f"{total} tokens"
+    extra = [f"{k} {v}" for k, v in usage.items() if k not in done and isinstance(v, int | float)]
+    return ", ".join([p for p in (text, *extra) if p]) or "-"
 
 
 class ProgressLine:
@@ -76,7 +104,7 @@ class ProgressLine:
 async def enqueue_and_follow(
     settings: Settings, job: dict[str, Any], *, wait: bool, as_json: bool
 ) -> int:
-    redis: Redis = Redis.from_url(settings.redis_url)
+    redis: Redis = connect(settings.redis_url, socket_connect_timeout=3)
     try:
         client = RunpollerClient(
             redis,
@@ -88,9 +116,45 @@ async def enqueue_and_follow(
         if not wait:
             print(run_id)
             return 0
-        return print_final(await follow_run(client, run_id), as_json=as_json)
+        watch = asyncio.create_task(_warn_without_workers(redis, settings))
+        try:
+            return print_final(await follow_run(client, run_id), as_json=as_json)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            print(
+                f"\nrunpoller enqueue: stopped following {run_id}; the run goes on "
+                f"(runpoller follow {run_id} to watch it again, runpoller cancel {run_id} to "
+                "stop it)",
+                file=sys.stderr,
+            )
+            raise
+        finally:
+            watch.cancel()
     finally:
         await redis.aclose()
+
+
+NO_WORKER_AFTER_S = 3.0
+
+
+async def live_workers(redis: Redis, settings: Settings) -> int:
+    """Workers under the key prefix whose heartbeat lives."""
+    keys = Keys(settings.key_prefix)
+    ids = [i.decode() if isinstance(i, bytes) else str(i) for i in await redis.hkeys(keys.workers)]  # type: ignore[misc]
+    if not ids:
+        return 0
+    return int(await redis.exists(*(keys.heartbeat(i) for i in ids)))
+
+
+async def _warn_without_workers(redis: Redis, settings: Settings) -> None:
+    """One line when no live worker could take the run: it would wait in silence."""
+    await asyncio.sleep(NO_WORKER_AFTER_S)
+    if await live_workers(redis, settings) == 0:
+        print(
+            f"runpoller enqueue: no live worker under prefix {settings.key_prefix!r} "
+            f"(RUNPOLLER_KEY_PREFIX) on {mask_url(settings.redis_url)}: the run waits on "
+            f"{settings.queue_name!r} until one starts (runpoller worker)",
+            file=sys.stderr,
+        )
 
 
 async def follow_run(

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from runpoller.cli.common import run
+from runpoller.cli.common import UsageError, run
 from runpoller.cli.common import settings as _settings
 from runpoller.cli.ops import register as register_ops
 from runpoller.cli.runs import register as register_runs
@@ -23,15 +23,9 @@ from runpoller_actions.cli import register as register_actions
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    settings = _settings()
-    shown = settings.model_dump(mode="json")
-    if settings.assistants_api_key is not None:
-        shown["assistants_api_key"] = (
-            "user_provided" if settings.user_provided_key else "set (hidden)"
-        )
-    for key in sorted(shown):
-        print(f"{key} = {shown[key]}")
-    return 0
+    from runpoller.cli.common import print_config
+
+    return print_config(listing=args.list, strict=args.strict)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -115,12 +109,17 @@ class _FakeHelp(argparse.Action):
 
 def _job_from_args(args: argparse.Namespace) -> dict[str, Any]:
     job: dict[str, Any]
+    if args.response_id and (args.thread_id or args.run_id):
+        raise UsageError(
+            "--response-id is a Responses run; --thread-id and --run-id an Assistants run: "
+            "give one or the other"
+        )
     if args.response_id:
         job = {"kind": "response", "response_id": args.response_id}
     elif args.thread_id and args.run_id:
         job = {"kind": "assistants_run", "thread_id": args.thread_id, "run_id": args.run_id}
     else:
-        raise SystemExit("runpoller enqueue: give --thread-id and --run-id, or --response-id")
+        raise UsageError("give --thread-id and --run-id, or --response-id")
     for name in ("id", "poll_interval_ms", "timeout_ms"):
         value = getattr(args, name)
         if value is not None:
@@ -128,9 +127,30 @@ def _job_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.api_key_env:
         key = os.environ.get(args.api_key_env)
         if not key:
-            raise SystemExit(f"runpoller enqueue: environment variable {args.api_key_env} is empty")
+            raise UsageError(f"environment variable {args.api_key_env} is empty")
         job["api_key"] = key
     return job
+
+
+def _settings_epilog() -> str:
+    """Every setting's environment variable, wrapped: what `worker --help` can list."""
+    import textwrap
+
+    from runpoller.config import env_names
+
+    names = ", ".join(sorted(env_names()))
+    return (
+        "settings (environment variables; `runpoller config --list` shows each with its "
+        "default, current value and source):\n"
+        + textwrap.fill(names, 78, initial_indent="  ", subsequent_indent="  ")
+    )
+
+
+def _positive_ms(text: str) -> int:
+    """An argparse type: a whole number of milliseconds above 0 (else one plain sentence)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of milliseconds above 0, not {text!r}")
+    return int(text)
 
 
 def _cmd_enqueue(args: argparse.Namespace) -> int:
@@ -177,16 +197,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("config", help="validate and print the effective configuration")
+    p = sub.add_parser(
+        "config",
+        help="validate and print the effective configuration (secrets hidden)",
+        description="Validate the settings (environment > librechat.yaml > defaults) and print "
+        "them, secrets hidden. Exit 2 with one line when a value is invalid.",
+    )
+    p.add_argument(
+        "--list",
+        action="store_true",
+        help="every setting with its environment variable, default, current value and source",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="unknown RUNPOLLER_* variables and unknown or duplicate librechat.yaml keys are "
+        "errors (as RUNPOLLER_STRICT_CONFIG=true)",
+    )
     p.set_defaults(func=_cmd_config)
 
-    p = sub.add_parser("worker", help="start a worker")
+    p = sub.add_parser(
+        "worker",
+        help="start a worker",
+        description="Start a worker: it takes runs from the queue and polls them until they "
+        "end. Configured by environment variables (and librechat.yaml), not flags.",
+        epilog=_settings_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.set_defaults(func=_cmd_worker)
 
     p = sub.add_parser("fake-openai", help="serve the bundled fake OpenAI API", add_help=False)
     p.add_argument("-h", "--help", action=_FakeHelp)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8011)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8011, help="port to listen on (default 8011)")
     p.add_argument(
         "--api-key", action="append", help="accepted bearer key (repeatable; default: any)"
     )
@@ -196,13 +239,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook-secret", help="the whsec_<base64> secret signing the webhooks")
     p.set_defaults(func=_cmd_fake_openai)
 
-    p = sub.add_parser("enqueue", help="enqueue a run from the shell")
-    p.add_argument("--thread-id")
-    p.add_argument("--run-id")
-    p.add_argument("--response-id")
+    p = sub.add_parser(
+        "enqueue",
+        help="enqueue a run from the shell",
+        description="Put one run on the queue: an Assistants run (--thread-id and --run-id) or "
+        "a background Responses run (--response-id), created beforehand by your app.",
+    )
+    p.add_argument("--thread-id", help="the Assistants thread (thread_...), with --run-id")
+    p.add_argument("--run-id", help="the Assistants run (run_...), with --thread-id")
+    p.add_argument("--response-id", help="a background Responses run (resp_...)")
     p.add_argument("--id", help="logical run id (default: the run or response id)")
-    p.add_argument("--poll-interval-ms", type=int)
-    p.add_argument("--timeout-ms", type=int)
+    p.add_argument(
+        "--poll-interval-ms",
+        type=_positive_ms,
+        metavar="MS",
+        help="poll this run every MS milliseconds (default: RUNPOLLER_POLL_INTERVAL_MS)",
+    )
+    p.add_argument(
+        "--timeout-ms",
+        type=_positive_ms,
+        metavar="MS",
+        help="cancel the run after MS milliseconds (default: RUNPOLLER_TIMEOUT_MS)",
+    )
     p.add_argument(
         "--api-key-env",
         metavar="VAR",

@@ -15,11 +15,11 @@ import shutil
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
-from urllib.parse import urlsplit, urlunsplit
 
-from runpoller.cli.common import run
+from runpoller.cli.common import quiet_stdout, redis_problem, run
 from runpoller.cli.common import settings as _settings
 from runpoller.config import Settings
+from runpoller.redis.url import mask as mask_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -111,26 +111,10 @@ def _positive_int(text: str) -> int:
 # ---------------------------------------------------------------------------- stats
 
 
-def safe_url(url: str) -> str:
-    """The URL with any password replaced, fit for a message."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
 def _redis(settings: Settings) -> Redis:
-    from redis.asyncio import Redis
+    from runpoller.redis.url import connect
 
-    redis: Redis = Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
-    return redis
+    return connect(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
 
 
 async def snapshot(settings: Settings, *, minutes: int = 15) -> ClusterStats:
@@ -203,26 +187,14 @@ async def watch(
 
 
 def _redis_problem(settings: Settings, exc: BaseException) -> str:
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-
-    down = isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError)
-    what = "Redis unreachable" if down else "Redis error"
-    return f"runpoller stats: {what} at {safe_url(settings.redis_url)} ({_reason(exc)})"
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return redis_problem("stats", exc, settings.redis_url)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
     try:
         return _stats(args)
     except BrokenPipeError:
-        # Piped into `head` and the reader left: not an error. Keep Python's exit flush quiet.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        quiet_stdout()  # piped into `head` and the reader left: not an error
         return 0
 
 
@@ -254,6 +226,14 @@ def _stats(args: argparse.Namespace) -> int:
         print(stats.model_dump_json(indent=2))
     else:
         print(render_table(stats))
+    if not stats.workers and not stats.queue.ready + stats.queue.deferred:
+        # Nothing at all under this prefix: most often a mistyped RUNPOLLER_KEY_PREFIX.
+        print(
+            f"runpoller stats: no worker and no queued run under prefix {settings.key_prefix!r} "
+            f"and queue {settings.queue_name!r} on {mask_url(settings.redis_url)}: check "
+            "RUNPOLLER_KEY_PREFIX and RUNPOLLER_QUEUE_NAME (and the DB in REDIS_URL)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -287,7 +267,8 @@ def check_health(url: str, timeout: float) -> tuple[int, str]:
     except httpx.InvalidURL as exc:
         return 2, f"unreachable: {url}: invalid URL ({exc})"
     except httpx.HTTPError as exc:
-        return 2, f"unreachable: {url}: {_reason(exc)}"
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return 2, f"unreachable: {url}: {type(exc).__name__}{': ' + text if text else ''}"
     try:
         body: Any = response.json()
     except ValueError:

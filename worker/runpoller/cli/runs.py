@@ -20,11 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runpoller.cli.common import redis_problem
 from runpoller.cli.common import settings as _settings
-from runpoller.cli.ops import _reason, safe_url
 from runpoller.config import Settings
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from runpoller.client import RunpollerClient, RunView
 
 # redis and runpoller.client are imported where used: `runpoller <anything else>` stays quick.
@@ -51,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     runs = subparsers.add_parser("runs", help="see runs: show one, list them by status")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)
     p = runs_sub.add_parser("show", help="everything Redis knows of one run (no secrets)")
-    p.add_argument("run_id")
+    p.add_argument("run_id", help="the run's id (as enqueue printed it)")
     _json_flag(p)
     p.set_defaults(func=_command("runs show", _show))
     p = runs_sub.add_parser(
@@ -73,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = subparsers.add_parser(
         "follow", help="show a run's events live until it ends (as enqueue --wait)"
     )
-    p.add_argument("run_id")
+    p.add_argument("run_id", help="the run's id (as enqueue printed it)")
     p.add_argument(
         "--wait-for-start",
         action="store_true",
@@ -86,8 +88,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "reply",
         help="answer a run's tool calls: call_id=output ... or --json FILE; prints the entry id",
     )
-    p.add_argument("run_id")
-    p.add_argument("outputs", nargs="*", metavar="call_id=output")
+    p.add_argument("run_id", help="the run's id (as enqueue printed it)")
+    p.add_argument(
+        "outputs", nargs="*", metavar="call_id=output", help="one tool output per pending call"
+    )
     # The outputs may follow --round (`reply ID --round 1 call_1=sunny`): argparse would take
     # them for unknown arguments after an option, so --round collects them too.
     p.add_argument(
@@ -107,7 +111,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=_command("reply", _reply))
 
     p = subparsers.add_parser("cancel", help="ask the workers to cancel a run")
-    p.add_argument("run_id")
+    p.add_argument("run_id", help="the run's id (as enqueue printed it)")
     p.add_argument("--reason", metavar="TEXT", help="why (shown in the run's final event)")
     p.add_argument(
         "--wait", action="store_true", help="follow the run until it ends (exit 0 once it has)"
@@ -123,7 +127,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _json_flag(p)
     p.set_defaults(func=_command("dead-letters list", _dead_list))
     p = dead_sub.add_parser("requeue", help="enqueue a dead letter's job again, then delete it")
-    p.add_argument("entry_id")
+    p.add_argument("entry_id", help="the dead letter's entry id (from dead-letters list)")
     _json_flag(p)
     p.set_defaults(func=_command("dead-letters requeue", _dead_requeue))
     p = dead_sub.add_parser("purge", help="delete dead letters (all, or the older ones)")
@@ -164,12 +168,12 @@ async def _with_client(
     settings: Settings, args: argparse.Namespace, body: Body, *, blocking: bool
 ) -> int:
     from pydantic import ValidationError
-    from redis.asyncio import Redis
 
     from runpoller.client import RunpollerClient
+    from runpoller.redis.url import connect
 
     # A follow blocks on XREAD for seconds at a time: no socket timeout for it.
-    redis: Redis = Redis.from_url(
+    redis: Redis = connect(
         settings.redis_url, socket_connect_timeout=3, socket_timeout=None if blocking else 5
     )
     secret_keys = settings.secret_keys.get_secret_value() if settings.secret_keys else None
@@ -194,12 +198,7 @@ async def _with_client(
 
 def _redis_problem(name: str, settings: Settings, exc: BaseException) -> str:
     """The line ``runpoller stats`` prints when Redis does not answer, for this command."""
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-
-    down = isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError)
-    what = "Redis unreachable" if down else "Redis error"
-    return f"runpoller {name}: {what} at {safe_url(settings.redis_url)} ({_reason(exc)})"
+    return redis_problem(name, exc, settings.redis_url)
 
 
 def _emit(document: Any) -> None:

@@ -23,7 +23,6 @@ from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from runpoller.cli.ops import safe_url
 from runpoller.cli.runs import Exit, duration_ms, since_ms
 from runpoller.client import (
     MAX_PAGE,
@@ -37,6 +36,8 @@ from runpoller.dashboard.auth import COOKIE, Guard
 from runpoller.dashboard.census import CensusCache
 from runpoller.dashboard.overview import collect_overview
 from runpoller.dashboard.runs import Filters, list_runs, run_detail
+from runpoller.redis.url import connect
+from runpoller.redis.url import mask as mask_url
 from runpoller.secrets import MASK, is_secret_name, scrub
 
 STATIC = Path(__file__).parent / "static"
@@ -99,7 +100,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Problem as exc:
         response = web.json_response({"error": exc.message}, status=exc.status)
     except (RedisError, OSError) as exc:
-        url = safe_url(request.app[SETTINGS].redis_url)
+        url = mask_url(request.app[SETTINGS].redis_url)
         what = type(exc).__name__
         response = web.json_response(
             {"error": f"Redis unreachable or failing at {url}: {what}: {scrub(str(exc))}"},
@@ -423,7 +424,7 @@ async def start(
     settings: Settings, *, host: str, port: int, token: str | None
 ) -> tuple[web.AppRunner, Redis, str]:
     """Serve the dashboard: (runner, its Redis, its URL). Stop with :func:`stop`."""
-    redis: Redis = Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
+    redis: Redis = connect(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
     runner = web.AppRunner(build_app(settings, redis, token=token), access_log=None)
     await runner.setup()
     try:

@@ -14,7 +14,7 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
@@ -351,9 +351,15 @@ def transport_failure(exc: httpx.HTTPError) -> Failure:
 
 
 def make_http_client(
-    transport: str, *, connect_timeout_s: float, read_timeout_s: float, max_connections: int
+    transport: str,
+    *,
+    connect_timeout_s: float,
+    read_timeout_s: float,
+    max_connections: int,
+    wrap: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
 ) -> tuple[httpx.AsyncClient, httpx.AsyncBaseTransport]:
-    """The worker's one shared client and the transport it sends through.
+    """The worker's one shared client and the transport it sends through (``wrap``: a
+    transport around it, e.g. one that watches for outages).
 
     ``aiohttp`` uses httpx-aiohttp's transport (faster, see docs/performance.md). The client
     keeps no cookies: it serves every job's API key, and a cookie one tenant's response set
@@ -370,6 +376,8 @@ def make_http_client(
         sender = AiohttpTransport(limits=limits)
     else:
         sender = httpx.AsyncHTTPTransport(limits=limits)
+    if wrap is not None:
+        sender = wrap(sender)
     client = httpx.AsyncClient(
         transport=sender, timeout=timeout, trust_env=False, cookies=no_cookies()
     )

@@ -196,7 +196,7 @@ capped at `RUNPOLLER_EVENT_STREAM_MAXLEN` entries (default 1000).
 `arq:job:<job id>` keys are named by arq, not under `RUNPOLLER_KEY_PREFIX`: two deployments
 sharing one Redis database share them, so the same run id enqueued by both is one job (the
 second `SET … NX` is a no-op), whatever their prefixes and queue names. Give each deployment
-its own Redis database (`RUNPOLLER_REDIS_URL=redis://host:6379/<n>`).
+its own Redis database (`REDIS_URL=redis://host:6379/<n>`).
 
 ## 1. Enqueue a job
 
@@ -428,8 +428,18 @@ kept on `{K.dead_letters}`, never retried: `runpoller dead-letters list`, `reque
 
 
 def main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m runpoller.protocol.docgen",
+        description=f"Write {DOC_PATH.name} from the protocol models (or check it is current).",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 when the file is out of date"
+    )
+    args = parser.parse_args(argv)  # --help prints this and exits: it never writes the docs
     text = render()
-    if "--check" in argv:
+    if args.check:
         current = DOC_PATH.read_text(encoding="utf-8") if DOC_PATH.exists() else ""
         if current != text:
             print(

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from runpoller.config import Settings
 from runpoller.protocol import Keys
+from runpoller.redis.url import connect
 from runpoller.webhooks.events import Malformed, parse_event
 from runpoller.webhooks.metrics import WebhookMetrics
 from runpoller.webhooks.store import WakeStore
@@ -137,7 +138,7 @@ def build_app(receiver: Receiver) -> web.Application:
 
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT."""
-    redis: Redis = Redis.from_url(
+    redis: Redis = connect(
         settings.redis_url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30
     )
     runner = web.AppRunner(build_app(Receiver(settings, redis)), access_log=None)

@@ -9,6 +9,7 @@ metrics. arq's glue (arqworker.py) creates a :class:`WorkerApp` in its start-up 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -23,13 +24,15 @@ from runpoller import engine
 from runpoller.backends import Backend
 from runpoller.backends.assistants import AssistantsBackend
 from runpoller.backends.responses import ResponsesBackend
-from runpoller.config import Settings
+from runpoller.config import ConfigError, Settings, startup_problems
 from runpoller.http.api import ApiClient, make_http_client
 from runpoller.protocol import Keys
 from runpoller.redis.connection import OutageMonitor
 from runpoller.redis.control import RunControl
 from runpoller.redis.store import RunStore
+from runpoller.redis.url import mask as mask_url
 from runpoller.worker.admission import Admission
+from runpoller.worker.apiwatch import WatchedTransport
 from runpoller.worker.capacity import Capacity
 from runpoller.worker.driver import Runner
 from runpoller.worker.housekeeping import Housekeeping
@@ -88,6 +91,7 @@ class WorkerApp:
                 connect_timeout_s=settings.connect_timeout_s,
                 read_timeout_s=settings.read_timeout_s,
                 max_connections=settings.http_concurrency,
+                wrap=WatchedTransport,
             )
         self.http = http
         # Streams get a pool of their own (see ApiClient): "httpx" is the transport whose
@@ -186,11 +190,45 @@ class WorkerApp:
             housekeeping_alive=lambda: self.tasks.alive("housekeeping"),
             ping=self.store.ping,
         )
+        self.probes.started = False
         self._http_runner: web.AppRunner | None = None
         self.http_port: int | None = None
+        self._api_check: asyncio.Task[None] | None = None
+        self._begun = False
+
+    async def begin(self) -> None:
+        """What needs no Redis, done once before the first command: say what will fail
+        (startup_problems), ask the API once (check_api, in the background), serve /metrics
+        and the probes, so that readiness says "redis unreachable" instead of nothing
+        listening. A port in use is one line."""
+        if self._begun:
+            return
+        self._begun = True
+        for problem in startup_problems(self.settings):
+            log.warning("config.problem", problem=problem)
+        self._api_check = asyncio.create_task(self.check_api(), name="api-check")
+        s = self.settings
+        if s.metrics_port < 0:
+            return
+        try:
+            self._http_runner, self.http_port = await start_http(
+                self.metrics,
+                s.metrics_host,
+                s.metrics_port,
+                self.probes.healthz,
+                self.probes.readyz,
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"RUNPOLLER_METRICS_PORT={s.metrics_port}: cannot listen on "
+                f"{s.metrics_host}:{s.metrics_port} ({exc.strerror or exc}); another process "
+                "(a second worker on this host?) holds it: give each worker its own port, 0 for "
+                "any free port, or -1 for none"
+            ) from None
 
     async def start(self) -> None:
         structlog.contextvars.bind_contextvars(worker_id=self.worker_id)
+        await self.begin()
         await self.store.heartbeat(self.settings.dead_worker_after_ms, 0)
         # Where the replies and cancels streams stand, before any run is adopted: an entry
         # written after this is read, whichever run it is for.
@@ -198,14 +236,7 @@ class WorkerApp:
         self.liveness.start()
         self.tasks.spawn(self.housekeeping.loop(), name="housekeeping")
         self.tasks.spawn(self.replies.listen(), name="replies")
-        if self.settings.metrics_port >= 0:
-            self._http_runner, self.http_port = await start_http(
-                self.metrics,
-                self.settings.metrics_host,
-                self.settings.metrics_port,
-                self.probes.healthz,
-                self.probes.readyz,
-            )
+        self.probes.started = True
         log.info(
             "worker.started",
             worker_id=self.worker_id,
@@ -213,8 +244,31 @@ class WorkerApp:
             metrics_port=self.http_port,
         )
 
+    async def check_api(self) -> None:
+        """One request at start (``GET <base>/models``): the API not answering is one warning
+        naming the URL (the transport's outage line), a refused key one more."""
+        s = self.settings
+        url = s.assistants_base_url.rstrip("/") + "/models"
+        headers = {}
+        if s.assistants_api_key is not None and not s.user_provided_key:
+            headers["Authorization"] = f"Bearer {s.assistants_api_key.get_secret_value()}"
+        try:
+            response = await self.http.get(url, headers=headers)
+        except httpx.HTTPError:
+            return  # WatchedTransport said so (api.unavailable, with the host and the error)
+        if response.status_code in (401, 403) and headers:
+            log.warning(
+                "api.key_refused",
+                url=mask_url(url),
+                status=response.status_code,
+                hint="ASSISTANTS_API_KEY is not accepted there: runs without their own key fail",
+            )
+
     async def close(self, *, handoff: bool = True) -> None:
         """Stop driving runs and hand them to the other workers (they resume at once)."""
+        if self._api_check is not None:
+            self._api_check.cancel()
+            await asyncio.gather(self._api_check, return_exceptions=True)
         self.probes.stopping = True
         self.liveness.stop()
         await self.tasks.aclose()

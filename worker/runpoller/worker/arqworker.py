@@ -9,17 +9,26 @@ with neither, so runpoller's entry point is ``runpoller worker`` (see runpoller/
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from arq.worker import Function, Worker, func
 from redis.exceptions import ResponseError
 
-from runpoller.config import Settings
+from runpoller.config import ConfigError, Settings
 from runpoller.logs import configure_logging
 from runpoller.protocol import FN_DEAD_LETTER, FN_RESUME, FN_RUN
 from runpoller.protocol.serde import deserialize_job, serialize_job
-from runpoller.redis.connection import REDIS_ERRORS, OutageMonitor, redis_settings
+from runpoller.redis.connection import (
+    REDIS_ERRORS,
+    OutageMonitor,
+    arq_redis,
+    monitor_for,
+    redis_settings,
+)
+from runpoller.redis.url import mask, parse
 from runpoller.worker.app import WorkerApp
 
 # arq calls these only where our batch intake does not (plain arq beside us, tests).
@@ -49,13 +58,23 @@ FUNCTIONS: list[Function] = [
 
 def arq_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for :class:`ResilientWorker` (arq's ``Worker`` parameters)."""
-    outage = OutageMonitor()
+    outage = monitor_for(settings.redis_url)
 
-    async def on_startup(ctx: dict[str, Any]) -> None:
+    async def on_connecting(ctx: dict[str, Any]) -> None:
+        # Before the first Redis command: the probes answer (readiness "redis unreachable")
+        # and the outage is logged while Redis does not answer yet.
         configure_logging(settings)
         app = WorkerApp(settings, ctx["redis"], outage=outage)
-        ctx["app"] = app
+        ctx["app_starting"] = app
+        await app.begin()
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        app = ctx.get("app_starting")
+        if not isinstance(app, WorkerApp):  # started without on_connecting (plain arq)
+            configure_logging(settings)
+            app = WorkerApp(settings, ctx["redis"], outage=outage)
         await app.start()
+        ctx["app"] = app
         # Start-up objects never die: keep the collector from rescanning them (gen-2 pauses
         # of 35 to 50 ms were the main source of poll-lateness tails in the benchmark).
         gc.collect()
@@ -80,6 +99,8 @@ def arq_options(settings: Settings) -> dict[str, Any]:
         "max_tries": 100_000,
         "job_serializer": serialize_job,
         "job_deserializer": deserialize_job,
+        "on_connecting": on_connecting,
+        "redis_url": settings.redis_url,
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
         "health_check_interval": 60,
@@ -97,6 +118,56 @@ class ResilientWorker(Worker):
     """
 
     _batch_task: asyncio.Future[Any] | None = None
+
+    def __init__(
+        self,
+        *args: Any,
+        redis_url: str | None = None,
+        on_connecting: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``redis_url``: the pool is made by :func:`arq_redis` (every URL form, Sentinel
+        included, waits out outages) instead of arq's ``create_pool``, whose start retries
+        log every second and give up. ``on_connecting`` runs before the first command."""
+        super().__init__(*args, **kwargs)
+        self._redis_url = redis_url
+        self._on_connecting = on_connecting
+
+    async def main(self) -> None:
+        if self._pool is None and self._redis_url is not None:
+            self._pool = arq_redis(
+                self._redis_url,
+                self.outage,
+                queue_name=self.queue_name,
+                serializer=self.job_serializer,
+                deserializer=self.job_deserializer,
+            )
+            self.ctx["redis"] = self._pool
+        try:
+            if self._on_connecting is not None:
+                await self._on_connecting(self.ctx)
+            await super().main()
+        except ResponseError as exc:
+            if "DB index is out of range" not in str(exc) or self._redis_url is None:
+                raise
+            await self._drop_pool()
+            target = parse(self._redis_url)
+            raise ConfigError(
+                f"REDIS_URL ({mask(self._redis_url)}): Redis at {target.where} has no DB "
+                f"{target.db} (it answered: {exc}); a Redis has DBs 0 to 15 unless its "
+                "`databases` setting says more"
+            ) from None
+        except ConfigError:
+            await self._drop_pool()
+            raise
+
+    async def _drop_pool(self) -> None:
+        """A start that cannot go on: close the pool now, so that arq's close (which would
+        send commands, waiting out any outage) has nothing left to do."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                await pool.aclose()
 
     @property
     def outage(self) -> OutageMonitor:
@@ -133,6 +204,13 @@ class ResilientWorker(Worker):
                 raise
 
     async def close(self) -> None:
+        if self.ctx.get("app") is None:
+            # Stopped before it started (Redis never answered): nothing to hand off, and
+            # arq's close would wait for Redis to delete its health key.
+            starting: WorkerApp | None = self.ctx.pop("app_starting", None)
+            if starting is not None:
+                await starting.close(handoff=False)
+            await self._drop_pool()
         # arq awaits its job tasks without return_exceptions: after SIGTERM cancelled an
         # intake job, that gather raises and on_shutdown (our hand-off) never runs. Settle
         # the tasks here first, so the hand-off always happens.
@@ -148,13 +226,16 @@ class ResilientWorker(Worker):
         try:
             await super()._poll_iteration()
         except REDIS_ERRORS as exc:
-            self.outage.note_failure(type(exc).__name__)
+            self.outage.note_failure(exc)
             await asyncio.sleep(0.5)
         except ResponseError as exc:
             # An error reply (READONLY after a failover, OOM, BUSY, NOPERM) must not end the
-            # worker: say what Redis answered (once per 30 s) and try again.
-            self.outage.note_failure(f"{type(exc).__name__}: {str(exc)[:200]}")
+            # worker: say what Redis answered (as an outage: at its start, once a minute,
+            # at its end) and try again.
+            self.outage.note_failure(exc)
             await asyncio.sleep(1.0)
+        else:
+            self.outage.note_success()
 
 
 def build_worker(settings: Settings, **overrides: Any) -> Worker:

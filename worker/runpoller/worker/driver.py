@@ -820,7 +820,7 @@ class Runner:
                 if self.redis_down_since is None:
                     self.redis_down_since = self.clock()
                     self.metrics.redis_outages.inc()
-                self.outage.note_failure(type(exc).__name__)
+                self.outage.note_failure(exc)
                 await asyncio.sleep(delay * (0.75 + random.random() / 2))
                 delay = min(delay * 2, 5.0)
                 continue

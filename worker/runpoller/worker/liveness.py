@@ -41,6 +41,7 @@ from runpoller.redis import scripts
 # One script and one argument list for both beats (the loop-side RunStore.heartbeat and this
 # thread): the same key, value and TTL.
 from runpoller.redis.store import heartbeat_args
+from runpoller.redis.url import connect_sync
 from runpoller.secrets import scrub
 
 HEARTBEAT_SCRIPT = scripts.source("heartbeat")
@@ -94,7 +95,7 @@ class LoopHeartbeat:
         self._join_timeout_s = 4 * timeout + self.interval_s + 1
         self._heartbeat_key = keys.heartbeat(worker_id)
         self._workers_key = keys.workers
-        self._client: redis.Redis = redis.Redis.from_url(
+        self._client: redis.Redis = connect_sync(
             redis_url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,

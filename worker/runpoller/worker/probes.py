@@ -32,6 +32,8 @@ class Probes:
         self.housekeeping_alive = housekeeping_alive
         self.ping = ping
         self.stopping = False
+        self.started = True
+        """False while the worker waits for Redis at start (the app sets it)."""
 
     async def healthz(self) -> tuple[bool, str]:
         """Alive: the event loop answers (this handler runs), the heartbeat thread runs and
@@ -41,6 +43,9 @@ class Probes:
         it): housekeeping then waits on Redis, and its age is reported, not judged. A loop
         saturated by its runs is late, not dead: housekeeping may lag up to the stall limit.
         """
+        if not self.started:
+            # Waiting for Redis at start: restarting would not help, readiness says it.
+            return True, "starting (waiting for Redis)"
         if not self.housekeeping_alive():
             return False, "housekeeping has stopped"
         if not self.liveness.running:
@@ -59,7 +64,9 @@ class Probes:
         try:
             await asyncio.wait_for(self.ping(), 1)
         except Exception as exc:
-            return False, f"redis unreachable ({type(exc).__name__})"
+            error = self.outage.last_error if self.outage.waiting() else ""
+            where = f" at {self.outage.where}" if self.outage.where else ""
+            return False, f"redis unreachable{where} ({error or type(exc).__name__})"
         in_flight, cap = len(self.runner.runs), self.settings.max_runs_per_worker
         if in_flight >= cap:
             return False, f"at capacity ({in_flight}/{cap} runs)"
