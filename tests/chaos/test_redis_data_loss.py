@@ -42,7 +42,13 @@ async def test_a_wiped_redis_abandons_no_run(own_redis: OwnRedis, fake: FakeServ
             if len(deadlines) == len(run_ids):
                 break
             await asyncio.sleep(0.05)
-        assert len(deadlines) == len(run_ids), "every run in flight before the wipe"
+        if len(deadlines) != len(run_ids):
+            logs = await stop(workers)  # what the workers said, for the failure's report
+            tail = b"\n".join(log[-1500:] for log in logs).decode(errors="replace")
+            raise AssertionError(
+                f"{len(deadlines)} of {len(run_ids)} runs in flight before the wipe; "
+                f"workers said:\n{tail}"
+            )
         await redis.flushall()
         statuses = await wait_finals(client, run_ids, 30)
         assert statuses == ["completed"] * len(run_ids)
