@@ -21,6 +21,7 @@ from arq.connections import ArqRedis
 
 from runpoller import engine
 from runpoller.backends import Backend
+from runpoller.backends.agents import AgentsBackend
 from runpoller.backends.assistants import AssistantsBackend
 from runpoller.backends.responses import ResponsesBackend
 from runpoller.config import Settings
@@ -108,6 +109,7 @@ class WorkerApp:
         backends: dict[str, Backend] = {
             "assistants_run": AssistantsBackend(api),
             "response": ResponsesBackend(api),
+            "agent_turn": AgentsBackend(api),
         }
         self.store = RunStore(
             redis,
