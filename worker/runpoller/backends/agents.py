@@ -115,8 +115,10 @@ def observe(
     session: Mapping[str, Any] | None,
     answered: frozenset[str] = frozenset(),
     poll_after_s: float | None = None,
+    model: str | None = None,
 ) -> Observation:
-    """Map a turn (and its session, when read) onto an :class:`Observation`."""
+    """Map a turn (and its session, when read) onto an :class:`Observation`. ``model``: the
+    agent's, as an earlier read of the session said (a finished turn's is not re-read)."""
     raw_status = str(turn.get("status"))
     status = _STATUS.get(raw_status, Status.UNKNOWN)
     turn_id = object_id_of(turn)
@@ -151,7 +153,7 @@ def observe(
                 status, api_status = Status.REQUIRES_ACTION, "requires_action"
     usage = turn.get("usage")
     agent_id = agent.get("id") or turn.get("agent_id")
-    model = agent.get("model")
+    model = agent.get("model", model)
     return Observation(
         status=status,
         api_status=api_status,
@@ -241,7 +243,10 @@ class AgentsBackend:
             session_data,
             frozenset(memo.get("answered", ())),
             turn_answer.poll_after_s,
+            model=memo.get("model"),
         )
+        if obs.model is not None:
+            memo["model"] = obs.model
         asked = memo.setdefault("asked", {})
         for call in obs.tool_calls:
             asked[call.id] = call
