@@ -260,3 +260,47 @@ async def test_assistants_models_apply_to_the_agents_model(
     final = await client.wait(await client.enqueue(job(session_id, turn_id, namespace)), 15)
     assert final.status == "refused" and final.error is not None
     assert final.error.code == "refused_model" and "gpt-5" in final.reason
+
+
+async def test_a_turn_survives_the_faults_its_script_injects(
+    start_worker: StartWorker, client: RunpollerClient, fake_http: httpx.AsyncClient, namespace: str
+) -> None:
+    await start_worker()
+    script = {
+        "steps": [{"status": "in_progress", "ms": 300}],
+        "faults": [{"on": "get_agent_turn", "status": 500, "times": 2}],
+    }
+    session_id, turn_id = await fake_turn(fake_http, script)
+    final = await client.wait(await client.enqueue(job(session_id, turn_id, namespace)), 15)
+    assert final.status == "completed", final
+    log = (await fake_http.get(f"/_fake/agents/turns/{turn_id}/log")).json()
+    seen = [(e["endpoint"], e["status"]) for e in log]
+    assert seen[:2] == [("get_agent_turn", 500), ("get_agent_turn", 500)]
+    # An unfinished turn's poll reads the turn and its session; a finished one only the turn.
+    polls = [e for e, status in seen if status == 200]
+    assert polls.count("get_agent_session") == polls.count("get_agent_turn") - 1
+    assert polls[-1] == "list_agent_turn_items"
+
+
+async def test_the_tool_result_is_sent_again_after_a_refused_post(
+    start_worker: StartWorker, client: RunpollerClient, fake_http: httpx.AsyncClient, namespace: str
+) -> None:
+    await start_worker()
+    script: dict[str, Any] = {
+        "steps": [
+            {"status": "in_progress", "ms": 50},
+            {"status": "waiting", "actions": [{"type": "function_call", "name": "f"}]},
+        ],
+        "faults": [{"on": "create_agent_events", "status": 503, "times": 1}],
+    }
+    session_id, turn_id = await fake_turn(fake_http, script)
+    rid = await client.enqueue(job(session_id, turn_id, namespace))
+    asked = await first(client, rid, RequiresActionEvent)
+    await client.submit_tool_outputs(rid, asked.round, {asked.tool_calls[0].id: "done"})
+    final = await client.wait(rid, 15)
+    assert final.status == "completed", final
+    sent = await sent_events(fake_http, session_id)
+    assert [e["type"] for e in sent] == ["agent.session.input.tool_result"]
+    log = (await fake_http.get(f"/_fake/agents/turns/{turn_id}/log")).json()
+    posts = [e["status"] for e in log if e["endpoint"] == "create_agent_events"]
+    assert posts == [503, 202]

@@ -36,20 +36,26 @@ from: ``metadata.fake_scenario`` of the session (a JSON script), or the ``script
   (a client must read the session to learn it).
 - Cancel (``agent.session.input.cancel``): the active turn is ``cancelled`` after ``cancel_ms``
   (its status unchanged until then); the session's actions of that turn are dropped.
-- Faults: the server-wide list (``POST /_fake/faults``) with ``on`` one of the agent
-  endpoints (``get_agent_session``, ``get_agent_turn``, ``create_agent_events``, …).
+- ``poll_after_ms`` sends ``openai-poll-after-ms`` on a turn's GET while it is unfinished.
+- Faults (``faults``, as for runs, with ``on`` one of the agent endpoints:
+  ``get_agent_turn``, ``get_agent_session``, ``create_agent_events``, ``list_agent_turns``,
+  ``list_agent_turn_items``, …) apply to the requests addressed to each turn of the session:
+  its own paths, and the session's (its GET, its events) while it is the newest turn. The
+  server-wide list (``POST /_fake/faults``) applies to every request.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from runpoller_fake.errors import ApiError
+from runpoller_fake.script import Fault, FaultCounter
 
 DEFAULT_MESSAGE = "Hello from the fake OpenAI server."
 TURN_TERMINAL = frozenset({"completed", "failed", "cancelled"})
@@ -162,6 +168,8 @@ class AgentStep(_Model):
 class AgentScript(_Model):
     steps: list[AgentStep] = Field(default_factory=list)
     cancel_ms: float = Field(0, ge=0)
+    poll_after_ms: int | None = Field(None, ge=0)
+    faults: list[Fault] = Field(default_factory=list)
 
 
 def _builtin(*steps: dict[str, Any], **extra: Any) -> AgentScript:
@@ -290,6 +298,9 @@ class Turn:
         self.cancel_at: float | None = None
         self.answered_at = now
         self.log: list[dict[str, Any]] = []
+        """The requests addressed to the turn (or, for the session's paths, to its newest)."""
+        self.script = session.script
+        self.faults: list[FaultCounter[Fault]] = [FaultCounter(f) for f in self.script.faults]
         self._next = 0
         self._step = AgentStep(status="queued", ms=0)
         self._since = now
@@ -450,8 +461,10 @@ class Session:
         metadata: dict[str, str],
         wall0: float,
         mono0: float,
+        on_turn: Callable[[Turn], None] | None = None,
     ) -> None:
         self.id = new_id("sess_")
+        self.on_turn = on_turn
         self.agent = agent
         self.script = script
         self.metadata = metadata
@@ -495,6 +508,8 @@ class Session:
             )
         turn = Turn(self, new_id("turn_"), now)
         self.turns.append(turn)
+        if self.on_turn is not None:
+            self.on_turn(turn)
         for message in messages:
             self.add_item(
                 turn,

@@ -37,6 +37,9 @@ from runpoller_fake.sse import Streamed, stream_reply, streamed_get
 from runpoller_fake.state import POLL_ENDPOINTS, FakeState
 from runpoller_fake.webhooks import webhook_context
 
+Addressed = Lifecycle | agents.Turn
+"""What a request may be addressed to (its faults, stats and log)."""
+
 
 class Accepted:
     """A handler's answer of HTTP 202 with no body (the Agents API's session events)."""
@@ -93,16 +96,20 @@ def _json_response(status: int, body: Any, headers: dict[str, str]) -> web.Respo
     )
 
 
-def _object_id(request: web.Request, endpoint: str) -> str | None:
+def _object_id(state: FakeState, request: web.Request, endpoint: str) -> str | None:
     info = request.match_info
-    object_id = info.get("run_id") or info.get("response_id")
+    object_id = info.get("run_id") or info.get("response_id") or info.get("turn_id")
     if object_id is None and endpoint == "list_messages":
         object_id = request.query.get("run_id")
+    if object_id is None and "session_id" in info:  # the session's paths: its newest turn
+        session = state.sessions.get(info["session_id"])
+        if session is not None and session.turns:
+            object_id = session.turns[-1].id
     return object_id
 
 
 async def _inject_faults(
-    state: FakeState, endpoint: str, obj: Lifecycle | None, *, streams: bool
+    state: FakeState, endpoint: str, obj: Addressed | None, *, streams: bool
 ) -> tuple[Fault | None, int | None]:
     """Apply matching latency faults; the fault that ends the request, if any, and the
     number of events after which a streamed reply is cut (``streams``: the reply is SSE)."""
@@ -209,7 +216,7 @@ def _endpoint(name: str, *, beta: bool) -> Callable[[Handler], Callable[..., Any
         async def serve(request: web.Request) -> web.StreamResponse:
             state = request.app[STATE_KEY]
             arrived = state.wall(state.now())
-            obj = state.lookup(_object_id(request, name))
+            obj = state.lookup(_object_id(state, request, name))
             object_stats = state.stats.begin(obj.id if obj else None, name)
             try:
                 status, reply, obj = await _answer(state, request, name, handler, obj, beta=beta)
@@ -235,10 +242,10 @@ async def _answer(
     request: web.Request,
     name: str,
     handler: Handler,
-    obj: Lifecycle | None,
+    obj: Addressed | None,
     *,
     beta: bool,
-) -> tuple[int | str, web.StreamResponse, Lifecycle | None]:
+) -> tuple[int | str, web.StreamResponse, Addressed | None]:
     """The reply (or a dropped connection), its status, and the object it concerns."""
     started = time.perf_counter()
     streams = await _wants_stream(request, name)

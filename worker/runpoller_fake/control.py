@@ -75,6 +75,7 @@ ControlHandler = Callable[[FakeState, web.Request], Awaitable[Any]]
 
 # (method, route) -> the endpoint name faults and stats use (runpoller_fake.app).
 _RUN = "/v1/threads/{thread_id}/runs/{run_id}"
+_SESSION = "/v1/agents/sessions/{session_id}"
 _ENDPOINT_NAMES = {
     ("POST", "/v1/threads"): "create_thread",
     ("POST", "/v1/threads/runs"): "create_thread_and_run",
@@ -87,6 +88,15 @@ _ENDPOINT_NAMES = {
     ("POST", "/v1/responses"): "create_response",
     ("GET", "/v1/responses/{response_id}"): "get_response",
     ("POST", "/v1/responses/{response_id}/cancel"): "cancel_response",
+    ("POST", "/v1/agents"): "create_agent",
+    ("GET", "/v1/agents/{agent_id}"): "get_agent",
+    ("POST", "/v1/agents/sessions"): "create_agent_session",
+    ("GET", _SESSION): "get_agent_session",
+    ("GET", _SESSION + "/turns"): "list_agent_turns",
+    ("GET", _SESSION + "/turns/{turn_id}"): "get_agent_turn",
+    ("GET", _SESSION + "/turns/{turn_id}/items"): "list_agent_turn_items",
+    ("GET", _SESSION + "/items"): "list_agent_session_items",
+    ("POST", _SESSION + "/events"): "create_agent_events",
 }
 
 
@@ -302,7 +312,7 @@ async def _log(state: FakeState, request: web.Request) -> Any:
     object_id = request.match_info["object_id"]
     obj = state.lookup(object_id)
     if obj is None:
-        raise ApiError(404, f"No run or response found with id '{object_id}'.")
+        raise ApiError(404, f"No run, response or turn found with id '{object_id}'.")
     return obj.log
 
 
@@ -377,7 +387,7 @@ async def _record_request(
         "path": request.path,
         "query": request.query_string or None,
         "endpoint": endpoint,
-        "object_id": info.get("run_id") or info.get("response_id"),
+        "object_id": info.get("run_id") or info.get("response_id") or info.get("turn_id"),
         "thread_id": info.get("thread_id"),
         "status": None,
         "peer_port": peer[1] if isinstance(peer, tuple) and len(peer) >= 2 else None,
@@ -427,6 +437,7 @@ def add_control_routes(app: web.Application) -> None:
             web.post("/_fake/responses", _control(_create_response)),
             web.post("/_fake/agents/sessions", _control(_create_agent_session)),
             web.get("/_fake/agents/sessions/{session_id}/log", _control(_agent_session_log)),
+            web.get("/_fake/agents/turns/{object_id}/log", _control(_log)),
             web.post("/_fake/faults", _control(_set_faults)),
             web.get("/_fake/faults", _control(_get_faults)),
             web.delete("/_fake/faults", _control(_clear_faults)),

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from runpoller_fake.agents import Agent, AgentScript, Session
+from runpoller_fake.agents import Agent, AgentScript, Session, Turn
 from runpoller_fake.errors import ApiError
 from runpoller_fake.lifecycle import (
     Lifecycle,
@@ -29,7 +29,7 @@ from runpoller_fake.objects import response_object
 from runpoller_fake.script import Fault, FaultCounter, Script
 from runpoller_fake.webhooks import WebhookSender
 
-POLL_ENDPOINTS = frozenset({"get_run", "get_response"})
+POLL_ENDPOINTS = frozenset({"get_run", "get_response", "get_agent_turn"})
 
 
 @dataclass(slots=True)
@@ -139,6 +139,7 @@ class FakeState:
         self.responses: dict[str, Response] = {}
         self.agents: dict[str, Agent] = {}
         self.sessions: dict[str, Session] = {}
+        self.turns: dict[str, Turn] = {}
         self.scenarios: dict[str, Script] = {}
         self.faults: list[FaultCounter[Fault]] = []
         self.stats = Stats()
@@ -153,6 +154,7 @@ class FakeState:
         self.responses.clear()
         self.agents.clear()
         self.sessions.clear()
+        self.turns.clear()
         self.scenarios.clear()
         self.faults.clear()
         self.stats = Stats()
@@ -168,10 +170,12 @@ class FakeState:
     def set_faults(self, faults: Iterable[Fault]) -> None:
         self.faults = [FaultCounter(fault) for fault in faults]
 
-    def lookup(self, object_id: str | None) -> Lifecycle | None:
+    def lookup(self, object_id: str | None) -> Lifecycle | Turn | None:
         if object_id is None:
             return None
-        return self.runs.get(object_id) or self.responses.get(object_id)
+        return (
+            self.runs.get(object_id) or self.responses.get(object_id) or self.turns.get(object_id)
+        )
 
     def thread(self, thread_id: str) -> Thread:
         thread = self.threads.get(thread_id)
@@ -311,10 +315,16 @@ class FakeState:
             metadata=dict(metadata or {}),
             wall0=self.wall(now),
             mono0=now,
+            on_turn=self._turn_started,
         )
         self.sessions[session.id] = session
         self.stats.created["session"] = self.stats.created.get("session", 0) + 1
         return session
+
+    def _turn_started(self, turn: Turn) -> None:
+        self.turns[turn.id] = turn
+        self.stats.created["turn"] = self.stats.created.get("turn", 0) + 1
+        self.stats.objects[turn.id] = ObjectStats("turn")
 
 
 def _text_of(content: Any) -> str:

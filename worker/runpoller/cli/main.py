@@ -119,8 +119,13 @@ def _job_from_args(args: argparse.Namespace) -> dict[str, Any]:
         job = {"kind": "response", "response_id": args.response_id}
     elif args.thread_id and args.run_id:
         job = {"kind": "assistants_run", "thread_id": args.thread_id, "run_id": args.run_id}
+    elif args.session_id and args.turn_id:
+        job = {"kind": "agent_turn", "session_id": args.session_id, "turn_id": args.turn_id}
     else:
-        raise SystemExit("runpoller enqueue: give --thread-id and --run-id, or --response-id")
+        raise SystemExit(
+            "runpoller enqueue: give --thread-id and --run-id, --response-id, or --session-id "
+            "and --turn-id"
+        )
     for name in ("id", "poll_interval_ms", "timeout_ms"):
         value = getattr(args, name)
         if value is not None:
@@ -200,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--thread-id")
     p.add_argument("--run-id")
     p.add_argument("--response-id")
-    p.add_argument("--id", help="logical run id (default: the run or response id)")
+    p.add_argument("--session-id", help="an Agents API session (with --turn-id)")
+    p.add_argument("--turn-id", help="the session's turn to follow (kind agent_turn)")
+    p.add_argument("--id", help="logical run id (default: the run, response or turn id)")
     p.add_argument("--poll-interval-ms", type=int)
     p.add_argument("--timeout-ms", type=int)
     p.add_argument(
