@@ -304,3 +304,27 @@ async def test_the_tool_result_is_sent_again_after_a_refused_post(
     log = (await fake_http.get(f"/_fake/agents/turns/{turn_id}/log")).json()
     posts = [e["status"] for e in log if e["endpoint"] == "create_agent_events"]
     assert posts == [503, 202]
+
+
+async def test_a_call_the_app_could_not_run_is_sent_as_a_failed_tool_result(
+    start_worker: StartWorker, client: RunpollerClient, fake_http: httpx.AsyncClient, namespace: str
+) -> None:
+    await start_worker()
+    session_id, turn_id = await fake_turn(fake_http, "tool_call")
+    rid = await client.enqueue(job(session_id, turn_id, namespace))
+    asked = await first(client, rid, RequiresActionEvent)
+    call_id = asked.tool_calls[0].id
+    await client.submit_tool_outputs(rid, asked.round, {}, errors={call_id: "weather service down"})
+    final = await client.wait(rid, 15)
+    assert final.status == "completed", final
+    assert await sent_events(fake_http, session_id) == [
+        {
+            "type": "agent.session.input.tool_result",
+            "call_id": call_id,
+            "turn_id": turn_id,
+            "success": False,
+            "error": "weather service down",
+        }
+    ]
+    output = next(i for i in final.detail["items"] if i["type"] == "function_call_output")
+    assert (output["status"], output["error"]) == ("failed", "weather service down")

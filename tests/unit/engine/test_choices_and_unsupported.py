@@ -16,6 +16,7 @@ from runpoller.engine import (
     RunState,
     Status,
     ToolCallRequest,
+    ToolFailure,
 )
 
 T0 = 1_000_000.0
@@ -73,3 +74,17 @@ def test_an_unsupported_action_cancels_at_once_and_ends_refused() -> None:
         ("action_unsupported", "refused: a browser sign-in"),
     )
     assert fin.cancel is not None and fin.cancel.reason is CancelReason.UNSUPPORTED_ACTION
+
+
+def test_a_failure_answers_a_function_call_but_not_an_approval() -> None:
+    state = asked(APPROVAL, FUNCTION)
+    failed = ToolFailure("weather service down")
+    decision = engine.on_reply(state, 1, [("mcpr_1", "approve"), ("call_1", failed)], T0, POLICY)
+    assert decision.next is not None and decision.next.outputs == (
+        ("mcpr_1", "approve"),
+        ("call_1", failed),
+    )
+    refused = engine.on_reply(state, 1, [("mcpr_1", failed), ("call_1", "x")], T0, POLICY)
+    (rejected,) = refused.effects
+    assert isinstance(rejected, ReplyRejected)
+    assert rejected.problems == ("'mcpr_1' cannot fail: answer it with 'approve' or 'deny'",)

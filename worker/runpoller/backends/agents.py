@@ -35,7 +35,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from runpoller.backends import Progress, RunResult, object_id_of
-from runpoller.engine import Failure, Observation, RunState, Status, ToolCallRequest
+from runpoller.engine import (
+    Failure,
+    Observation,
+    Output,
+    RunState,
+    Status,
+    ToolCallRequest,
+    ToolFailure,
+)
 from runpoller.http.api import ApiClient, ApiFailure
 from runpoller.protocol import AgentTurnJob
 
@@ -184,7 +192,7 @@ def output_text(items: list[Mapping[str, Any]]) -> str | None:
     return "\n\n".join(texts) or None
 
 
-def _tool_result(call: ToolCallRequest, output: str) -> dict[str, Any]:
+def _tool_result(call: ToolCallRequest, output: Output) -> dict[str, Any]:
     if call.kind == "mcp_approval":
         return {
             "type": "agent.session.input.mcp_approval_request_result",
@@ -197,13 +205,14 @@ def _tool_result(call: ToolCallRequest, output: str) -> dict[str, Any]:
             "request_id": call.id,
             "response": {"type": "browser_origin_access", "decision": output},
         }
-    return {
+    result: dict[str, Any] = {
         "type": "agent.session.input.tool_result",
         "call_id": call.id,
         "turn_id": call.turn_id,
-        "success": True,
-        "output": output,
     }
+    if isinstance(output, ToolFailure):
+        return result | {"success": False, "error": output.message}
+    return result | {"success": True, "output": output}
 
 
 class AgentsBackend:
@@ -301,7 +310,7 @@ class AgentsBackend:
         job: AgentTurnJob,
         state: RunState,
         api_key: str,
-        outputs: tuple[tuple[str, str], ...],
+        outputs: tuple[tuple[str, Output], ...],
         memo: dict[str, Any] | None = None,
     ) -> Observation:
         memo = memo if memo is not None else {}

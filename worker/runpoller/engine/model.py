@@ -64,6 +64,20 @@ class ToolCallRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolFailure:
+    """The app's answer that a call failed (its message), in place of the call's output.
+
+    A backend whose API takes a failure says so (an agent turn's ``success: false``); one
+    whose API takes outputs only submits ``{"error": message}`` as the output."""
+
+    message: str
+
+
+Output = str | ToolFailure
+"""One call's answer: its output, or that it failed."""
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
     """What the API reported about the run, mapped onto neutral terms by a backend."""
 
@@ -247,7 +261,7 @@ class Next:
     op: Op
     at: float
     wake_on_reply: bool = False
-    outputs: tuple[tuple[str, str], ...] = ()
+    outputs: tuple[tuple[str, Output], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,12 +64,14 @@ from .model import (
     Next,
     Observation,
     Op,
+    Output,
     Phase,
     Policy,
     ReplyRejected,
     RunState,
     Status,
     StatusChanged,
+    ToolFailure,
     UnknownStatusSeen,
 )
 
@@ -305,7 +307,7 @@ def on_failure(
     now: float,
     policy: Policy,
     rand: float,
-    outputs: tuple[tuple[str, str], ...] = (),
+    outputs: tuple[tuple[str, Output], ...] = (),
 ) -> Decision:
     """A request failed. ``rand`` in [0, 1) supplies the jitter, so this stays pure;
     ``outputs`` are those of a failed SUBMIT, which its retry must carry again."""
@@ -391,12 +393,15 @@ def on_reply(
     if outputs is None:
         return Decision(state, (ReplyRejected(round_, (problem,)),), None)
     problems = _check_outputs(state.pending_calls, outputs, state.pending_choices)
-    size = sum(len(str(output).encode()) for _, output in outputs)
+    size = sum(len(_text(output).encode()) for _, output in outputs)
     if size > policy.max_reply_bytes:
         problems.append(f"outputs total {size} bytes; the limit is {policy.max_reply_bytes} bytes")
     if problems:
         return Decision(state, (ReplyRejected(round_, tuple(problems)),), None)
-    pairs = tuple((str(call_id), str(output)) for call_id, output in outputs)
+    pairs = tuple(
+        (str(call_id), output if isinstance(output, ToolFailure) else str(output))
+        for call_id, output in outputs
+    )
     return Decision(state, (), Next(Op.SUBMIT, now, outputs=pairs))
 
 
@@ -667,7 +672,11 @@ def _check_outputs(
         elif call_id in seen:
             problems.append(f"tool_call_id {call_id!r} answered more than once")
         seen.add(call_id)
-        if not isinstance(output, str):
+        if isinstance(output, ToolFailure):
+            if call_id in allowed:
+                options = " or ".join(repr(o) for o in allowed[call_id])
+                problems.append(f"{call_id!r} cannot fail: answer it with {options}")
+        elif not isinstance(output, str):
             problems.append(f"output for {call_id!r} must be a string, got {type(output).__name__}")
         elif call_id in allowed and output not in allowed[call_id]:
             options = " or ".join(repr(o) for o in allowed[call_id])
@@ -676,3 +685,7 @@ def _check_outputs(
     if missing:
         problems.append("missing outputs for tool_call_id " + ", ".join(missing))
     return problems
+
+
+def _text(output: Any) -> str:
+    return output.message if isinstance(output, ToolFailure) else str(output)

@@ -375,7 +375,11 @@ XADD {K.replies} MAXLEN ~ 100000 * run_id run_abc round 1 outputs '{reply_output
 The worker that owns the run wakes at once, checks the reply (every pending id answered
 exactly once, no unknown ids, outputs are strings) and submits all outputs in one request.
 An entry has exactly the fields `run_id`, `round` and `outputs`, and each item of `outputs`
-exactly `tool_call_id` and `output`: anything else is rejected, naming it.
+exactly `tool_call_id` and `output`: anything else is rejected, naming it. A call the app
+could not run is answered with `error` (its message) instead of `output`: an agent turn gets
+`success: false` with that error; Assistants and Responses runs, whose APIs take outputs
+only, get the output `{{"error": "<message>"}}`. An approval (`type` `mcp_approval` /
+`computer_use_approval`) is answered with `output` `"approve"` or `"deny"`, never `error`.
 
 Every reply that cannot be used is answered, never dropped in silence:
 
