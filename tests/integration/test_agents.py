@@ -46,6 +46,21 @@ def job(session_id: str, turn_id: str, namespace: str, **extra: Any) -> dict[str
     } | extra
 
 
+async def first_round(
+    start_worker: StartWorker,
+    client: RunpollerClient,
+    http: httpx.AsyncClient,
+    namespace: str,
+    script: Any,
+) -> tuple[str, str, str, RequiresActionEvent]:
+    """A worker following a new turn of ``script`` until it asks: session, turn, run, event."""
+    await start_worker()
+    session_id, turn_id = await fake_turn(http, script)
+    rid = await client.enqueue(job(session_id, turn_id, namespace))
+    asked: RequiresActionEvent = await first(client, rid, RequiresActionEvent)
+    return session_id, turn_id, rid, asked
+
+
 async def sent_events(http: httpx.AsyncClient, session_id: str) -> list[dict[str, Any]]:
     """Every event the worker posted to the session, each body checked against the SDK."""
     log = (await http.get(f"/_fake/agents/sessions/{session_id}/log")).json()
@@ -101,10 +116,9 @@ async def test_every_turn_status(
 async def test_a_function_call_round(
     start_worker: StartWorker, client: RunpollerClient, fake_http: httpx.AsyncClient, namespace: str
 ) -> None:
-    await start_worker()
-    session_id, turn_id = await fake_turn(fake_http, "tool_call")
-    rid = await client.enqueue(job(session_id, turn_id, namespace))
-    asked = await first(client, rid, RequiresActionEvent)
+    session_id, turn_id, rid, asked = await first_round(
+        start_worker, client, fake_http, namespace, "tool_call"
+    )
     (call,) = asked.tool_calls
     assert (call.type, call.name, call.turn_id, asked.object_id) == (
         "function",
@@ -177,10 +191,9 @@ async def test_approvals_are_asked_and_answered_approve_or_deny(
     answer: str,
     event: dict[str, Any],
 ) -> None:
-    await start_worker()
-    session_id, turn_id = await fake_turn(fake_http, script)
-    rid = await client.enqueue(job(session_id, turn_id, namespace))
-    asked = await first(client, rid, RequiresActionEvent)
+    session_id, turn_id, rid, asked = await first_round(
+        start_worker, client, fake_http, namespace, script
+    )
     (call,) = asked.tool_calls
     assert call.type == kind and call.turn_id == turn_id and call.request is not None
     await client.submit_tool_outputs(rid, asked.round, {call.id: "yes"})
@@ -285,7 +298,6 @@ async def test_a_turn_survives_the_faults_its_script_injects(
 async def test_the_tool_result_is_sent_again_after_a_refused_post(
     start_worker: StartWorker, client: RunpollerClient, fake_http: httpx.AsyncClient, namespace: str
 ) -> None:
-    await start_worker()
     script: dict[str, Any] = {
         "steps": [
             {"status": "in_progress", "ms": 50},
@@ -293,9 +305,9 @@ async def test_the_tool_result_is_sent_again_after_a_refused_post(
         ],
         "faults": [{"on": "create_agent_events", "status": 503, "times": 1}],
     }
-    session_id, turn_id = await fake_turn(fake_http, script)
-    rid = await client.enqueue(job(session_id, turn_id, namespace))
-    asked = await first(client, rid, RequiresActionEvent)
+    session_id, turn_id, rid, asked = await first_round(
+        start_worker, client, fake_http, namespace, script
+    )
     await client.submit_tool_outputs(rid, asked.round, {asked.tool_calls[0].id: "done"})
     final = await client.wait(rid, 15)
     assert final.status == "completed", final
@@ -309,10 +321,9 @@ async def test_the_tool_result_is_sent_again_after_a_refused_post(
 async def test_a_call_the_app_could_not_run_is_sent_as_a_failed_tool_result(
     start_worker: StartWorker, client: RunpollerClient, fake_http: httpx.AsyncClient, namespace: str
 ) -> None:
-    await start_worker()
-    session_id, turn_id = await fake_turn(fake_http, "tool_call")
-    rid = await client.enqueue(job(session_id, turn_id, namespace))
-    asked = await first(client, rid, RequiresActionEvent)
+    session_id, turn_id, rid, asked = await first_round(
+        start_worker, client, fake_http, namespace, "tool_call"
+    )
     call_id = asked.tool_calls[0].id
     await client.submit_tool_outputs(rid, asked.round, {}, errors={call_id: "weather service down"})
     final = await client.wait(rid, 15)
