@@ -23,8 +23,12 @@ ends ``refused`` / ``action_unsupported``, never left to wait for its deadline.
 Inputs are ``POST …/events`` answered 202 with no body: a cancel (``agent.session.input.cancel``)
 or an answer is followed by a GET of the turn, whose status confirms it. A job with ``input``
 has the worker start the turn (``agent.session.input.message``) and find its id as the session's
-newest turn. The required actions already answered are remembered in the run's memo, so a
-session that still lists them for a moment after the 202 is not taken for a new round.
+newest turn (once the message is accepted, a failure to find it ends the run
+``create_outcome_unknown``: the message is never posted twice). The required actions already
+answered are remembered in the run's memo, so a session that still lists them for a moment
+after the 202 is not taken for a new round, and a retried answer whose events went through is
+not posted again; an answer refused with a 400 is checked against the session: actions no
+longer pending mean the turn moved on (the run reads on), still pending a real refusal.
 """
 
 from __future__ import annotations
@@ -250,7 +254,7 @@ class AgentsBackend:
         obs = observe(
             turn_answer.data,
             session_data,
-            frozenset(memo.get("answered", ())),
+            frozenset(memo.get("answered", set())),
             turn_answer.poll_after_s,
             model=memo.get("model"),
         )
@@ -273,19 +277,25 @@ class AgentsBackend:
         message = job.input
         if isinstance(message, str):
             message = [{"role": "user", "content": [{"type": "input_text", "text": message}]}]
-        await self._events(
-            job, api_key, [{"type": "agent.session.input.message", "input": message}]
-        )
+        event = {"type": "agent.session.input.message", "input": message}
+        await self._events(job, api_key, [event])
+        # The message was accepted: from here on a failure must not let it be posted again.
+        why = "no new turn appeared in the session"
         for attempt in range(TURN_LOOKUPS):
-            page = await self.api.request("GET", turns, api_key=api_key, beta=BETA, params=params)
-            newest = _newest(page.data)
-            if newest and newest != newest_before:
-                return await self._read(job, newest, api_key, memo)
-            if attempt + 1 < TURN_LOOKUPS:
+            if attempt:
                 await asyncio.sleep(TURN_LOOKUP_DELAY_S)
+            try:
+                page = await self.api.request(
+                    "GET", turns, api_key=api_key, beta=BETA, params=params
+                )
+                newest = _newest(page.data)
+                if newest and newest != newest_before:
+                    return await self._read(job, newest, api_key, memo)
+            except ApiFailure as exc:
+                why = exc.failure.message
         raise ApiFailure(
             Failure(
-                "the message was accepted but no new turn appeared in the session",
+                f"the message was accepted but its turn could not be found ({why})",
                 retryable=True,
                 ambiguous=True,  # a turn may run under an id nobody learned
             )
@@ -314,16 +324,30 @@ class AgentsBackend:
         memo: dict[str, Any] | None = None,
     ) -> Observation:
         memo = memo if memo is not None else {}
+        ids = {call_id for call_id, _ in outputs}
+        answered: set[str] = memo.setdefault("answered", set())
+        if ids <= answered:  # a retry whose events were accepted already: only read
+            return await self._read(job, state.object_id, api_key, memo)
         asked: dict[str, ToolCallRequest] = memo.get("asked", {})
-        if any(call_id not in asked for call_id, _ in outputs):
+        if not ids <= set(asked):
             await self._read(job, state.object_id, api_key, memo)  # a new owner: ask again
             asked = memo.get("asked", {})
         events = []
         for call_id, output in outputs:
             call = asked.get(call_id) or ToolCallRequest(call_id, "", "", turn_id=state.object_id)
             events.append(_tool_result(call, output))
-        await self._events(job, api_key, events)
-        memo["answered"] = {*memo.get("answered", ()), *(call_id for call_id, _ in outputs)}
+        try:
+            await self._events(job, api_key, events)
+        except ApiFailure as exc:
+            if exc.failure.status_code != 400:
+                raise
+            # Refused: because the turn moved on (answered by a previous owner, cancelled,
+            # ended), or truly. Only the session can say: still pending is a real refusal.
+            obs = await self._read(job, state.object_id, api_key, memo)
+            if any(call.id in ids for call in obs.tool_calls):
+                raise
+            return obs
+        answered |= ids
         return await self._read(job, state.object_id, api_key, memo)
 
     async def fetch_result(
