@@ -146,7 +146,8 @@ def render() -> str:
 This is the contract between a calling app (any language) and runpoller workers. Everything
 is JSON in plain Redis structures: an app needs nothing but a Redis client.
 
-1. The app creates a run (Assistants API) or a background response (Responses API) itself.
+1. The app creates a run (Assistants API), a background response (Responses API) or an agent
+   session turn (Agents API, beta) itself, or lets the worker create the response or turn.
 2. It **enqueues a job** naming that run on the queue (an arq job with a JSON body).
 3. A worker polls the API, and appends **events** to the run's stream: `accepted`, every
    `status` change, `requires_action` when the model calls functions, and one `final` event.
@@ -155,7 +156,7 @@ is JSON in plain Redis structures: an app needs nothing but a Redis client.
 
 Key names below use the default prefix `runpoller` (setting `RUNPOLLER_KEY_PREFIX`) and the
 default queue `{QUEUE}` (setting `RUNPOLLER_QUEUE_NAME`). `<id>` is the logical run id: the
-job's `id`, or else its `run_id` / `response_id`.
+job's `id`, or else its `run_id` / `response_id` / `turn_id`.
 
 ## Keys
 
