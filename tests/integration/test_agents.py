@@ -280,7 +280,7 @@ async def test_a_turn_survives_the_faults_its_script_injects(
 ) -> None:
     await start_worker()
     script = {
-        "steps": [{"status": "in_progress", "ms": 300}],
+        "steps": [{"status": "in_progress", "ms": 2500}],  # outlasts the two backoffs
         "faults": [{"on": "get_agent_turn", "status": 500, "times": 2}],
     }
     session_id, turn_id = await fake_turn(fake_http, script)
@@ -289,8 +289,10 @@ async def test_a_turn_survives_the_faults_its_script_injects(
     log = (await fake_http.get(f"/_fake/agents/turns/{turn_id}/log")).json()
     seen = [(e["endpoint"], e["status"]) for e in log]
     assert seen[:2] == [("get_agent_turn", 500), ("get_agent_turn", 500)]
-    # An unfinished turn's poll reads the turn and its session; a finished one only the turn.
+    # An unfinished turn's poll reads the turn and its session; a finished one only the turn
+    # (the agent's model is known by then).
     polls = [e for e, status in seen if status == 200]
+    assert polls.count("get_agent_turn") > 2
     assert polls.count("get_agent_session") == polls.count("get_agent_turn") - 1
     assert polls[-1] == "list_agent_turn_items"
 

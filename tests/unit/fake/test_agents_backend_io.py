@@ -122,3 +122,16 @@ async def test_the_worker_starts_a_turn_and_follows_it(
         "gpt-5",
         state.sessions[session_id].agent.id,
     )
+
+
+async def test_a_finished_turns_first_read_still_learns_the_agents_model(
+    backend: AgentsBackend, control: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    body = await session_with(control, "complete", input="Hi")
+    job = turn_job(body["session"]["id"], body["turn"]["id"])
+    run = engine.new_state(body["turn"]["id"], now=0, timeout_s=60, interval_s=1)
+    clock.advance(1)
+    memo: dict[str, Any] = {}
+    done = await backend.get(job, run, KEY, memo)  # what ASSISTANTS_MODELS is checked on
+    assert (done.status, done.model) == (Status.COMPLETED, "gpt-5")
+    assert (await backend.get(job, run, KEY, memo)).model == "gpt-5"

@@ -249,7 +249,8 @@ class AgentsBackend:
             targets = memo["get"] = (turn_id, turn, session)
         turn_answer = await self.api.send(targets[1])
         session_data = None
-        if str(turn_answer.data.get("status")) not in ("completed", "failed", "cancelled"):
+        finished = str(turn_answer.data.get("status")) in ("completed", "failed", "cancelled")
+        if not finished or "model" not in memo:  # the agent's model: read once at least
             session_data = (await self.api.send(targets[2])).data
         obs = observe(
             turn_answer.data,
@@ -258,8 +259,7 @@ class AgentsBackend:
             turn_answer.poll_after_s,
             model=memo.get("model"),
         )
-        if obs.model is not None:
-            memo["model"] = obs.model
+        memo["model"] = obs.model
         asked = memo.setdefault("asked", {})
         for call in obs.tool_calls:
             asked[call.id] = call
