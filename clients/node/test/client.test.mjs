@@ -145,7 +145,7 @@ describe("function calls", () => {
 });
 
 describe("an agent session turn (Agents API)", () => {
-  it("follows the turn, answers its function call, ends with the agent's answer", async () => {
+  it("follows the turn, answers its function call as failed, ends with the agent's answer", async () => {
     const { client } = stack;
     const created = await fetch(`${stack.root}/_fake/agents/sessions`, {
       method: "POST",
@@ -164,13 +164,15 @@ describe("an agent session turn (Agents API)", () => {
     for await (const { event } of client.events(runId)) {
       if (event.type === "requires_action") {
         assert.deepEqual(event.tool_calls.map((c) => [c.type, c.turn_id]), [["function", turn.id]]);
-        const outputs = Object.fromEntries(event.tool_calls.map((c) => [c.id, '{"temp_c": 21}']));
-        await client.submitToolOutputs(runId, event.round, outputs);
+        const errors = Object.fromEntries(event.tool_calls.map((c) => [c.id, "service down"]));
+        await client.submitToolOutputs(runId, event.round, {}, errors);
       }
       if (event.type === "final") final = event;
     }
     assert.equal(final.status, "completed", JSON.stringify(final.error));
     assert.equal(final.kind, "agent_turn");
+    const failed = final.detail.items.find((item) => item.type === "function_call_output");
+    assert.deepEqual([failed.status, failed.error], ["failed", "service down"]);
     assert.equal(final.output_text, "It is sunny in Paris.");
     assert.equal(final.detail.session_id, session.id);
   });
