@@ -37,6 +37,9 @@ from: ``metadata.fake_scenario`` of the session (a JSON script), or the ``script
 - Cancel (``agent.session.input.cancel``): the active turn is ``cancelled`` after ``cancel_ms``
   (its status unchanged until then); the session's actions of that turn are dropped.
 - ``poll_after_ms`` sends ``openai-poll-after-ms`` on a turn's GET while it is unfinished.
+- Webhooks (``runpoller_fake.webhooks``): ``agent.session.created`` when a session is
+  created, then ``in_progress`` / ``action_required`` / ``idle`` / ``failed`` each time its
+  status changes, at the instant it changes (a ticker moves unpolled turns on).
 - Faults (``faults``, as for runs, with ``on`` one of the agent endpoints:
   ``get_agent_turn``, ``get_agent_session``, ``create_agent_events``, ``list_agent_turns``,
   ``list_agent_turn_items``, …) apply to the requests addressed to each turn of the session:
@@ -338,8 +341,10 @@ class Turn:
     def _enter(self, step: AgentStep, t: float) -> None:
         at = self.session.wall(t)
         self._step, self._since = step, t
+        self.session.stepped(self)
         if step.status == "session_failed":
             self.session.failed = str(step.error or "The session failed.")
+            self.session.changed(self, t)
             return  # the turn stays as it was
         self.status = step.status
         if step.status == "in_progress" and self.started_at is None:
@@ -368,6 +373,19 @@ class Turn:
                             "content": [{"type": "output_text", "text": text}],
                         },
                     )
+        self.session.changed(self, t)
+
+    def next_change_at(self) -> float | None:
+        """When the turn next moves if nothing else happens (None: only a request moves it)."""
+        if self.terminal:
+            return None
+        step = self._step
+        end = None
+        if step.status != "waiting" and step.ms is not None:
+            end = self._since + step.ms / 1000.0
+        if self.cancel_at is not None:
+            end = self.cancel_at if end is None else min(end, self.cancel_at)
+        return end
 
     def _action(self, spec: ActionSpec) -> dict[str, Any]:
         if spec.type == "function_call":
@@ -413,6 +431,7 @@ class Turn:
             return
         self.cancel_at = now + self.session.script.cancel_ms / 1000.0
         self.advance(now)
+        self.session.stepped(self)
 
     def answer(self, now: float, key: str, kind: str, event: dict[str, Any]) -> None:
         """Record one event's answer to a pending action of this turn (400 when none)."""
@@ -435,6 +454,7 @@ class Turn:
                     )
                 action.answer = event
                 self.answered_at = now
+                self.session.changed(self, now)
                 if kind == "agent.session.input.tool_result":
                     self.session.add_item(
                         self,
@@ -462,9 +482,17 @@ class Session:
         wall0: float,
         mono0: float,
         on_turn: Callable[[Turn], None] | None = None,
+        on_step: Callable[[Turn], None] | None = None,
+        on_status: Callable[[Session, str, float, str | None], None] | None = None,
     ) -> None:
+        """``on_turn``: a turn started; ``on_step``: a turn moved (the webhook ticker watches
+        when it moves next); ``on_status``: the session's status changed at monotonic ``t``
+        (its webhook)."""
         self.id = new_id("sess_")
         self.on_turn = on_turn
+        self.on_step = on_step
+        self.on_status = on_status
+        self.announced = ""
         self.agent = agent
         self.script = script
         self.metadata = metadata
@@ -479,6 +507,26 @@ class Session:
 
     def wall(self, t: float) -> int:
         return int(self._wall0 + (t - self._mono0))
+
+    def stepped(self, turn: Turn) -> None:
+        if self.on_step is not None:
+            self.on_step(turn)
+
+    def changed(self, turn: Turn, t: float) -> None:
+        """Announce the session's status if ``turn`` (the active one) changed it."""
+        pending = [a for a in turn.actions if a.answer is None]
+        status = "in_progress"
+        if self.failed is not None:
+            status = "failed"
+        elif turn.terminal:
+            status = "idle"
+        elif pending:
+            status = "requires_action"
+        if status != self.announced:
+            self.announced = status
+            if self.on_status is not None:
+                kind = str(pending[0].body["type"]) if status == "requires_action" else None
+                self.on_status(self, status, t, kind)
 
     def add_item(self, turn: Turn, body: dict[str, Any]) -> None:
         prefix = {"message": "msg_", "function_call": "fc_", "function_call_output": "fco_"}
@@ -510,6 +558,7 @@ class Session:
         self.turns.append(turn)
         if self.on_turn is not None:
             self.on_turn(turn)
+        self.stepped(turn)
         for message in messages:
             self.add_item(
                 turn,

@@ -316,8 +316,11 @@ class FakeState:
             wall0=self.wall(now),
             mono0=now,
             on_turn=self._turn_started,
+            on_step=self.webhooks.watch_turn,
+            on_status=self.webhooks.session_changed,
         )
         self.sessions[session.id] = session
+        self.webhooks.session_changed(session, "created", now, None)
         self.stats.created["session"] = self.stats.created.get("session", 0) + 1
         return session
 
