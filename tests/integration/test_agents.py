@@ -341,3 +341,18 @@ async def test_a_call_the_app_could_not_run_is_sent_as_a_failed_tool_result(
     ]
     output = next(i for i in final.detail["items"] if i["type"] == "function_call_output")
     assert (output["status"], output["error"]) == ("failed", "weather service down")
+
+
+async def test_status_events_follow_the_turn_queued_then_in_progress(
+    start_worker: StartWorker, client: RunpollerClient, fake_http: httpx.AsyncClient, namespace: str
+) -> None:
+    await start_worker()
+    script = {"steps": [{"status": "queued", "ms": 800}, {"status": "in_progress", "ms": 300}]}
+    session_id, turn_id = await fake_turn(fake_http, script)
+    rid = await client.enqueue(job(session_id, turn_id, namespace))
+    statuses = [
+        item.event.status
+        async for item in client.events(rid)
+        if isinstance(item.event, StatusEvent)
+    ]
+    assert statuses == ["queued", "in_progress", "completed"]
