@@ -136,3 +136,23 @@ def test_command_line_help_and_smoke_sizes() -> None:
     assert config.smoke and config.runs == 20 and config.workers == 3
     with pytest.raises(SystemExit):
         parse_args(["--interval-ms", "10"])
+
+
+async def test_ours_drives_agent_session_turns() -> None:
+    """``--backend agent_turn``: ours keeps agent turns in flight, answers their function
+    calls, and every one ends completed; a poll is the turn's GET (the session's GET beside it
+    is not a second poll)."""
+    config = smoke_config(
+        redis_url=test_redis_url(), verbose=False, designs=("ours",), backend="agent_turn"
+    )
+    results = await run_bench(config)
+    ours = results["designs"]["ours"]
+    assert ours["finals_missing"] == 0
+    assert ours["finals_by_status"] == {"completed": ours["runs_created"]}
+    assert ours["tool_calls_answered"] >= 1
+    assert ours["polls"] > 0 and ours["overlapping_polls"] == 0
+    assert ours["poll_lateness_ms"]["n"] > 0
+    # Each poll of an unfinished turn also reads its session: about two requests a poll.
+    assert ours["polls_per_run"] < ours["api_requests_per_run"]
+    assert results["config"]["backend"] == "agent_turn"
+    assert parse_args(["--smoke", "--backend", "agent_turn"]).backend == "agent_turn"

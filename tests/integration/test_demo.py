@@ -36,7 +36,8 @@ def test_demo_shows_every_outcome() -> None:
     assert done.returncode == 0, out + done.stderr
     for outcome in ("→ completed", "→ failed", "→ timed_out", "→ cancelled", "→ refused"):
         assert outcome in out
-    assert out.count("  ok ") == 9 and "!!" not in out
+    assert out.count("  ok ") == 10 and "!!" not in out
+    assert "output: Agents answer in session turns: 21 °C in Lyon." in out, "the agent turn"
     streamed = re.search(
         r"streamed: (\d+) progress events while it was written, joined the same", out
     )

@@ -264,3 +264,24 @@ async def test_a_503_on_submit_is_retried_with_the_same_outputs(
     sent = await submits(fake_http, job["run_id"])
     assert [entry["status"] for entry in sent] == [503, 200]
     assert [o["tool_call_id"] for o in sent[1]["tool_outputs"]] == [call.id]
+
+
+async def test_a_failed_call_is_submitted_as_an_error_output(
+    start_worker: StartWorker, client: RunpollerClient, fake_http: httpx.AsyncClient
+) -> None:
+    """Assistants runs take outputs only: a call the app reports failed is sent as the output
+    ``{"error": "<message>"}`` (agent turns send ``success: false``, tests/integration/
+    test_agents.py)."""
+    await start_worker()
+    job = await fake_run(fake_http, "parallel_calls")
+    rid = await client.enqueue(job)
+    ask = await next_event(client, rid, "0-0", RequiresActionEvent)
+    first, *rest = ask.event.tool_calls
+    await client.submit_tool_outputs(
+        rid, 1, {c.id: "sunny" for c in rest}, errors={first.id: "no such city"}
+    )
+    assert (await client.wait(rid, 15)).status == "completed"
+    (submitted,) = await submits(fake_http, job["run_id"])
+    sent = {o["tool_call_id"]: o["output"] for o in submitted["tool_outputs"]}
+    assert json.loads(sent[first.id]) == {"error": "no such city"}
+    assert all(sent[c.id] == "sunny" for c in rest)

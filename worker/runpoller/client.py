@@ -307,12 +307,21 @@ class RunpollerClient:
         return await asyncio.wait_for(_follow(), timeout)
 
     async def submit_tool_outputs(
-        self, run_id: str, round_: int, outputs: Mapping[str, str]
+        self,
+        run_id: str,
+        round_: int,
+        outputs: Mapping[str, str],
+        errors: Mapping[str, str] | None = None,
     ) -> str:
-        """Answer one round of tool calls (``{tool_call_id: output}``); returns the entry id."""
-        body = json.dumps(
-            [{"tool_call_id": call_id, "output": output} for call_id, output in outputs.items()]
-        )
+        """Answer one round of tool calls (``{tool_call_id: output}``, and the calls that failed
+        as ``errors``: ``{tool_call_id: message}``); returns the entry id."""
+        items: list[dict[str, str]] = [
+            {"tool_call_id": call_id, "output": output} for call_id, output in outputs.items()
+        ]
+        items += [
+            {"tool_call_id": cid, "error": message} for cid, message in (errors or {}).items()
+        ]
+        body = json.dumps(items)
         entry: Any = await self.redis.xadd(
             self.keys.replies,
             {"run_id": run_id, "round": str(round_), "outputs": body},

@@ -21,6 +21,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 POLL = "get_run"
+# The requests an agent turn's design is measured by (--backend agent_turn): a poll is the
+# turn's GET (the session's GET that follows an unfinished one belongs to the same poll).
+AGENT_POLL = "get_agent_turn"
+AGENT_POLL_COMPANION = "get_agent_session"
 
 
 def percentile(values: Sequence[float], p: float) -> float | None:
@@ -46,15 +50,24 @@ def summarize(values: Sequence[float]) -> dict[str, float | int | None]:
 
 
 def poll_lateness_ms(
-    log: Iterable[Mapping[str, Any]], interval_s: float, lo: float, hi: float
+    log: Iterable[Mapping[str, Any]],
+    interval_s: float,
+    lo: float,
+    hi: float,
+    *,
+    poll: str = POLL,
+    companion: str = "",
 ) -> list[float]:
-    """Lateness (ms) of each poll whose gap lies wholly inside ``[lo, hi]``."""
+    """Lateness (ms) of each poll whose gap lies wholly inside ``[lo, hi]`` (``companion``:
+    a read that is part of the poll before it, not a request in between)."""
     entries = sorted(log, key=lambda e: float(e["time"]))
     out: list[float] = []
     previous: float | None = None
     for entry in entries:
         t = float(entry["time"])
-        if entry.get("endpoint") != POLL:
+        if companion and entry.get("endpoint") == companion:
+            continue
+        if entry.get("endpoint") != poll:
             previous = None  # a submit or cancel in between resets the schedule
             continue
         if previous is not None and previous >= lo and t <= hi:
@@ -63,17 +76,19 @@ def poll_lateness_ms(
     return out
 
 
-def poll_times(log: Iterable[Mapping[str, Any]]) -> list[float]:
-    return sorted(float(e["time"]) for e in log if e.get("endpoint") == POLL)
+def poll_times(log: Iterable[Mapping[str, Any]], poll: str = POLL) -> list[float]:
+    return sorted(float(e["time"]) for e in log if e.get("endpoint") == poll)
 
 
 def count_in(times: Iterable[float], lo: float, hi: float) -> int:
     return sum(1 for t in times if lo <= t < hi)
 
 
-def final_status_seen(log: Iterable[Mapping[str, Any]], final_s: float) -> float | None:
+def final_status_seen(
+    log: Iterable[Mapping[str, Any]], final_s: float, poll: str = POLL
+) -> float | None:
     """Arrival of the last GET before the final event: the one that saw the terminal status."""
-    seen = [t for t in poll_times(log) if t <= final_s]
+    seen = [t for t in poll_times(log, poll) if t <= final_s]
     return seen[-1] if seen else None
 
 

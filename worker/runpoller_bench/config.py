@@ -18,6 +18,7 @@ from runpoller_bench.mix import (
 )
 
 Transport = Literal["aiohttp", "httpx"]
+Backend = Literal["assistants_run", "agent_turn"]
 DESIGNS = ("floor", "naive", "ours", "modes")
 MODES = ("fixed", "adaptive", "webhooks", "streamed")
 
@@ -29,6 +30,9 @@ class BenchConfig:
     duration_s: float = 30.0
     workers: int = 2
     function_call_share: float = 0.1
+    # What "ours" drives: Assistants runs, or Agents API session turns (floor and naive poll
+    # Assistants runs either way).
+    backend: Backend = "assistants_run"
     transport: Transport = "aiohttp"
     # The event loop of our workers and of the floor (the same, so the ratio is ours alone).
     event_loop: str = "auto"
@@ -78,6 +82,7 @@ class BenchConfig:
             f"K={self.runs} runs, interval {self.interval_ms} ms, window {self.duration_s:g} s, "
             f"{self.workers} worker(s), transport {self.transport}, loop {self.event_loop}, "
             f"function-call share {self.function_call_share:g}, mix {self.mix.describe()}"
+            + (f", ours drives {self.backend}" if self.backend != "assistants_run" else "")
             + (f"; {modes}" if "modes" in self.designs else "")
         )
 
@@ -120,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of runs that ask for one tool call the harness answers (default 0.1)",
     )
     p.add_argument("--transport", choices=["aiohttp", "httpx"], help="RUNPOLLER_HTTP_TRANSPORT")
+    p.add_argument(
+        "--backend",
+        choices=["assistants_run", "agent_turn"],
+        help="what ours drives: Assistants runs (default) or Agents API session turns",
+    )
     p.add_argument(
         "--event-loop",
         choices=["auto", "uvloop", "asyncio"],
@@ -204,6 +214,7 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
             updates[name] = value
     names = (
         "transport",
+        "backend",
         "event_loop",
         "out",
         "seed",

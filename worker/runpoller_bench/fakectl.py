@@ -67,6 +67,12 @@ class FakeControl:
         run = await self._request("POST", "/_fake/runs", {"script": script})
         return str(run["thread_id"]), str(run["id"])
 
+    async def create_agent_turn(self, script: dict[str, Any]) -> tuple[str, str]:
+        """A session whose first turn plays ``script``; returns (session_id, turn_id)."""
+        body = {"script": script, "input": "Benchmark turn."}
+        created = await self._request("POST", "/_fake/agents/sessions", body)
+        return str(created["session"]["id"]), str(created["turn"]["id"])
+
     async def clock_offset(self, samples: int = 9) -> dict[str, float]:
         """How far the fake server's request timestamps run ahead of this process's clock.
 

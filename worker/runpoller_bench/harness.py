@@ -36,7 +36,7 @@ from runpoller_bench import analysis as an
 from runpoller_bench import profile
 from runpoller_bench.config import BenchConfig
 from runpoller_bench.fakectl import FakeControl, LogEntry, endpoint_count
-from runpoller_bench.mix import NEVER_ENDING_SCRIPT, run_script
+from runpoller_bench.mix import NEVER_ENDING_SCRIPT, agent_script, run_script
 from runpoller_bench.procs import (
     Child,
     git_state,
@@ -331,16 +331,22 @@ class Bench:
         logs: dict[str, list[LogEntry]],
         *,
         in_flight: float,
+        endpoints: Endpoints | None = None,
     ) -> dict[str, Any]:
         """Rates, per-poll costs and poll lateness between two snapshots (every design)."""
         window = b.t - a.t
         polls = requests = 0
         lateness: list[float] = []
+        ep = endpoints or ENDPOINTS["assistants_run"]
         for log in logs.values():
-            times = [float(e["time"]) for e in log if e.get("endpoint") == an.POLL]
+            times = [float(e["time"]) for e in log if e.get("endpoint") == ep.poll]
             polls += an.count_in(times, a.t, b.t)
             requests += an.count_in((float(e["time"]) for e in log), a.t, b.t)
-            lateness.extend(an.poll_lateness_ms(log, self.config.interval_s, a.t, b.t))
+            lateness.extend(
+                an.poll_lateness_ms(
+                    log, self.config.interval_s, a.t, b.t, poll=ep.poll, companion=ep.companion
+                )
+            )
         cpu = sum(b.cpu_s[n] - a.cpu_s[n] for n in cpu_names)
         fake_cpu = b.cpu_s["fake"] - a.cpu_s["fake"]
         redis = self.redis_figures(a, b, cpu_names)
@@ -521,12 +527,32 @@ class Bench:
         return PhaseResult(await ModesPhase(self).run())
 
 
+@dataclass(frozen=True)
+class Endpoints:
+    """The fake's endpoint names a design's runs are measured by."""
+
+    poll: str
+    submit: str
+    fetch: str
+    companion: str = ""
+    """A read that belongs to the poll before it (an unfinished agent turn's session GET)."""
+
+
+ENDPOINTS = {
+    "assistants_run": Endpoints(an.POLL, "submit_tool_outputs", "list_messages"),
+    "agent_turn": Endpoints(
+        an.AGENT_POLL, "create_agent_events", "list_agent_turn_items", an.AGENT_POLL_COMPANION
+    ),
+}
+
+
 class OursPhase:
     """N real workers, K runs kept in flight, tool calls answered by the harness (the app)."""
 
     def __init__(self, bench: Bench) -> None:
         self.bench = bench
         self.config = bench.config
+        self.endpoints = ENDPOINTS[self.config.backend]
         self.redis = bench.redis
         self.client = RunpollerClient(bench.redis, queue_name=bench.queue, key_prefix=bench.prefix)
         self.workers: list[Child] = []
@@ -624,11 +650,17 @@ class OursPhase:
 
     async def create(self, lifetime_s: float) -> None:
         fc = self.bench.rng.random() < self.config.function_call_share
+        agents = self.config.backend == "agent_turn"
         async with self.create_slots:
             created = time.time()
-            thread_id, run_id = await self.bench.fake.create_run(
-                run_script(lifetime_s, function_call=fc)
-            )
+            if agents:  # thread_id / run_id: the session and its turn
+                thread_id, run_id = await self.bench.fake.create_agent_turn(
+                    agent_script(lifetime_s, function_call=fc)
+                )
+            else:
+                thread_id, run_id = await self.bench.fake.create_run(
+                    run_script(lifetime_s, function_call=fc)
+                )
             run = OursRun(
                 run_key=f"{self.bench.prefix}.{run_id}",
                 thread_id=thread_id,
@@ -643,14 +675,10 @@ class OursPhase:
                 heapq.heappush(self.upcoming, (created + lifetime_s / 2, run.run_key))
             run.enqueued_at = time.time()
             self.bench.own_commands += 4  # MULTI, SET, ZADD, EXEC
-            await self.client.enqueue(
-                {
-                    "kind": "assistants_run",
-                    "id": run.run_key,
-                    "thread_id": thread_id,
-                    "run_id": run_id,
-                }
-            )
+            job = {"kind": "assistants_run", "thread_id": thread_id, "run_id": run_id}
+            if agents:
+                job = {"kind": "agent_turn", "session_id": thread_id, "turn_id": run_id}
+            await self.client.enqueue({"id": run.run_key, **job})
 
     async def replenish(self, rate: float) -> None:
         """New runs at ``rate`` per second, evenly spaced, until told to stop."""
@@ -808,6 +836,7 @@ class OursPhase:
             [w.name for w in self.workers],
             logs,
             in_flight=an.mean([sum(s.in_flight.values()) for s in window_samples]) or 0.0,
+            endpoints=self.endpoints,
         )
         if profilers:
             figures["profile"] = await self.finish_profiles(profilers)
@@ -930,7 +959,7 @@ class OursPhase:
         fake_ahead_s: float,
     ) -> None:
         """Final events and replies of every run: latencies, request economy, missing finals."""
-        bench, config = self.bench, self.config
+        bench, config, ep = self.bench, self.config, self.endpoints
         runs = list(self.runs.values())
         async with self.redis.pipeline(transaction=False) as pipe:
             for run in runs:
@@ -955,7 +984,7 @@ class OursPhase:
             log: list[LogEntry] = logs[run.run_id]
             final, seen_ts = an.final_and_terminal_status(recent)
             if run.replied_at is not None and lo <= run.replied_at <= hi:
-                submitted = an.first_after(log, "submit_tool_outputs", run.replied_at - 0.01)
+                submitted = an.first_after(log, ep.submit, run.replied_at - 0.01)
                 if submitted is not None:
                     reply_ms.append((submitted - fake_ahead_s - run.replied_at) * 1000)
             if final is None:
@@ -970,12 +999,12 @@ class OursPhase:
                     outliers.append({"run": run.run_key, "final": event, "log": log[-6:]})
             # A worker stops polling once it has seen the terminal status: the run's last
             # GET is the one that served it (with a second of slack for the two clocks).
-            served = an.final_status_seen(log, written_ms / 1000 + fake_ahead_s + 1.0)
+            served = an.final_status_seen(log, written_ms / 1000 + fake_ahead_s + 1.0, ep.poll)
             if served is not None:
                 served -= fake_ahead_s  # on our clock from here on
             if served is not None and lo <= served <= hi:
                 from_api_ms.append(written_ms - served * 1000)
-                fetched = an.first_after(log, "list_messages", served + fake_ahead_s)
+                fetched = an.first_after(log, ep.fetch, served + fake_ahead_s)
                 if fetched is not None and seen_ts is not None:
                     fetched -= fake_ahead_s
                     # API answered → worker applied it (status event) → results requested
@@ -987,7 +1016,7 @@ class OursPhase:
             if run.enqueued_at >= self.steady_from:
                 # Request economy over whole lives only (the first K runs started mid-life).
                 requests.append(len(log))
-                polls.append(sum(1 for e in log if e.get("endpoint") == an.POLL))
+                polls.append(sum(1 for e in log if e.get("endpoint") == ep.poll))
                 expected_polls.append(run.lifetime_s / config.interval_s + 1)
         figures["final_event_ms"] = an.summarize(final_ms)
         figures["final_event_steps_ms"] = {k: an.summarize(v) for k, v in steps.items()}

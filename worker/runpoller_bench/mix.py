@@ -109,6 +109,19 @@ def run_script(lifetime_s: float, *, function_call: bool) -> dict[str, Any]:
     return {"steps": steps}
 
 
+def agent_script(lifetime_s: float, *, function_call: bool) -> dict[str, Any]:
+    """:func:`run_script` for an agent session turn (the fake's agent script format)."""
+    steps = run_script(lifetime_s, function_call=function_call)["steps"]
+    for step in steps:
+        if step["status"] == "requires_action":
+            step.clear()
+            step.update(
+                status="waiting",
+                actions=[{"type": "function_call", "name": "get_weather", "arguments": {}}],
+            )
+    return {"steps": steps}
+
+
 NEVER_ENDING_SCRIPT: dict[str, Any] = {
     "steps": [{"status": "queued", "ms": QUEUED_MS}, {"status": "in_progress"}]
 }

@@ -300,6 +300,7 @@ def build_results(
             "duration_s": config.duration_s,
             "workers": config.workers,
             "function_call_share": config.function_call_share,
+            "backend": config.backend,
             "transport": config.transport,
             "event_loop": config.event_loop,
             "event_loop_used": _loop_used(config.event_loop),

@@ -43,6 +43,8 @@ STREAMED_TEXT = (
 )
 LOCAL_DB = 15
 ALLOWED_ASSISTANT = "asst_demo"
+ALLOWED_AGENT = "agent_demo"
+"""supportedIds apply to agent ids too (the Agents API's agent_turn jobs)."""
 
 
 @dataclass
@@ -172,6 +174,33 @@ def demo_runs(fast: bool) -> list[DemoRun]:
             kind="response",
             job_extra={"continuation": {"model": "gpt-4o"}},
         ),
+        DemoRun(
+            "agent turn calls a function (Agents API)",
+            "completed",
+            {
+                "steps": [
+                    {"status": "queued", "ms": 100},
+                    {"status": "in_progress", "ms": work // 2},
+                    {
+                        "status": "waiting",
+                        "actions": [
+                            {
+                                "type": "function_call",
+                                "name": "get_weather",
+                                "arguments": {"city": "Lyon"},
+                            }
+                        ],
+                    },
+                    {"status": "in_progress", "ms": work // 2},
+                    {
+                        "status": "completed",
+                        "messages": ["Agents answer in session turns: 21 °C in Lyon."],
+                        "usage": {"input_tokens": 64, "output_tokens": 11},
+                    },
+                ]
+            },
+            kind="agent_turn",
+        ),
     ]
 
 
@@ -219,6 +248,25 @@ async def create_fake_job(http: httpx.AsyncClient, run: DemoRun) -> dict[str, An
         }
         run_id = f"stream-{uuid.uuid4().hex[:8]}"
         return {"kind": "response", "id": run_id, "request": request, "stream": True}
+    if run.kind == "agent_turn":
+        created = await http.post(
+            "/_fake/agents/sessions",
+            json={
+                "script": run.script,
+                "model": "gpt-5",
+                "agent_id": ALLOWED_AGENT,
+                "input": "Weather in Lyon?",
+            },
+        )
+        created.raise_for_status()
+        body = created.json()
+        turn_id = body["turn"]["id"]
+        return {
+            "kind": "agent_turn",
+            "session_id": body["session"]["id"],
+            "turn_id": turn_id,
+            **run.job_extra,
+        }
     if run.kind == "response":
         response = await http.post("/_fake/responses", json={"script": run.script})
         response.raise_for_status()
@@ -318,7 +366,7 @@ async def run_demo(*, fast: bool = False) -> int:
             "RUNPOLLER_POLL_INTERVAL_MS": "250",
             "RUNPOLLER_TIMEOUT_MS": "30000",
             "RUNPOLLER_CANCEL_GRACE_MS": "5000",
-            "RUNPOLLER_SUPPORTED_IDS": ALLOWED_ASSISTANT,
+            "RUNPOLLER_SUPPORTED_IDS": f"{ALLOWED_ASSISTANT},{ALLOWED_AGENT}",
             "RUNPOLLER_LOG_LEVEL": "WARNING",
             "RUNPOLLER_LOG_FORMAT": "console",
             "RUNPOLLER_METRICS_HOST": "127.0.0.1",
@@ -354,7 +402,10 @@ async def run_demo(*, fast: bool = False) -> int:
             sys.executable, "-m", "runpoller", "worker", env=env
         )
         stack.push_async_callback(_stop, worker)
-        print(f"worker: pid {worker.pid} (runpoller worker, supportedIds={ALLOWED_ASSISTANT})")
+        print(
+            f"worker: pid {worker.pid} (runpoller worker, "
+            f"supportedIds={ALLOWED_ASSISTANT},{ALLOWED_AGENT})"
+        )
         print(
             f"ops:    http://127.0.0.1:{metrics_port}/metrics  "
             f"/healthz  /readyz  (Prometheus metrics and probes)"

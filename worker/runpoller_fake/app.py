@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from runpoller_fake import objects
+from runpoller_fake import agents, objects
 from runpoller_fake.control import add_control_routes
 from runpoller_fake.errors import ApiError, error_body
 from runpoller_fake.lifecycle import Lifecycle, Run
@@ -30,13 +30,23 @@ from runpoller_fake.ops import (
     read_json,
     start_response,
     start_run,
+    start_session,
 )
 from runpoller_fake.script import Fault
 from runpoller_fake.sse import Streamed, stream_reply, streamed_get
 from runpoller_fake.state import POLL_ENDPOINTS, FakeState
 from runpoller_fake.webhooks import webhook_context
 
-Handler = Callable[[FakeState, web.Request], Awaitable[dict[str, Any] | Streamed]]
+Addressed = Lifecycle | agents.Turn
+"""What a request may be addressed to (its faults, stats and log)."""
+
+
+class Accepted:
+    """A handler's answer of HTTP 202 with no body (the Agents API's session events)."""
+
+
+ACCEPTED = Accepted()
+Handler = Callable[[FakeState, web.Request], Awaitable[dict[str, Any] | Streamed | Accepted]]
 # Extra fields a handler adds to the object's request log (the submitted tool outputs).
 LOG_EXTRA = web.RequestKey("fake_openai_log_extra", dict[str, Any])
 
@@ -86,16 +96,20 @@ def _json_response(status: int, body: Any, headers: dict[str, str]) -> web.Respo
     )
 
 
-def _object_id(request: web.Request, endpoint: str) -> str | None:
+def _object_id(state: FakeState, request: web.Request, endpoint: str) -> str | None:
     info = request.match_info
-    object_id = info.get("run_id") or info.get("response_id")
+    object_id = info.get("run_id") or info.get("response_id") or info.get("turn_id")
     if object_id is None and endpoint == "list_messages":
         object_id = request.query.get("run_id")
+    if object_id is None and "session_id" in info:  # the session's paths: its newest turn
+        session = state.sessions.get(info["session_id"])
+        if session is not None and session.turns:
+            object_id = session.turns[-1].id
     return object_id
 
 
 async def _inject_faults(
-    state: FakeState, endpoint: str, obj: Lifecycle | None, *, streams: bool
+    state: FakeState, endpoint: str, obj: Addressed | None, *, streams: bool
 ) -> tuple[Fault | None, int | None]:
     """Apply matching latency faults; the fault that ends the request, if any, and the
     number of events after which a streamed reply is cut (``streams``: the reply is SSE)."""
@@ -202,7 +216,7 @@ def _endpoint(name: str, *, beta: bool) -> Callable[[Handler], Callable[..., Any
         async def serve(request: web.Request) -> web.StreamResponse:
             state = request.app[STATE_KEY]
             arrived = state.wall(state.now())
-            obj = state.lookup(_object_id(request, name))
+            obj = state.lookup(_object_id(state, request, name))
             object_stats = state.stats.begin(obj.id if obj else None, name)
             try:
                 status, reply, obj = await _answer(state, request, name, handler, obj, beta=beta)
@@ -228,10 +242,10 @@ async def _answer(
     request: web.Request,
     name: str,
     handler: Handler,
-    obj: Lifecycle | None,
+    obj: Addressed | None,
     *,
     beta: bool,
-) -> tuple[int | str, web.StreamResponse, Lifecycle | None]:
+) -> tuple[int | str, web.StreamResponse, Addressed | None]:
     """The reply (or a dropped connection), its status, and the object it concerns."""
     started = time.perf_counter()
     streams = await _wants_stream(request, name)
@@ -240,7 +254,7 @@ async def _answer(
         state.stats.faults["drop"] += 1
         return "dropped", _drop(request), obj
     headers = dict(_STATIC_HEADERS)
-    body: dict[str, Any] | Streamed
+    body: dict[str, Any] | Streamed | Accepted
     if fault is not None:
         state.stats.faults["status"] += 1
         status, body, extra = _fault_reply(fault)
@@ -249,7 +263,7 @@ async def _answer(
         status, body = await _call(state, request, handler, beta=beta)
         if isinstance(body, Streamed):
             obj = body.response
-        elif obj is None and status == 200:
+        elif obj is None and status == 200 and isinstance(body, dict):
             obj = state.lookup(body.get("id"))
     if (
         name in POLL_ENDPOINTS
@@ -263,12 +277,15 @@ async def _answer(
     headers["openai-processing-ms"] = str(int((time.perf_counter() - started) * 1000))
     if isinstance(body, Streamed):
         return status, await stream_reply(state, request, body, headers, cut), obj
+    if isinstance(body, Accepted):
+        del headers["Content-Type"]
+        return 202, web.Response(status=202, headers=headers), obj
     return status, _json_response(status, body, headers), obj
 
 
 async def _call(
     state: FakeState, request: web.Request, handler: Handler, *, beta: bool
-) -> tuple[int, dict[str, Any] | Streamed]:
+) -> tuple[int, dict[str, Any] | Streamed | Accepted]:
     try:
         _authorize(state, request)
         if beta:
@@ -383,6 +400,89 @@ async def cancel_response(state: FakeState, request: web.Request) -> dict[str, A
     return objects.response_object(response)
 
 
+# --- Agents endpoints (beta) -------------------------------------------------------------
+
+AGENTS_BETA_MESSAGE = (
+    "You must provide the 'OpenAI-Beta' header to access the Agents API. "
+    "Please try again by setting the header 'OpenAI-Beta: agents=v1'."
+)
+
+
+def _check_agents_beta(request: web.Request) -> None:
+    betas = {part.strip() for part in request.headers.get("OpenAI-Beta", "").split(",")}
+    if "agents=v1" not in betas:
+        raise ApiError(400, AGENTS_BETA_MESSAGE, code="invalid_beta")
+
+
+def _session_of(state: FakeState, request: web.Request) -> agents.Session:
+    _check_agents_beta(request)
+    return state.session(request.match_info["session_id"])
+
+
+@_endpoint("create_agent", beta=False)
+async def create_agent(state: FakeState, request: web.Request) -> dict[str, Any]:
+    _check_agents_beta(request)
+    return agents.agent_object(state.create_agent(await read_json(request)))
+
+
+@_endpoint("get_agent", beta=False)
+async def get_agent(state: FakeState, request: web.Request) -> dict[str, Any]:
+    _check_agents_beta(request)
+    return agents.agent_object(state.agent(request.match_info["agent_id"]))
+
+
+@_endpoint("create_agent_session", beta=False)
+async def create_agent_session(state: FakeState, request: web.Request) -> dict[str, Any]:
+    _check_agents_beta(request)
+    session = start_session(state, await read_json(request))
+    return agents.session_object(session, state.now())
+
+
+@_endpoint("get_agent_session", beta=False)
+async def get_agent_session(state: FakeState, request: web.Request) -> dict[str, Any]:
+    return agents.session_object(_session_of(state, request), state.now())
+
+
+@_endpoint("get_agent_turn", beta=False)
+async def get_agent_turn(state: FakeState, request: web.Request) -> dict[str, Any]:
+    session = _session_of(state, request)
+    turn = session.turn(request.match_info["turn_id"])
+    turn.advance(state.now())
+    return agents.turn_object(turn)
+
+
+@_endpoint("list_agent_turns", beta=False)
+async def list_agent_turns(state: FakeState, request: web.Request) -> dict[str, Any]:
+    session = _session_of(state, request)
+    session.active_turn(state.now())  # brings every turn up to date
+    return objects.page(session.turns, agents.turn_object, request.query)
+
+
+@_endpoint("list_agent_turn_items", beta=False)
+async def list_agent_turn_items(state: FakeState, request: web.Request) -> dict[str, Any]:
+    session = _session_of(state, request)
+    turn = session.turn(request.match_info["turn_id"])
+    turn.advance(state.now())
+    items = [item for item in session.items if item.turn_id == turn.id]
+    return objects.page(items, agents.item_object, request.query)
+
+
+@_endpoint("list_agent_session_items", beta=False)
+async def list_agent_session_items(state: FakeState, request: web.Request) -> dict[str, Any]:
+    session = _session_of(state, request)
+    session.active_turn(state.now())
+    return objects.page(session.items, agents.item_object, request.query)
+
+
+@_endpoint("create_agent_events", beta=False)
+async def create_agent_events(state: FakeState, request: web.Request) -> Accepted:
+    session = _session_of(state, request)
+    body = await read_json(request)
+    agents.apply_events(session, state.now(), body)
+    session.log.append({"time": state.wall(state.now()), "events": body.get("events")})
+    return ACCEPTED
+
+
 async def _unknown_url(request: web.Request) -> web.Response:
     body = error_body(f"Invalid URL ({request.method} {request.path})")
     headers = {**_STATIC_HEADERS, "x-request-id": "req_" + secrets.token_hex(16)}
@@ -394,6 +494,7 @@ def make_app(state: FakeState | None = None) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[STATE_KEY] = state if state is not None else FakeState()
     run = "/v1/threads/{thread_id}/runs/{run_id}"
+    session = "/v1/agents/sessions/{session_id}"
     app.router.add_routes(
         [
             web.post("/v1/threads", create_thread),
@@ -407,6 +508,15 @@ def make_app(state: FakeState | None = None) -> web.Application:
             web.post("/v1/responses", create_response),
             web.get("/v1/responses/{response_id}", get_response),
             web.post("/v1/responses/{response_id}/cancel", cancel_response),
+            web.post("/v1/agents", create_agent),
+            web.get("/v1/agents/{agent_id}", get_agent),
+            web.post("/v1/agents/sessions", create_agent_session),
+            web.get(session, get_agent_session),
+            web.get(session + "/turns", list_agent_turns),
+            web.get(session + "/turns/{turn_id}", get_agent_turn),
+            web.get(session + "/turns/{turn_id}/items", list_agent_turn_items),
+            web.get(session + "/items", list_agent_session_items),
+            web.post(session + "/events", create_agent_events),
         ]
     )
     add_control_routes(app)

@@ -47,9 +47,16 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import ValidationError
 
-from runpoller_fake import objects
+from runpoller_fake import agents, objects
 from runpoller_fake.errors import ApiError
-from runpoller_fake.ops import STATE_KEY, read_json, script_for, start_response, start_run
+from runpoller_fake.ops import (
+    STATE_KEY,
+    read_json,
+    script_for,
+    start_response,
+    start_run,
+    start_session,
+)
 from runpoller_fake.params import script_function_tools
 from runpoller_fake.script import (
     BUILTIN_SCENARIOS,
@@ -68,6 +75,7 @@ ControlHandler = Callable[[FakeState, web.Request], Awaitable[Any]]
 
 # (method, route) -> the endpoint name faults and stats use (runpoller_fake.app).
 _RUN = "/v1/threads/{thread_id}/runs/{run_id}"
+_SESSION = "/v1/agents/sessions/{session_id}"
 _ENDPOINT_NAMES = {
     ("POST", "/v1/threads"): "create_thread",
     ("POST", "/v1/threads/runs"): "create_thread_and_run",
@@ -80,6 +88,15 @@ _ENDPOINT_NAMES = {
     ("POST", "/v1/responses"): "create_response",
     ("GET", "/v1/responses/{response_id}"): "get_response",
     ("POST", "/v1/responses/{response_id}/cancel"): "cancel_response",
+    ("POST", "/v1/agents"): "create_agent",
+    ("GET", "/v1/agents/{agent_id}"): "get_agent",
+    ("POST", "/v1/agents/sessions"): "create_agent_session",
+    ("GET", _SESSION): "get_agent_session",
+    ("GET", _SESSION + "/turns"): "list_agent_turns",
+    ("GET", _SESSION + "/turns/{turn_id}"): "get_agent_turn",
+    ("GET", _SESSION + "/turns/{turn_id}/items"): "list_agent_turn_items",
+    ("GET", _SESSION + "/items"): "list_agent_session_items",
+    ("POST", _SESSION + "/events"): "create_agent_events",
 }
 
 
@@ -144,6 +161,33 @@ async def _create_response(state: FakeState, request: web.Request) -> Any:
         "tools": script_function_tools(script) if tools is None else tools,
     }
     return objects.response_object(start_response(state, response_body, script))
+
+
+async def _create_agent_session(state: FakeState, request: web.Request) -> Any:
+    """A session (and its agent, and with ``input`` its first turn) playing ``script``."""
+    body = await read_json(request, allow_empty=True)
+    agent_body = {"model": body.get("model") or "gpt-5", "tools": body.get("tools") or []}
+    if body.get("agent_id") and body["agent_id"] in state.agents:
+        session_body: dict[str, Any] = {"agent_id": body["agent_id"]}
+    else:
+        agent = state.create_agent(agent_body, agent_id=body.get("agent_id"))
+        session_body = {"agent_id": agent.id}
+    session_body |= {
+        "environment": {"type": "none"},
+        "metadata": body.get("metadata"),
+        "input": body.get("input"),
+    }
+    session = start_session(state, session_body, script=body.get("script") or "complete")
+    now = state.now()
+    turn = session.turns[-1] if session.turns else None
+    return {
+        "session": agents.session_object(session, now),
+        "turn": agents.turn_object(turn) if turn is not None else None,
+    }
+
+
+async def _agent_session_log(state: FakeState, request: web.Request) -> Any:
+    return state.session(request.match_info["session_id"]).log
 
 
 async def _set_faults(state: FakeState, request: web.Request) -> Any:
@@ -268,7 +312,7 @@ async def _log(state: FakeState, request: web.Request) -> Any:
     object_id = request.match_info["object_id"]
     obj = state.lookup(object_id)
     if obj is None:
-        raise ApiError(404, f"No run or response found with id '{object_id}'.")
+        raise ApiError(404, f"No run, response or turn found with id '{object_id}'.")
     return obj.log
 
 
@@ -343,7 +387,7 @@ async def _record_request(
         "path": request.path,
         "query": request.query_string or None,
         "endpoint": endpoint,
-        "object_id": info.get("run_id") or info.get("response_id"),
+        "object_id": info.get("run_id") or info.get("response_id") or info.get("turn_id"),
         "thread_id": info.get("thread_id"),
         "status": None,
         "peer_port": peer[1] if isinstance(peer, tuple) and len(peer) >= 2 else None,
@@ -391,6 +435,9 @@ def add_control_routes(app: web.Application) -> None:
             web.get("/_fake/scenarios", _control(_list_scenarios)),
             web.post("/_fake/runs", _control(_create_run)),
             web.post("/_fake/responses", _control(_create_response)),
+            web.post("/_fake/agents/sessions", _control(_create_agent_session)),
+            web.get("/_fake/agents/sessions/{session_id}/log", _control(_agent_session_log)),
+            web.get("/_fake/agents/turns/{object_id}/log", _control(_log)),
             web.post("/_fake/faults", _control(_set_faults)),
             web.get("/_fake/faults", _control(_get_faults)),
             web.delete("/_fake/faults", _control(_clear_faults)),

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from runpoller_fake import spec
+from runpoller_fake import agents, spec
 from runpoller_fake.errors import ApiError
 from runpoller_fake.lifecycle import Response, Run
 from runpoller_fake.params import response_params, run_params
@@ -196,3 +196,24 @@ def start_response(
         )
     streamed = body.get("stream") is True
     return state.create_response(response_params(body), script, streamed=streamed)
+
+
+def start_session(state: FakeState, body: dict[str, Any], script: Any = None) -> agents.Session:
+    """A session from a ``SessionCreateParams`` body (and its first turn, given ``input``)."""
+    if not isinstance(body.get("environment"), dict):
+        raise ApiError(400, "Missing required parameter: 'environment'.", param="environment")
+    agent_id = body.get("agent_id")
+    if isinstance(agent_id, str):
+        agent = state.agent(agent_id)
+    else:
+        agent = state.create_agent(body.get("agent") or {})
+    metadata = body.get("metadata") or {}
+    if script is None:
+        script = metadata.get("fake_scenario")
+    session = state.create_session(agent, agents.parse_agent_script(script), metadata)
+    given = body.get("input")
+    if isinstance(given, str):
+        given = [{"role": "user", "content": [{"type": "input_text", "text": given}]}]
+    if given:
+        session.start_turn(state.now(), given)
+    return session

@@ -89,6 +89,15 @@ FaultTarget = Literal[
     "create_response",
     "get_response",
     "cancel_response",
+    "create_agent",
+    "get_agent",
+    "create_agent_session",
+    "get_agent_session",
+    "get_agent_turn",
+    "list_agent_turns",
+    "list_agent_turn_items",
+    "list_agent_session_items",
+    "create_agent_events",
 ]
 # Faults in a script only see requests addressed to its object, which does not exist yet when
 # it is being created; create faults belong in the server-wide list (POST /_fake/faults).

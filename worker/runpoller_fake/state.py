@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from runpoller_fake.agents import Agent, AgentScript, Session, Turn
 from runpoller_fake.errors import ApiError
 from runpoller_fake.lifecycle import (
     Lifecycle,
@@ -28,7 +29,7 @@ from runpoller_fake.objects import response_object
 from runpoller_fake.script import Fault, FaultCounter, Script
 from runpoller_fake.webhooks import WebhookSender
 
-POLL_ENDPOINTS = frozenset({"get_run", "get_response"})
+POLL_ENDPOINTS = frozenset({"get_run", "get_response", "get_agent_turn"})
 
 
 @dataclass(slots=True)
@@ -136,6 +137,9 @@ class FakeState:
         self.threads: dict[str, Thread] = {}
         self.runs: dict[str, Run] = {}
         self.responses: dict[str, Response] = {}
+        self.agents: dict[str, Agent] = {}
+        self.sessions: dict[str, Session] = {}
+        self.turns: dict[str, Turn] = {}
         self.scenarios: dict[str, Script] = {}
         self.faults: list[FaultCounter[Fault]] = []
         self.stats = Stats()
@@ -148,6 +152,9 @@ class FakeState:
         self.threads.clear()
         self.runs.clear()
         self.responses.clear()
+        self.agents.clear()
+        self.sessions.clear()
+        self.turns.clear()
         self.scenarios.clear()
         self.faults.clear()
         self.stats = Stats()
@@ -163,10 +170,12 @@ class FakeState:
     def set_faults(self, faults: Iterable[Fault]) -> None:
         self.faults = [FaultCounter(fault) for fault in faults]
 
-    def lookup(self, object_id: str | None) -> Lifecycle | None:
+    def lookup(self, object_id: str | None) -> Lifecycle | Turn | None:
         if object_id is None:
             return None
-        return self.runs.get(object_id) or self.responses.get(object_id)
+        return (
+            self.runs.get(object_id) or self.responses.get(object_id) or self.turns.get(object_id)
+        )
 
     def thread(self, thread_id: str) -> Thread:
         thread = self.threads.get(thread_id)
@@ -264,6 +273,61 @@ class FakeState:
         self.stats.created["response"] += 1
         self.stats.objects[response.id] = ObjectStats("response")
         return response
+
+    def session(self, session_id: str) -> Session:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise ApiError(404, f"No session found with id '{session_id}'.")
+        return session
+
+    def agent(self, agent_id: str) -> Agent:
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            raise ApiError(404, f"No agent found with id '{agent_id}'.")
+        return agent
+
+    def create_agent(self, body: dict[str, Any], agent_id: str | None = None) -> Agent:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise ApiError(400, "Missing required parameter: 'model'.", param="model")
+        tools = body.get("tools") or []
+        if not isinstance(tools, list):
+            raise ApiError(400, "'tools' must be an array.", param="tools")
+        agent = Agent(
+            agent_id or new_id("agent_"),
+            int(self.wall(self.now())),
+            model,
+            name=body.get("name"),
+            instructions=body.get("instructions"),
+            tools=tools,
+            metadata=dict(body.get("metadata") or {}),
+        )
+        self.agents[agent.id] = agent
+        return agent
+
+    def create_session(
+        self, agent: Agent, script: AgentScript, metadata: dict[str, str] | None = None
+    ) -> Session:
+        now = self.now()
+        session = Session(
+            agent=agent,
+            script=script,
+            metadata=dict(metadata or {}),
+            wall0=self.wall(now),
+            mono0=now,
+            on_turn=self._turn_started,
+            on_step=self.webhooks.watch_turn,
+            on_status=self.webhooks.session_changed,
+        )
+        self.sessions[session.id] = session
+        self.webhooks.session_changed(session, "created", now, None)
+        self.stats.created["session"] = self.stats.created.get("session", 0) + 1
+        return session
+
+    def _turn_started(self, turn: Turn) -> None:
+        self.turns[turn.id] = turn
+        self.stats.created["turn"] = self.stats.created.get("turn", 0) + 1
+        self.stats.objects[turn.id] = ObjectStats("turn")
 
 
 def _text_of(content: Any) -> str:

@@ -17,6 +17,11 @@ enters its end status, whoever brought it there (a poll, a cancel, the ticker): 
 once per response, so it is sent once (unless a ``duplicate`` fault says otherwise). Nothing
 is sent (or logged) while no URL is configured.
 
+Agents API sessions (``agents.py``) send ``agent.session.*`` events the same way, whenever
+a session's status changes (``data``: the session id, its ``environment_type``, and for
+``action_required`` the first ``required_action.type``); their turns are watched by the same
+ticker.
+
 Faults (``WebhookFault``, ``POST /_fake/webhooks/faults``) apply to deliveries, one per ended
 response, in the order they are made; see the model. ``GET /_fake/webhooks/log`` lists them.
 """
@@ -42,6 +47,7 @@ from standardwebhooks import Webhook
 from runpoller_fake.script import FaultCounter, _Model
 
 if TYPE_CHECKING:
+    from runpoller_fake.agents import Session, Turn
     from runpoller_fake.lifecycle import Response
     from runpoller_fake.state import FakeState
 
@@ -52,6 +58,15 @@ EVENT_TYPES = {
     "cancelled": "response.cancelled",
     "incomplete": "response.incomplete",
 }
+# A session's status as the Agents API's webhooks name it (``openai.types.webhooks``).
+SESSION_EVENT_TYPES = {
+    "created": "agent.session.created",
+    "in_progress": "agent.session.in_progress",
+    "requires_action": "agent.session.action_required",
+    "idle": "agent.session.idle",
+    "failed": "agent.session.failed",
+}
+_TURN = "turn:"
 USER_AGENT = "OpenAI/1.0 (+https://platform.openai.com/docs/webhooks)"
 _SECRET = re.compile(r"\Awhsec_[A-Za-z0-9+/]+={0,2}\Z")
 
@@ -200,11 +215,24 @@ class WebhookSender:
             self._seq += 1
             heapq.heappush(self._due, (end, self._seq, response.id))
 
+    def watch_turn(self, turn: Turn) -> None:
+        """Remember when an agent turn next moves, for the ticker (its session's webhooks)."""
+        at = turn.next_change_at()
+        if at is not None:
+            self._seq += 1
+            heapq.heappush(self._due, (at, self._seq, _TURN + turn.id))
+
     def tick(self) -> None:
-        """Bring every response whose end is due up to date (which sends its webhook)."""
+        """Bring every response whose end is due (and every agent turn whose next step is)
+        up to date, which sends its webhook."""
         now = self._state.now()
         while self._due and self._due[0][0] <= now + 1e-9:
             _, _, response_id = heapq.heappop(self._due)
+            if response_id.startswith(_TURN):
+                turn = self._state.turns.get(response_id.removeprefix(_TURN))
+                if turn is not None:
+                    turn.advance(now)  # its steps re-watch it
+                continue
             response = self._state.responses.get(response_id)
             if response is not None and not response.terminal:
                 response.advance(now)
@@ -225,12 +253,31 @@ class WebhookSender:
             asyncio.get_running_loop()
         except RuntimeError:  # driven without a server (a unit test of the lifecycle)
             return
+        self._send(event_type, response.wall(t), {"id": response.id})
+
+    def session_changed(self, session: Session, status: str, t: float, action: str | None) -> None:
+        """A session's hook: its status became ``status`` at monotonic ``t`` (``action``: the
+        type of the first required action, for ``requires_action``)."""
+        if self.url is None:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # driven without a server
+            return
+        data: dict[str, Any] = {"id": session.id}
+        if action is not None:
+            data["required_action"] = {"type": action}
+        else:  # the fake's sessions run in no environment (``{"type": "none"}``)
+            data["environment_type"] = "none"
+        self._send(SESSION_EVENT_TYPES[status], session.wall(t), data)
+
+    def _send(self, event_type: str, created_at: int, data: dict[str, Any]) -> None:
         event = {
             "id": "evt_" + secrets.token_hex(16),
             "object": "event",
             "type": event_type,
-            "created_at": response.wall(t),
-            "data": {"id": response.id},
+            "created_at": created_at,
+            "data": data,
         }
         delivery = Delivery(
             "wh_" + secrets.token_hex(16), json.dumps(event, separators=(",", ":")), self._effects()

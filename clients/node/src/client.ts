@@ -239,22 +239,33 @@ export class RunpollerClient {
     throw new Error(`the event stream of run ${runId} ended without a final event`);
   }
 
-  /** Answer one round of tool calls (`{tool_call_id: output}`); returns the entry id. */
+  /**
+   * Answer one round of tool calls (`{tool_call_id: output}`, and the calls that failed as
+   * `errors`: `{tool_call_id: message}`, sent as `success: false` to an agent turn); returns
+   * the entry id.
+   */
   async submitToolOutputs(
     runId: string,
     round: number,
     outputs: Record<string, string>,
+    errors: Record<string, string> = {},
   ): Promise<string> {
     checkRunId(runId);
     if (!Number.isInteger(round) || round < 1) {
       throw new InvalidJobError(`round: must be an integer >= 1 (got ${JSON.stringify(round)})`);
     }
-    const items = Object.entries(outputs).map(([id, output]) => {
+    const items: Array<{ tool_call_id: string; output?: string; error?: string }> = Object.entries(
+      outputs,
+    ).map(([id, output]) => {
       if (typeof output !== "string") {
         throw new InvalidJobError(`outputs.${id}: must be a string (JSON.stringify it)`);
       }
       return { tool_call_id: id, output };
     });
+    for (const [id, error] of Object.entries(errors)) {
+      if (typeof error !== "string") throw new InvalidJobError(`errors.${id}: must be a string`);
+      items.push({ tool_call_id: id, error });
+    }
     return this.redis.xAdd(
       `${this.prefix}:replies`,
       "*",

@@ -23,7 +23,15 @@ export type Event =
  * This interface was referenced by `Protocol`'s JSON-Schema
  * via the `definition` "Job".
  */
-export type Job = AssistantsRunJob | ResponseJob;
+export type Job = AssistantsRunJob | ResponseJob | AgentTurnJob;
+/**
+ * This interface was referenced by `Protocol`'s JSON-Schema
+ * via the `definition` "ToolOutput".
+ */
+export type ToolOutput = ToolOutput1 & ToolOutput2;
+export type ToolOutput1 = {
+  [k: string]: unknown;
+};
 
 /**
  * A worker took the run; first event of every stream.
@@ -36,7 +44,7 @@ export interface AcceptedEvent {
    * Wall-clock deadline, epoch ms; never moves.
    */
   deadline: number;
-  kind: "assistants_run" | "response";
+  kind: "assistants_run" | "response" | "agent_turn";
   metadata?: {
     [k: string]: string | number | boolean | null;
   } | null;
@@ -52,6 +60,60 @@ export interface AcceptedEvent {
   type?: "accepted";
 }
 /**
+ * Follow one turn of an Agents-API session (beta): the turn the producer started
+ * (``turn_id``), or one the worker starts from ``input`` (an ``agent.session.input.message``
+ * event).
+ *
+ * This interface was referenced by `Protocol`'s JSON-Schema
+ * via the `definition` "AgentTurnJob".
+ */
+export interface AgentTurnJob {
+  /**
+   * The API key for this run. Required when the worker runs with ASSISTANTS_API_KEY=user_provided; otherwise optional (overrides the worker's key).
+   */
+  api_key?: string | null;
+  /**
+   * Logical run id used in every key and event; defaults to the API object id (`run_id`, `response_id` or `turn_id`).
+   */
+  id?: string | null;
+  /**
+   * The user message(s) that start the turn: a string (one user message of one `input_text` part) or a list of `AgentSessionInputMessageParam` objects (`{role: "user", content: [...]}`). The worker posts them as one `agent.session.input.message` event and follows the turn that starts. Requires `id`.
+   */
+  input?:
+    | string
+    | {
+        [k: string]: unknown;
+      }[]
+    | null;
+  kind: "agent_turn";
+  /**
+   * Opaque values echoed back in the `accepted` and `final` events.
+   */
+  metadata?: {
+    [k: string]: string | number | boolean | null;
+  } | null;
+  /**
+   * Per-run poll interval, bounded by the worker's maximum.
+   */
+  poll_interval_ms?: number | null;
+  /**
+   * The `agent.session` the turn belongs to.
+   */
+  session_id: string;
+  /**
+   * Per-run timeout, bounded by the worker's maximum.
+   */
+  timeout_ms?: number | null;
+  /**
+   * The `agent.session.turn` to follow. Give this or `input`.
+   */
+  turn_id?: string | null;
+  /**
+   * Protocol version.
+   */
+  v?: 1;
+}
+/**
  * Poll an Assistants-API run the producer has created.
  *
  * This interface was referenced by `Protocol`'s JSON-Schema
@@ -63,7 +125,7 @@ export interface AssistantsRunJob {
    */
   api_key?: string | null;
   /**
-   * Logical run id used in every key and event; defaults to the API object id (`run_id` or `response_id`).
+   * Logical run id used in every key and event; defaults to the API object id (`run_id`, `response_id` or `turn_id`).
    */
   id?: string | null;
   kind: "assistants_run";
@@ -104,9 +166,15 @@ export interface CancelInfo {
    */
   outcome: "confirmed" | "unconfirmed" | "overtaken";
   /**
-   * Why: the `deadline` passed, the deadline passed while the app owed tool outputs (`tool_outputs_timeout`), the `app` asked, or the assistant or model is not allowed.
+   * Why: the `deadline` passed, the deadline passed while the app owed tool outputs (`tool_outputs_timeout`), the `app` asked, the assistant or model is not allowed, or the run waits for an action runpoller cannot hand to the app (`unsupported_action`, agent turns).
    */
-  reason: "deadline" | "tool_outputs_timeout" | "app" | "refused_assistant" | "refused_model";
+  reason:
+    | "deadline"
+    | "tool_outputs_timeout"
+    | "app"
+    | "refused_assistant"
+    | "refused_model"
+    | "unsupported_action";
 }
 /**
  * A job that could not be tied to any run: kept for inspection, never retried.
@@ -213,7 +281,7 @@ export interface ToolCall {
    */
   arguments_valid: boolean;
   /**
-   * The tool call id to answer (`tool_call_id` / `call_id`).
+   * The tool call id to answer (`tool_call_id` / `call_id`; an approval's `request_id`).
    */
   id: string;
   name: string;
@@ -221,6 +289,20 @@ export interface ToolCall {
    * The arguments parsed as JSON, or null when they are not valid JSON.
    */
   parsed_arguments?: unknown;
+  /**
+   * An approval's request as the API gave it (`mcp_tool_call`, `browser_origin_access`).
+   */
+  request?: {
+    [k: string]: unknown;
+  } | null;
+  /**
+   * Agent turns: the turn that asked (`agent_turn` jobs only).
+   */
+  turn_id?: string | null;
+  /**
+   * `function`: answer with the function's output. `mcp_approval` / `computer_use_approval` (agent turns): answer with exactly `approve` or `deny`; `name` says what is asked and `request` holds the API's request object.
+   */
+  type?: "function" | "mcp_approval" | "computer_use_approval";
 }
 /**
  * The app's reply could not be used; the run keeps waiting for a correct one.
@@ -290,7 +372,7 @@ export interface FinalEvent {
    */
   cancel?: CancelInfo | null;
   /**
-   * Backend-specific detail: `assistants` has thread_id, run_id, messages; `responses` has response_ids and output items; `object_ids` when the run followed more than one object. `truncated: true` when the event would have exceeded `RUNPOLLER_MAX_RESULT_BYTES`: messages and output items were dropped and `output_text` cut to half that size; ids and status are kept.
+   * Backend-specific detail: `assistants` has thread_id, run_id, messages; `responses` has response_ids and output items; `agent_turn` has session_id, turn_id, agent_id and the turn's items; `object_ids` when the run followed more than one object. `truncated: true` when the event would have exceeded `RUNPOLLER_MAX_RESULT_BYTES`: messages and output items were dropped and `output_text` cut to half that size; ids and status are kept.
    */
   detail?: {
     [k: string]: unknown;
@@ -299,7 +381,7 @@ export interface FinalEvent {
   incomplete_details?: {
     [k: string]: unknown;
   } | null;
-  kind?: ("assistants_run" | "response") | null;
+  kind?: ("assistants_run" | "response" | "agent_turn") | null;
   metadata?: {
     [k: string]: string | number | boolean | null;
   } | null;
@@ -352,7 +434,7 @@ export interface ResponseJob {
     [k: string]: unknown;
   } | null;
   /**
-   * Logical run id used in every key and event; defaults to the API object id (`run_id` or `response_id`).
+   * Logical run id used in every key and event; defaults to the API object id (`run_id`, `response_id` or `turn_id`).
    */
   id?: string | null;
   kind: "response";
@@ -389,12 +471,15 @@ export interface ResponseJob {
    */
   v?: 1;
 }
-/**
- * This interface was referenced by `Protocol`'s JSON-Schema
- * via the `definition` "ToolOutput".
- */
-export interface ToolOutput {
-  output: string;
+export interface ToolOutput2 {
+  /**
+   * Instead of `output`: the call failed, with this message. An agent turn sends it as `success: false`; Assistants and Responses runs take outputs only, and are sent `{"error": "<message>"}` (JSON) as the output. Approvals cannot fail.
+   */
+  error?: string | null;
+  /**
+   * The call's output. Give this or `error`.
+   */
+  output?: string;
   tool_call_id: string;
 }
 /**
@@ -408,7 +493,7 @@ export interface ToolOutput {
  */
 export interface ToolOutputsReply {
   /**
-   * JSON array of {tool_call_id, output} objects.
+   * JSON array of {tool_call_id, output} (or {tool_call_id, error}) objects.
    */
   outputs: string;
   /**

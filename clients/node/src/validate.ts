@@ -15,7 +15,8 @@ export const RUN_ID = new RegExp(RUN_ID_PATTERN);
 const COMMON = ["v", "id", "api_key", "poll_interval_ms", "timeout_ms", "metadata"];
 const FIELDS: Record<string, string[]> = {
   assistants_run: [...COMMON, "kind", "thread_id", "run_id"],
-  response: [...COMMON, "kind", "response_id", "request", "continuation"],
+  response: [...COMMON, "kind", "response_id", "request", "continuation", "stream"],
+  agent_turn: [...COMMON, "kind", "session_id", "turn_id", "input"],
 };
 const RESERVED = ["previous_response_id", "background", "store", "stream", "input", "conversation"];
 
@@ -70,6 +71,7 @@ function checkMetadata(job: Fields): void {
 
 function checkResponse(job: Fields): void {
   checkId(job, "response_id", API_ID, false);
+  if (given(job, "stream") && typeof job.stream !== "boolean") fail("stream", "must be a boolean");
   for (const field of ["request", "continuation"]) {
     if (given(job, field) && !isObject(job[field])) fail(field, "must be an object");
   }
@@ -88,12 +90,31 @@ function checkResponse(job: Fields): void {
   }
 }
 
+function checkAgentTurn(job: Fields): void {
+  checkId(job, "session_id", API_ID, true);
+  checkId(job, "turn_id", API_ID, false);
+  const input = job.input;
+  if (given(job, "input") && typeof input !== "string" && !Array.isArray(input)) {
+    fail("input", "must be a string or an array of messages");
+  }
+  if (input === "") fail("input", "must not be empty");
+  if (given(job, "turn_id") === given(job, "input")) {
+    fail("job", "give exactly one of turn_id and input");
+  }
+  if (given(job, "input") && !given(job, "id")) {
+    fail("id", "a job with input needs an id (the turn id is not known yet)");
+  }
+}
+
 /** The job, checked (InvalidJobError naming the first problem). */
 export function validateJob(job: unknown): Job {
   if (!isObject(job)) fail("job", "must be an object");
   const fields = FIELDS[String(job.kind)];
   if (fields === undefined) {
-    fail("kind", `must be "assistants_run" or "response" (got ${JSON.stringify(job.kind)})`);
+    fail(
+      "kind",
+      `must be "assistants_run", "response" or "agent_turn" (got ${JSON.stringify(job.kind)})`,
+    );
   }
   for (const field of Object.keys(job)) {
     if (!fields.includes(field)) fail(field, `is not a field of a ${String(job.kind)} job`);
@@ -107,16 +128,20 @@ export function validateJob(job: unknown): Job {
   if (job.kind === "assistants_run") {
     checkId(job, "thread_id", API_ID, true);
     checkId(job, "run_id", API_ID, true);
+  } else if (job.kind === "agent_turn") {
+    checkAgentTurn(job);
   } else {
     checkResponse(job);
   }
   return job as unknown as Job;
 }
 
-/** The logical run id of a checked job: its `id`, else its run or response id. */
+/** The logical run id of a checked job: its `id`, else its run, response or turn id. */
 export function runIdOf(job: Job): string {
   if (job.id) return job.id;
-  return job.kind === "assistants_run" ? job.run_id : (job.response_id ?? "");
+  if (job.kind === "assistants_run") return job.run_id;
+  if (job.kind === "agent_turn") return job.turn_id ?? "";
+  return job.response_id ?? "";
 }
 
 export function checkRunId(runId: unknown): string {

@@ -144,6 +144,40 @@ describe("function calls", () => {
   });
 });
 
+describe("an agent session turn (Agents API)", () => {
+  it("follows the turn, answers its function call as failed, ends with the agent's answer", async () => {
+    const { client } = stack;
+    const created = await fetch(`${stack.root}/_fake/agents/sessions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ script: "tool_call", input: "Weather in Paris?" }),
+    });
+    const { session, turn } = await created.json();
+    const runId = await client.enqueue({
+      kind: "agent_turn",
+      id: stack.runId("agent"),
+      session_id: session.id,
+      turn_id: turn.id,
+      api_key: FAKE_KEY,
+    });
+    let final;
+    for await (const { event } of client.events(runId)) {
+      if (event.type === "requires_action") {
+        assert.deepEqual(event.tool_calls.map((c) => [c.type, c.turn_id]), [["function", turn.id]]);
+        const errors = Object.fromEntries(event.tool_calls.map((c) => [c.id, "service down"]));
+        await client.submitToolOutputs(runId, event.round, {}, errors);
+      }
+      if (event.type === "final") final = event;
+    }
+    assert.equal(final.status, "completed", JSON.stringify(final.error));
+    assert.equal(final.kind, "agent_turn");
+    const failed = final.detail.items.find((item) => item.type === "function_call_output");
+    assert.deepEqual([failed.status, failed.error], ["failed", "service down"]);
+    assert.equal(final.output_text, "It is sunny in Paris.");
+    assert.equal(final.detail.session_id, session.id);
+  });
+});
+
 describe("an app's own RESP2 connection", () => {
   it("reads events, status, results and cancels the same way", async () => {
     const { createClient } = await import("redis");
@@ -246,7 +280,10 @@ describe("bad inputs", () => {
     const cases = [
       [{ kind: "assistants_run", id, thread_id: "../etc", run_id: "run_1" }, /^thread_id: must match/],
       [{ kind: "assistants_run", id, run_id: "run_1" }, /^thread_id: is required$/],
-      [{ kind: "assistant", id }, /^kind: must be "assistants_run" or "response"/],
+      [{ kind: "assistant", id }, /^kind: must be "assistants_run", "response" or "agent_turn"/],
+      [{ kind: "agent_turn", id, session_id: "s", turn_id: "t", input: "Hi" }, /^job: give exactly one of turn_id and input$/],
+      [{ kind: "agent_turn", session_id: "s", input: "Hi" }, /^id: a job with input needs an id/],
+      [{ kind: "agent_turn", id, turn_id: "t" }, /^session_id: is required$/],
       [{ kind: "assistants_run", id, thread_id: "t", run_id: "r", tools: [] }, /^tools: is not a field/],
       [{ kind: "assistants_run", id, thread_id: "t", run_id: "r", timeout_ms: 0 }, /^timeout_ms: must be an integer >= 1/],
       [{ kind: "response", id, response_id: "resp_1", request: {} }, /^job: give exactly one of/],

@@ -17,6 +17,7 @@ const STRICTER = [
   { ...run, timeout_ms: "10" },
   { ...run, timeout_ms: true },
 ];
+const turn = { kind: "agent_turn", session_id: "sess_1", turn_id: "turn_1" };
 const JOBS = [
   run,
   { ...run, id: "app:run.1_x-2", v: 1, api_key: "enc:v1:k:abc", poll_interval_ms: 100, timeout_ms: 1 },
@@ -45,6 +46,9 @@ const JOBS = [
   { kind: "nope" },
   {},
   resp,
+  { ...resp, stream: true },
+  { kind: "response", id: "r-s", request: { model: "gpt-4o", input: "hi" }, stream: true },
+  { ...resp, stream: "yes" },
   { ...resp, continuation: { model: "gpt-4o", tools: [] } },
   { ...resp, continuation: { input: [] } },
   { ...resp, continuation: { store: true } },
@@ -58,6 +62,18 @@ const JOBS = [
   { ...resp, thread_id: "thread_1" },
   { ...resp, request: null },
   { ...resp, continuation: [] },
+  turn,
+  { ...turn, id: null },
+  { kind: "agent_turn", id: "t1", session_id: "sess_1", input: "Hi" },
+  { kind: "agent_turn", id: "t1", session_id: "sess_1", input: [{ role: "user", content: [] }] },
+  { kind: "agent_turn", id: "t1", session_id: "sess_1", input: "" },
+  { kind: "agent_turn", id: "t1", session_id: "sess_1", input: 5 },
+  { kind: "agent_turn", session_id: "sess_1", input: "Hi" },
+  { ...turn, input: "Hi" },
+  { kind: "agent_turn", id: "t1", session_id: "sess_1" },
+  { ...turn, session_id: "sess/1" },
+  { ...turn, turn_id: "" },
+  { ...turn, thread_id: "thread_1" },
 ];
 
 const SCRIPT = `import json, sys

@@ -36,8 +36,15 @@ def test_actions_convert_is_wired(capsys: pytest.CaptureFixture[str], tmp_path: 
 def test_enqueue_needs_an_id(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["enqueue", "--thread-id", "t"]) == 2
     assert capsys.readouterr().err == (
-        "runpoller enqueue: give --thread-id and --run-id, or --response-id\n"
+        "runpoller enqueue: give --thread-id and --run-id, --response-id, or --session-id "
+        "and --turn-id\n"
     )
+
+
+def test_an_invalid_agent_turn_job_names_the_field(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["enqueue", "--session-id", "sess_1", "--turn-id", "turn/../x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("runpoller enqueue: invalid job: agent_turn.turn_id: String")
 
 
 def test_an_invalid_job_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

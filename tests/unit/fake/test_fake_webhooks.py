@@ -19,6 +19,18 @@ import httpx
 import jsonschema
 import pytest
 from aiohttp import web
+from openai.types.webhooks.agent_session_action_required_webhook_event import (
+    AgentSessionActionRequiredWebhookEvent,
+)
+from openai.types.webhooks.agent_session_created_webhook_event import (
+    AgentSessionCreatedWebhookEvent,
+)
+from openai.types.webhooks.agent_session_failed_webhook_event import AgentSessionFailedWebhookEvent
+from openai.types.webhooks.agent_session_idle_webhook_event import AgentSessionIdleWebhookEvent
+from openai.types.webhooks.agent_session_in_progress_webhook_event import (
+    AgentSessionInProgressWebhookEvent,
+)
+from pydantic import BaseModel
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from runpoller.cli.main import main as cli_main
@@ -26,6 +38,7 @@ from runpoller_dev.devredis import free_port
 from runpoller_fake import FakeServer, FakeState, running_fake_server
 from runpoller_fake.testing import FakeClock, check_reply
 from tests.unit.fake.conftest import ASSISTANTS_HEADERS
+from tests.unit.fake.sdk_agents import no_extra
 from tests.unit.webhooks.conftest import SCHEMA_OF, new_secret, spec_schemas
 
 # Queued 50 ms, in progress 100 ms, then the end step.
@@ -470,3 +483,60 @@ def test_cli_refuses_half_or_bad_webhook_options(
         cli_main(["fake-openai", "--port", "0", *args])
     assert "runpoller fake-openai:" in str(exc.value.code)
     assert "oops" not in str(exc.value.code)
+
+
+# --- Agents API session webhooks (agent.session.*), checked with openai-python's models ---
+
+AGENT_EVENT_MODELS: dict[str, type[BaseModel]] = {
+    "agent.session.created": AgentSessionCreatedWebhookEvent,
+    "agent.session.in_progress": AgentSessionInProgressWebhookEvent,
+    "agent.session.action_required": AgentSessionActionRequiredWebhookEvent,
+    "agent.session.idle": AgentSessionIdleWebhookEvent,
+    "agent.session.failed": AgentSessionFailedWebhookEvent,
+}
+
+
+def session_events(receiver: Receiver, secret: str) -> list[dict[str, Any]]:
+    out = []
+    for delivery in receiver.deliveries:
+        event: dict[str, Any] = Webhook(secret).verify(delivery.body, delivery.headers)
+        no_extra(AGENT_EVENT_MODELS[event["type"]].model_validate(event))
+        out.append(event)
+    return out
+
+
+async def test_a_turn_with_a_function_call_announces_each_session_status_unpolled(
+    hooked: httpx.AsyncClient, receiver: Receiver, clock: FakeClock, secret: str
+) -> None:
+    body = (
+        await hooked.post("agents/sessions", json={"script": "tool_call", "input": "Hi"})
+    ).json()
+    session_id = body["session"]["id"]
+    await receiver.wait_for(2)
+    clock.advance(0.1)  # the turn asks for its function call: nobody polls
+    await receiver.wait_for(3)
+    seen = session_events(receiver, secret)
+    assert [e["type"] for e in seen] == [
+        "agent.session.created",
+        "agent.session.in_progress",
+        "agent.session.action_required",
+    ]
+    assert all(e["data"]["id"] == session_id for e in seen)
+    assert seen[2]["data"] == {"id": session_id, "required_action": {"type": "function_call"}}
+    assert seen[0]["data"] == {"id": session_id, "environment_type": "none"}
+
+
+async def test_a_failed_session_and_an_ended_turn_are_announced(
+    hooked: httpx.AsyncClient, receiver: Receiver, clock: FakeClock, secret: str
+) -> None:
+    await hooked.post("agents/sessions", json={"script": "complete", "input": "Hi"})
+    await hooked.post("agents/sessions", json={"script": "session_fail", "input": "Hi"})
+    await receiver.wait_for(4)
+    clock.advance(0.2)
+    await receiver.wait_for(6)
+    await settle()
+    types = sorted(e["type"] for e in session_events(receiver, secret))
+    assert types == sorted(
+        ["agent.session.created", "agent.session.in_progress"] * 2
+        + ["agent.session.idle", "agent.session.failed"]
+    )

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from runpoller.engine import ToolFailure
 from runpoller.protocol import ParsedReply, ToolOutput, ToolOutputsReply, parse_reply
 
 
@@ -62,13 +63,18 @@ def test_an_entry_naming_no_run_or_round_is_none(fields: dict[bytes, bytes]) -> 
         ),
         (
             [{"tool_call_id": "a", "output": "x", "type": "function_call_output"}],
-            "outputs[0] has unexpected key 'type': each item has tool_call_id and output only",
+            "outputs[0] has unexpected key 'type': each item has tool_call_id and output "
+            "(or error) only",
         ),
         ([{"output": "x"}], "outputs[0] needs a string tool_call_id"),
         ([{"tool_call_id": 7, "output": "x"}], "outputs[0] needs a string tool_call_id"),
-        ([{"tool_call_id": "a"}], "outputs[0] has no output"),
+        ([{"tool_call_id": "a"}], "outputs[0] needs exactly one of output and error"),
+        (
+            [{"tool_call_id": "a", "output": "x", "error": "boom"}],
+            "outputs[0] needs exactly one of output and error",
+        ),
         # The first problem, in the order of the array, then of the fields.
-        ([{"tool_call_id": "a"}, {"output": "x"}], "outputs[0] has no output"),
+        ([{"tool_call_id": "a"}, {"output": "x"}], "outputs[0] needs exactly one of output and"),
         ([{}, {"tool_call_id": "b"}], "outputs[0] needs a string tool_call_id"),
     ],
 )
@@ -125,8 +131,16 @@ def test_the_parser_reads_the_fields_the_docs_document() -> None:
     schema = ToolOutputsReply.model_json_schema()
     assert schema["required"] == ["run_id", "round", "outputs"]
     assert schema["additionalProperties"] is False
-    # The contract documents string outputs and exactly two keys, though the parser is lenient.
+    # The contract documents string outputs and the call id with one of output and error,
+    # though the parser is lenient about the output's type.
     item = ToolOutput.model_json_schema()
-    assert item["properties"]["output"] == {"title": "Output", "type": "string"}
-    assert item["required"] == ["tool_call_id", "output"]
+    assert item["properties"]["output"]["type"] == "string"
+    assert item["properties"]["error"]["anyOf"][0] == {"type": "string"}
+    assert item["required"] == ["tool_call_id"]
+    assert item["oneOf"] == [{"required": ["output"]}, {"required": ["error"]}]
     assert item["additionalProperties"] is False
+
+
+def test_an_error_answers_a_call_as_failed() -> None:
+    reply = parse_reply(entry([{"tool_call_id": "a", "error": "no such city"}]))
+    assert reply is not None and reply.outputs == [("a", ToolFailure("no such city"))]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from runpoller.engine import Observation, RunState
+from runpoller.engine import Observation, Output, RunState, ToolFailure
 from runpoller.protocol import AssistantsRunJob, ResponseJob
 
 
@@ -71,13 +72,21 @@ class Backend(Protocol):
         job: Any,
         state: RunState,
         api_key: str,
-        outputs: tuple[tuple[str, str], ...],
+        outputs: tuple[tuple[str, Output], ...],
         memo: dict[str, Any] | None = None,
     ) -> Observation: ...
 
     async def fetch_result(
         self, job: Any, state: RunState, api_key: str, last: Observation | None
     ) -> RunResult: ...
+
+
+def output_text(output: Output) -> str:
+    """What an API that takes outputs only is sent for one call: the output, or for a call
+    the app says failed, ``{"error": "<its message>"}`` (JSON, for the model to read)."""
+    if isinstance(output, ToolFailure):
+        return json.dumps({"error": output.message})
+    return output
 
 
 async def close_memo(memo: dict[str, Any]) -> None:
@@ -97,4 +106,5 @@ __all__ = [
     "RunResult",
     "close_memo",
     "object_id_of",
+    "output_text",
 ]

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from runpoller.backends import Progress, RunResult, object_id_of
-from runpoller.engine import Observation, RunState, Status, ToolCallRequest
+from runpoller.backends import Progress, RunResult, object_id_of, output_text
+from runpoller.engine import Observation, Output, RunState, Status, ToolCallRequest
 from runpoller.http.api import ApiClient, ApiResponse
 from runpoller.protocol import AssistantsRunJob
 
@@ -119,10 +119,14 @@ class AssistantsBackend:
         job: AssistantsRunJob,
         state: RunState,
         api_key: str,
-        outputs: tuple[tuple[str, str], ...],
+        outputs: tuple[tuple[str, Output], ...],
         memo: dict[str, Any] | None = None,
     ) -> Observation:
-        body = {"tool_outputs": [{"tool_call_id": cid, "output": out} for cid, out in outputs]}
+        body = {
+            "tool_outputs": [
+                {"tool_call_id": cid, "output": output_text(out)} for cid, out in outputs
+            ]
+        }
         response = await self.api.request(
             "POST",
             self._run_path(job, "submit_tool_outputs"),

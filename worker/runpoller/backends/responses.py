@@ -27,7 +27,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from runpoller.backends import Progress, RunResult, object_id_of
-from runpoller.engine import Failure, Observation, RunState, Status, ToolCallRequest
+from runpoller.backends import output_text as answer_text
+from runpoller.engine import Failure, Observation, Output, RunState, Status, ToolCallRequest
 from runpoller.http.api import ApiClient, ApiFailure, ApiResponse, EventStream
 from runpoller.protocol import ResponseJob
 
@@ -270,7 +271,7 @@ class ResponsesBackend:
         job: ResponseJob,
         state: RunState,
         api_key: str,
-        outputs: tuple[tuple[str, str], ...],
+        outputs: tuple[tuple[str, Output], ...],
         memo: dict[str, Any] | None = None,
     ) -> Observation:
         body: dict[str, Any] = dict(job.continuation or {})
@@ -281,7 +282,7 @@ class ResponsesBackend:
                 body[name] = job.request[name]
         body["previous_response_id"] = state.object_id
         body["input"] = [
-            {"type": "function_call_output", "call_id": call_id, "output": output}
+            {"type": "function_call_output", "call_id": call_id, "output": answer_text(output)}
             for call_id, output in outputs
         ]
         return await self._create(body, api_key, memo, job.stream)

@@ -118,8 +118,12 @@ def _job_from_args(args: argparse.Namespace) -> dict[str, Any]:
         job = {"kind": "response", "response_id": args.response_id}
     elif args.thread_id and args.run_id:
         job = {"kind": "assistants_run", "thread_id": args.thread_id, "run_id": args.run_id}
+    elif args.session_id and args.turn_id:
+        job = {"kind": "agent_turn", "session_id": args.session_id, "turn_id": args.turn_id}
     else:
-        raise UsageError("give --thread-id and --run-id, or --response-id")
+        raise UsageError(
+            "give --thread-id and --run-id, --response-id, or --session-id and --turn-id"
+        )
     for name in ("id", "poll_interval_ms", "timeout_ms"):
         value = getattr(args, name)
         if value is not None:
@@ -242,13 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "enqueue",
         help="enqueue a run from the shell",
-        description="Put one run on the queue: an Assistants run (--thread-id and --run-id) or "
-        "a background Responses run (--response-id), created beforehand by your app.",
+        description="Put one run on the queue: an Assistants run (--thread-id and --run-id), "
+        "a background Responses run (--response-id) or an Agents API session turn "
+        "(--session-id and --turn-id), created beforehand by your app.",
     )
     p.add_argument("--thread-id", help="the Assistants thread (thread_...), with --run-id")
     p.add_argument("--run-id", help="the Assistants run (run_...), with --thread-id")
     p.add_argument("--response-id", help="a background Responses run (resp_...)")
-    p.add_argument("--id", help="logical run id (default: the run or response id)")
+    p.add_argument("--session-id", help="an Agents API session (with --turn-id)")
+    p.add_argument("--turn-id", help="the session's turn to follow (kind agent_turn)")
+    p.add_argument("--id", help="logical run id (default: the run, response or turn id)")
     p.add_argument(
         "--poll-interval-ms",
         type=_positive_ms,

@@ -39,7 +39,9 @@ class RunRow(BaseModel):
     owner: str | None = None
     round: int | None = None
     final_status: str | None = None
-    kind: str | None = Field(None, description="The backend: `assistants_run` or `response`.")
+    kind: str | None = Field(
+        None, description="The backend: `assistants_run`, `response` or `agent_turn`."
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -228,8 +228,8 @@ def _filters(request: web.Request, now_ms: int) -> Filters:
     if status is not None and status not in get_args(RunStatus):
         raise Problem(400, f"status must be one of {', '.join(get_args(RunStatus))}")
     backend = q.get("backend") or None
-    if backend not in (None, "assistants_run", "response"):
-        raise Problem(400, "backend must be assistants_run or response")
+    if backend not in (None, "assistants_run", "response", "agent_turn"):
+        raise Problem(400, "backend must be assistants_run, response or agent_turn")
     older = q.get("older_than") or None
     older_ms = None if older is None else duration_ms(older)
     if older is not None and older_ms is None:

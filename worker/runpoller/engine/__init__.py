@@ -38,6 +38,7 @@ from .model import (
     Next,
     Observation,
     Op,
+    Output,
     Phase,
     Policy,
     ReplyRejected,
@@ -45,6 +46,7 @@ from .model import (
     Status,
     StatusChanged,
     ToolCallRequest,
+    ToolFailure,
     UnknownStatusSeen,
 )
 from .rules import (
@@ -80,6 +82,7 @@ __all__ = [
     "Next",
     "Observation",
     "Op",
+    "Output",
     "Phase",
     "Policy",
     "Refusal",
@@ -88,6 +91,7 @@ __all__ = [
     "Status",
     "StatusChanged",
     "ToolCallRequest",
+    "ToolFailure",
     "UnknownStatusSeen",
     "job_bounds",
     "metadata_refusal",

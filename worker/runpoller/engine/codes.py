@@ -26,6 +26,7 @@ class ErrorCode(StrEnum):
     CANCELLED_BY_APP = "cancelled_by_app"
     REFUSED_ASSISTANT = "refused_assistant"
     REFUSED_MODEL = "refused_model"
+    ACTION_UNSUPPORTED = "action_unsupported"
     CANCEL_UNCONFIRMED = "cancel_unconfirmed"
     # The API refused a request, or answered one in a way that cannot be trusted.
     INVALID_REQUEST = "invalid_request"
@@ -89,6 +90,13 @@ MEANINGS: Mapping[ErrorCode, tuple[tuple[str, ...], str]] = {
         ("refused",),
         "The run's model is not in `ASSISTANTS_MODELS`: runpoller cancelled the run, or it "
         "had already ended.",
+    ),
+    ErrorCode.ACTION_UNSUPPORTED: (
+        ("refused",),
+        "An agent turn waits for an action runpoller does not hand to apps (a browser "
+        "sign-in form, whose credentials must not travel through Redis, or an environment "
+        "reconnection, which no session event answers): runpoller cancelled the turn. "
+        "`message` names the action.",
     ),
     ErrorCode.CANCEL_UNCONFIRMED: (
         ("timed_out", "cancelled", "refused"),

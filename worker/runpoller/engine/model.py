@@ -52,6 +52,29 @@ class ToolCallRequest:
     id: str
     name: str
     arguments: str
+    kind: str = "function"
+    """What is asked: ``function`` (any string output), or an approval kind the backend
+    names (its ``choices`` are the only outputs accepted)."""
+    choices: tuple[str, ...] = ()
+    """When not empty, the only outputs the app may answer with (``approve``, ``deny``)."""
+    turn_id: str = ""
+    """The part of the run that asked (an agent session's turn), when the backend has one."""
+    request: Mapping[str, Any] | None = field(default=None, compare=False)
+    """What the API said about the request, handed to the app as is."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFailure:
+    """The app's answer that a call failed (its message), in place of the call's output.
+
+    A backend whose API takes a failure says so (an agent turn's ``success: false``); one
+    whose API takes outputs only submits ``{"error": message}`` as the output."""
+
+    message: str
+
+
+Output = str | ToolFailure
+"""One call's answer: its output, or that it failed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +106,9 @@ class Observation:
     it at once, not after an interval."""
     payload: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     """The backend's own object, handed back to it when results are collected."""
+    unsupported_action: str = ""
+    """The run waits for an action the app cannot be asked for (the backend says which, in
+    one line): the engine cancels the run rather than let it wait until its deadline."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +167,9 @@ class CancelReason(StrEnum):
     REFUSED_MODEL = "refused_model"
     APP = "app"
     """The app asked (its reason, if it gave one, is the state's ``cancel_detail``)."""
+    UNSUPPORTED_ACTION = "unsupported_action"
+    """The run waits for an action runpoller cannot hand to the app
+    (:attr:`Observation.unsupported_action`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +187,8 @@ class RunState:
     last_status: Status | None = None
     round: int = 0
     pending_calls: tuple[str, ...] = ()
+    pending_choices: tuple[tuple[str, ...], ...] = ()
+    """Per pending call (same order), the only outputs accepted (empty: any string)."""
     outputs_deadline: float | None = None
     failures: int = 0
     checked: bool = False
@@ -200,6 +231,7 @@ class RunState:
         if data.get("last_status"):
             data["last_status"] = Status(data["last_status"])
         data["pending_calls"] = tuple(data.get("pending_calls") or ())
+        data["pending_choices"] = tuple(tuple(c) for c in data.get("pending_choices") or ())
         data["object_ids"] = tuple(data.get("object_ids") or ())
         return cls(**data)
 
@@ -229,7 +261,7 @@ class Next:
     op: Op
     at: float
     wake_on_reply: bool = False
-    outputs: tuple[tuple[str, str], ...] = ()
+    outputs: tuple[tuple[str, Output], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

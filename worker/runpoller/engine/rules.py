@@ -64,12 +64,14 @@ from .model import (
     Next,
     Observation,
     Op,
+    Output,
     Phase,
     Policy,
     ReplyRejected,
     RunState,
     Status,
     StatusChanged,
+    ToolFailure,
     UnknownStatusSeen,
 )
 
@@ -102,6 +104,7 @@ _CANCEL_OUTCOMES: Mapping[CancelReason, tuple[str, str, ErrorCode]] = {
     CancelReason.TOOL_TIMEOUT: ("timed_out", "{detail}", ErrorCode.TOOL_OUTPUTS_TIMEOUT),
     CancelReason.REFUSED: ("refused", "refused: {detail}", ErrorCode.REFUSED_ASSISTANT),
     CancelReason.REFUSED_MODEL: ("refused", "refused: {detail}", ErrorCode.REFUSED_MODEL),
+    CancelReason.UNSUPPORTED_ACTION: ("refused", "refused: {detail}", ErrorCode.ACTION_UNSUPPORTED),
     CancelReason.APP: (
         "cancelled",
         "cancelled at the app's request{detail}",
@@ -120,7 +123,12 @@ def _cancel_answered(state: RunState, now: float) -> RunState:
 def _back_to_polling(state: RunState, now: float) -> RunState:
     """Leave a tool round (answered here, elsewhere, or overtaken by the run's own end)."""
     return replace(
-        state, phase=Phase.POLLING, phase_since=now, pending_calls=(), outputs_deadline=None
+        state,
+        phase=Phase.POLLING,
+        phase_since=now,
+        pending_calls=(),
+        pending_choices=(),
+        outputs_deadline=None,
     )
 
 
@@ -223,6 +231,13 @@ def on_observation(
         at = min(now + _interval(state, obs), state.phase_since + policy.cancel_grace_s)
         return Decision(state, tuple(effects), Next(_read(state), at))
 
+    if obs.unsupported_action and not obs.status.terminal:
+        # Waiting for what the app cannot be asked: cancel now, not at the deadline.
+        state = _start_cancel(
+            state, CancelReason.UNSUPPORTED_ACTION, obs.unsupported_action, now, effects
+        )
+        return _send_cancel(state, now, effects)
+
     if unknown or (obs.status is Status.REQUIRES_ACTION and not obs.tool_calls):
         # Neither says where the run is: an unknown status, or requires_action without a
         # function call to answer (only other actions, or a transient state) is no tool round
@@ -240,6 +255,7 @@ def on_observation(
                 phase_since=now,
                 round=state.round + 1,
                 pending_calls=call_ids,
+                pending_choices=tuple(call.choices for call in obs.tool_calls),
                 outputs_deadline=until,
             )
             effects.append(ActionRequired(state.round, obs.object_id, obs.tool_calls, until))
@@ -291,7 +307,7 @@ def on_failure(
     now: float,
     policy: Policy,
     rand: float,
-    outputs: tuple[tuple[str, str], ...] = (),
+    outputs: tuple[tuple[str, Output], ...] = (),
 ) -> Decision:
     """A request failed. ``rand`` in [0, 1) supplies the jitter, so this stays pure;
     ``outputs`` are those of a failed SUBMIT, which its retry must carry again."""
@@ -376,13 +392,16 @@ def on_reply(
         return Decision(state, (ReplyRejected(round_, (stale,)),), None)
     if outputs is None:
         return Decision(state, (ReplyRejected(round_, (problem,)),), None)
-    problems = _check_outputs(state.pending_calls, outputs)
-    size = sum(len(str(output).encode()) for _, output in outputs)
+    problems = _check_outputs(state.pending_calls, outputs, state.pending_choices)
+    size = sum(len(_text(output).encode()) for _, output in outputs)
     if size > policy.max_reply_bytes:
         problems.append(f"outputs total {size} bytes; the limit is {policy.max_reply_bytes} bytes")
     if problems:
         return Decision(state, (ReplyRejected(round_, tuple(problems)),), None)
-    pairs = tuple((str(call_id), str(output)) for call_id, output in outputs)
+    pairs = tuple(
+        (str(call_id), output if isinstance(output, ToolFailure) else str(output))
+        for call_id, output in outputs
+    )
     return Decision(state, (), Next(Op.SUBMIT, now, outputs=pairs))
 
 
@@ -639,8 +658,13 @@ def _backoff(failures: int, failure: Failure, policy: Policy, rand: float) -> fl
     return base * (1 - 0.25 * rand)
 
 
-def _check_outputs(pending: Sequence[str], outputs: Sequence[tuple[str, Any]]) -> list[str]:
+def _check_outputs(
+    pending: Sequence[str],
+    outputs: Sequence[tuple[str, Any]],
+    choices: Sequence[tuple[str, ...]] = (),
+) -> list[str]:
     problems: list[str] = []
+    allowed = {cid: opts for cid, opts in zip(pending, choices, strict=False) if opts}
     seen: set[str] = set()
     for call_id, output in outputs:
         if call_id not in pending:
@@ -648,9 +672,20 @@ def _check_outputs(pending: Sequence[str], outputs: Sequence[tuple[str, Any]]) -
         elif call_id in seen:
             problems.append(f"tool_call_id {call_id!r} answered more than once")
         seen.add(call_id)
-        if not isinstance(output, str):
+        if isinstance(output, ToolFailure):
+            if call_id in allowed:
+                options = " or ".join(repr(o) for o in allowed[call_id])
+                problems.append(f"{call_id!r} cannot fail: answer it with {options}")
+        elif not isinstance(output, str):
             problems.append(f"output for {call_id!r} must be a string, got {type(output).__name__}")
+        elif call_id in allowed and output not in allowed[call_id]:
+            options = " or ".join(repr(o) for o in allowed[call_id])
+            problems.append(f"output for {call_id!r} must be {options}, got {output!r}")
     missing = [call_id for call_id in pending if call_id not in seen]
     if missing:
         problems.append("missing outputs for tool_call_id " + ", ".join(missing))
     return problems
+
+
+def _text(output: Any) -> str:
+    return output.message if isinstance(output, ToolFailure) else str(output)

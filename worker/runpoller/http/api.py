@@ -171,7 +171,7 @@ class ApiClient:
         self.transport = transport
         self.base_url = base_url.rstrip("/")
         self.beta = f"assistants=v{assistants_version}"
-        self._headers: dict[tuple[str, bool], httpx.Headers] = {}
+        self._headers: dict[tuple[str, str], httpx.Headers] = {}
 
     def endpoint(
         self,
@@ -180,9 +180,12 @@ class ApiClient:
         *,
         api_key: str,
         assistants: bool = False,
+        beta: str = "",
     ) -> Endpoint:
         """Check the ids and build the target. ``segments`` are literal path parts or
-        ``(what, id)`` pairs; an id that does not match the id pattern raises InvalidId."""
+        ``(what, id)`` pairs; an id that does not match the id pattern raises InvalidId.
+        ``assistants`` sends the Assistants beta header; ``beta`` another ``OpenAI-Beta``
+        value (``agents=v1``)."""
         parts: list[str] = []
         for segment in segments:
             if isinstance(segment, tuple):
@@ -190,18 +193,18 @@ class ApiClient:
             else:
                 parts.append(segment)
         url = httpx.URL(self.base_url + "/" + "/".join(parts))
-        return Endpoint(method, url, self._headers_for(api_key, assistants))
+        return Endpoint(method, url, self._headers_for(api_key, self.beta if assistants else beta))
 
-    def _headers_for(self, api_key: str, assistants: bool) -> httpx.Headers:
-        headers = self._headers.get((api_key, assistants))
+    def _headers_for(self, api_key: str, beta: str) -> httpx.Headers:
+        headers = self._headers.get((api_key, beta))
         if headers is None:
             if len(self._headers) >= MAX_HEADER_SETS:
                 self._headers.clear()
             values = {"Authorization": f"Bearer {api_key}"}
-            if assistants:
-                values["OpenAI-Beta"] = self.beta
+            if beta:
+                values["OpenAI-Beta"] = beta
             # Shared by every request with this key: httpx copies headers, never changes them.
-            headers = self._headers[(api_key, assistants)] = httpx.Headers(values)
+            headers = self._headers[(api_key, beta)] = httpx.Headers(values)
         return headers
 
     async def request(
@@ -211,17 +214,26 @@ class ApiClient:
         *,
         api_key: str,
         assistants: bool = False,
+        beta: str = "",
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
+        accepted: bool = False,
     ) -> ApiResponse:
         """Send one request. ``segments`` are literal path parts or ``(what, id)`` pairs."""
-        target = self.endpoint(method, segments, api_key=api_key, assistants=assistants)
-        return await self.send(target, json_body=json_body, params=params)
+        target = self.endpoint(method, segments, api_key=api_key, assistants=assistants, beta=beta)
+        return await self.send(target, json_body=json_body, params=params, accepted=accepted)
 
     async def send(
-        self, target: Endpoint, *, json_body: Any = None, params: Mapping[str, str] | None = None
+        self,
+        target: Endpoint,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        accepted: bool = False,
     ) -> ApiResponse:
-        """Send a request to a prepared target (see :meth:`endpoint`)."""
+        """Send a request to a prepared target (see :meth:`endpoint`). ``accepted``: the
+        request is answered with no object (HTTP 202 and an empty body, as the Agents API's
+        session events are): any success is an empty answer."""
         http, transport = self.http, self.transport
         try:
             if transport is not None and json_body is None and params is None:
@@ -243,7 +255,7 @@ class ApiClient:
                 )
         except httpx.HTTPError as exc:
             raise ApiFailure(transport_failure(exc)) from None
-        return _answer(response)
+        return _answer(response, accepted=accepted)
 
     async def open_stream(
         self,
@@ -282,11 +294,14 @@ class ApiClient:
         return _answer(response)
 
 
-def _answer(response: httpx.Response) -> ApiResponse:
-    """A read answer as the object it carries; a refusal or a body that is no JSON object
-    raises ApiFailure."""
+def _answer(response: httpx.Response, *, accepted: bool = False) -> ApiResponse:
+    """A read answer as the object it carries (``accepted``: any 2xx is all there is to
+    know, its body is not read); a refusal or a body that is no JSON object raises
+    ApiFailure."""
     if response.status_code >= 300:
         raise ApiFailure(classify(response))
+    if accepted:
+        return ApiResponse({}, response.headers)
     try:
         data = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):

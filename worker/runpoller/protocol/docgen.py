@@ -146,7 +146,8 @@ def render() -> str:
 This is the contract between a calling app (any language) and runpoller workers. Everything
 is JSON in plain Redis structures: an app needs nothing but a Redis client.
 
-1. The app creates a run (Assistants API) or a background response (Responses API) itself.
+1. The app creates a run (Assistants API), a background response (Responses API) or an agent
+   session turn (Agents API, beta) itself, or lets the worker create the response or turn.
 2. It **enqueues a job** naming that run on the queue (an arq job with a JSON body).
 3. A worker polls the API, and appends **events** to the run's stream: `accepted`, every
    `status` change, `requires_action` when the model calls functions, and one `final` event.
@@ -155,7 +156,7 @@ is JSON in plain Redis structures: an app needs nothing but a Redis client.
 
 Key names below use the default prefix `runpoller` (setting `RUNPOLLER_KEY_PREFIX`) and the
 default queue `{QUEUE}` (setting `RUNPOLLER_QUEUE_NAME`). `<id>` is the logical run id: the
-job's `id`, or else its `run_id` / `response_id`.
+job's `id`, or else its `run_id` / `response_id` / `turn_id`.
 
 ## Keys
 
@@ -222,7 +223,8 @@ if it names a run id, that run gets a `final` event with `status: "error"` and
 A run id names one run for good: the job that created its record is the run's job. A later
 job for the same run id (a re-enqueue: while the run is polled, after it ended, or while it
 is orphaned because its worker just stopped) is compared with it on the run's identity:
-`kind`, `thread_id`, `run_id`, `response_id`, `request` and `continuation`. Equal, it is the
+`kind`, `thread_id`, `run_id`, `response_id`, `request`, `continuation`, `session_id`,
+`turn_id` and `input`. Equal, it is the
 same run and changes nothing (an orphaned run is resumed, as its first job asked). Any field
 different, the job is refused and recorded on `{K.dead_letters}`, the reason naming the run
 and the fields, e.g. `conflicting_job: a second job for run <id> was refused: thread_id
@@ -235,6 +237,42 @@ each time, one key never looks the same twice) nor its `poll_interval_ms`, `time
 ### Job object
 
 {_schema(Job)}
+
+### Agent turns (`agent_turn`, Agents API beta)
+
+A job of kind `agent_turn` follows one turn of an Agents-API session (the Assistants API's
+successor: agents, sessions, turns), through the same deadline, events, replies and cancel
+as the other kinds. Name the turn the app started (`session_id` + `turn_id`), or give
+`input` (and an `id`): the worker posts it as an `agent.session.input.message` event and
+follows the turn it starts (the session's newest turn; a message whose turn does not show up
+ends `create_outcome_unknown`, never posted twice). The worker sends `OpenAI-Beta: agents=v1`.
+
+- Statuses: the turn's `queued`, `in_progress`, `waiting` are polled (`status` events carry
+  them as the API says them); `completed`, `failed`, `cancelled` end the run with that
+  status. A session that `failed` ends the run `failed` (`error.api_code: "session_failed"`,
+  the session's error as `message`). A poll of an unfinished turn reads the turn and its
+  session (two GETs).
+- Required actions of the turn become one `requires_action` event (`requires_action` is its
+  `status` event): every `tool_calls[]` entry has the `turn_id`. `type: "function"` is a
+  `function_call` (answer with the output: one `agent.session.input.tool_result` event per
+  call, `success: true`). `type: "mcp_approval"` (an `mcp_approval_request`; `name` is the
+  MCP tool, `arguments` its arguments, `request` the API's request) and
+  `type: "computer_use_approval"` (a `computer_use_approval_request` for
+  `browser_origin_access`; `arguments` holds `origin` and `reason`) are answered with exactly
+  `"approve"` or `"deny"` (anything else is a `reply_rejected`); the worker sends the
+  matching `agent.session.input.*_approval_request_result` event.
+- Not handed to apps: a `computer_use_approval_request` for `browser_authentication` (its
+  answer is sign-in credentials, which must not travel through Redis) and
+  `environment_connection` (no session event answers it). The worker cancels the turn at
+  once; the run ends `refused`, `error.code: "action_unsupported"`, `cancel.reason:
+  "unsupported_action"`, the message naming the action.
+- Cancel (deadline, app): an `agent.session.input.cancel` event, confirmed by the turn's
+  `cancelled` status.
+- `supportedIds` / `excludedIds` apply to the session's agent id, `ASSISTANTS_MODELS` to the
+  agent's model (a refused turn is cancelled).
+- The `final` event: `output_text` (the turn's assistant messages), `usage` (the turn's),
+  `model` (the agent's), and `detail`: `session_id`, `turn_id`, `agent_id`, `items` (the
+  turn's items as the API lists them).
 
 ### Per-job API keys
 
@@ -338,7 +376,11 @@ XADD {K.replies} MAXLEN ~ 100000 * run_id run_abc round 1 outputs '{reply_output
 The worker that owns the run wakes at once, checks the reply (every pending id answered
 exactly once, no unknown ids, outputs are strings) and submits all outputs in one request.
 An entry has exactly the fields `run_id`, `round` and `outputs`, and each item of `outputs`
-exactly `tool_call_id` and `output`: anything else is rejected, naming it.
+exactly `tool_call_id` and `output`: anything else is rejected, naming it. A call the app
+could not run is answered with `error` (its message) instead of `output`: an agent turn gets
+`success: false` with that error; Assistants and Responses runs, whose APIs take outputs
+only, get the output `{{"error": "<message>"}}`. An approval (`type` `mcp_approval` /
+`computer_use_approval`) is answered with `output` `"approve"` or `"deny"`, never `error`.
 
 Every reply that cannot be used is answered, never dropped in silence:
 
@@ -379,7 +421,7 @@ XADD {K.cancels} MAXLEN ~ 100000 * run_id run_abc reason "user pressed stop"
 EXEC
 ```
 
-The worker that owns the run cancels it through the API at once (both backends), waits for
+The worker that owns the run cancels it through the API at once (every backend), waits for
 the API to confirm, and ends the run with `status: "cancelled"`, `error.code:
 "cancelled_by_app"` and `cancel: {{"reason": "app", "outcome": "confirmed", "app_reason":
 "user pressed stop"}}`. The request is durable, so it takes effect whenever it is sent: while

@@ -32,8 +32,15 @@ class ErrorInfo(BaseModel):
     )
 
 
+JobKind = Literal["assistants_run", "response", "agent_turn"]
+
 _CancelReason = Literal[
-    "deadline", "tool_outputs_timeout", "app", "refused_assistant", "refused_model"
+    "deadline",
+    "tool_outputs_timeout",
+    "app",
+    "refused_assistant",
+    "refused_model",
+    "unsupported_action",
 ]
 
 
@@ -44,8 +51,9 @@ class CancelInfo(BaseModel):
 
     reason: _CancelReason = Field(
         description="Why: the `deadline` passed, the deadline passed while the app owed "
-        "tool outputs (`tool_outputs_timeout`), the `app` asked, or the assistant or model is "
-        "not allowed."
+        "tool outputs (`tool_outputs_timeout`), the `app` asked, the assistant or model is "
+        "not allowed, or the run waits for an action runpoller cannot hand to the app "
+        "(`unsupported_action`, agent turns)."
     )
     outcome: Literal["confirmed", "unconfirmed", "overtaken"] = Field(
         description="`confirmed`: the API reports the run cancelled (or nothing ran yet that "
@@ -69,7 +77,7 @@ class AcceptedEvent(_Event):
     """A worker took the run; first event of every stream."""
 
     type: Literal["accepted"] = "accepted"
-    kind: Literal["assistants_run", "response"]
+    kind: JobKind
     deadline: int = Field(description="Wall-clock deadline, epoch ms; never moves.")
     poll_interval_ms: int
     metadata: dict[str, MetadataValue] | None = None
@@ -84,7 +92,24 @@ class StatusEvent(_Event):
 
 
 class ToolCall(BaseModel):
-    id: str = Field(description="The tool call id to answer (`tool_call_id` / `call_id`).")
+    id: str = Field(
+        description="The tool call id to answer (`tool_call_id` / `call_id`; an approval's "
+        "`request_id`)."
+    )
+    type: Literal["function", "mcp_approval", "computer_use_approval"] = Field(
+        "function",
+        description="`function`: answer with the function's output. `mcp_approval` / "
+        "`computer_use_approval` (agent turns): answer with exactly `approve` or `deny`; "
+        "`name` says what is asked and `request` holds the API's request object.",
+    )
+    turn_id: str | None = Field(
+        None, description="Agent turns: the turn that asked (`agent_turn` jobs only)."
+    )
+    request: dict[str, Any] | None = Field(
+        None,
+        description="An approval's request as the API gave it (`mcp_tool_call`, "
+        "`browser_origin_access`).",
+    )
     name: str
     arguments: str = Field(description="Arguments exactly as the model produced them.")
     parsed_arguments: Any = Field(
@@ -133,7 +158,7 @@ class FinalEvent(_Event):
     """The last event of a run. Also stored as the run's result."""
 
     type: Literal["final"] = "final"
-    kind: Literal["assistants_run", "response"] | None = None
+    kind: JobKind | None = None
     status: FinalStatus
     api_status: str | None = Field(None, description="The last status the API reported, if any.")
     reason: str = Field(description="One sentence a person can read.")
@@ -151,7 +176,8 @@ class FinalEvent(_Event):
     detail: dict[str, Any] = Field(
         default_factory=dict,
         description="Backend-specific detail: `assistants` has thread_id, run_id, messages; "
-        "`responses` has response_ids and output items; `object_ids` when the run followed "
+        "`responses` has response_ids and output items; `agent_turn` has session_id, turn_id, "
+        "agent_id and the turn's items; `object_ids` when the run followed "
         "more than one object. `truncated: true` when the event would have exceeded "
         "`RUNPOLLER_MAX_RESULT_BYTES`: messages and output items were dropped and "
         "`output_text` cut to half that size; ids and status are kept.",

@@ -1,7 +1,7 @@
 """Jobs: what an app enqueues (the argument of an arq job), and how the worker reads it.
 
 The arq function names (``FN_*``), the id patterns every id must match before it reaches a
-URL or a key name, the two job kinds, and ``parse_job`` / ``describe_validation_error``, the
+URL or a key name, the job kinds, and ``parse_job`` / ``describe_validation_error``, the
 one way a raw payload becomes a job (or a one-line reason it does not).
 """
 
@@ -47,7 +47,7 @@ class _Job(BaseModel):
     id: RunId | None = Field(
         None,
         description="Logical run id used in every key and event; defaults to the API object id "
-        "(`run_id` or `response_id`).",
+        "(`run_id`, `response_id` or `turn_id`).",
     )
     api_key: SecretStr | None = Field(
         None,
@@ -112,6 +112,7 @@ class ResponseJob(_Job):
 
     stream: bool = Field(
         False,
+        strict=True,  # true or false, not "yes" or 1
         description="Stream the response's text as it is written: the worker creates the "
         "response (and each continuation) with `stream: true` and appends `progress` events "
         "to the run's stream. With a `response_id`, the app must have created it with "
@@ -139,13 +140,50 @@ class ResponseJob(_Job):
         return self.response_id or ""
 
 
+class AgentTurnJob(_Job):
+    """Follow one turn of an Agents-API session (beta): the turn the producer started
+    (``turn_id``), or one the worker starts from ``input`` (an ``agent.session.input.message``
+    event)."""
+
+    kind: Literal["agent_turn"]
+    session_id: ApiId = Field(description="The `agent.session` the turn belongs to.")
+    turn_id: ApiId | None = Field(
+        None, description="The `agent.session.turn` to follow. Give this or `input`."
+    )
+    input: str | list[dict[str, Any]] | None = Field(
+        None,
+        description="The user message(s) that start the turn: a string (one user message of "
+        "one `input_text` part) or a list of `AgentSessionInputMessageParam` objects "
+        '(`{role: "user", content: [...]}`). The worker posts them as one '
+        "`agent.session.input.message` event and follows the turn that starts. Requires `id`.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AgentTurnJob:
+        if (self.turn_id is None) == (self.input is None):
+            raise ValueError("give exactly one of turn_id and input")
+        if self.input is not None and self.id is None:
+            raise ValueError("a job with input needs an id (the turn id is not known yet)")
+        if isinstance(self.input, str) and not self.input:
+            raise ValueError("input must not be empty")
+        return self
+
+    @property
+    def run_key(self) -> str:
+        return self.id or self.turn_id or ""
+
+    @property
+    def object_id(self) -> str:
+        return self.turn_id or ""
+
+
 _RESERVED_CREATE_FIELDS = frozenset(
     {"previous_response_id", "background", "store", "stream", "input", "conversation"}
 )
 
 
-Job = Annotated[AssistantsRunJob | ResponseJob, Field(discriminator="kind")]
-AnyJob = AssistantsRunJob | ResponseJob
+Job = Annotated[AssistantsRunJob | ResponseJob | AgentTurnJob, Field(discriminator="kind")]
+AnyJob = AssistantsRunJob | ResponseJob | AgentTurnJob
 
 
 class JobEnvelope(BaseModel):

@@ -21,8 +21,11 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
+
+from runpoller.engine import ToolFailure
 
 
 class _ReplyTarget(BaseModel):
@@ -43,17 +46,36 @@ class ToolOutputsReply(_ReplyTarget):
     """
 
     model_config = ConfigDict(extra="forbid")
-    outputs: str = Field(description="JSON array of {tool_call_id, output} objects.")
+    outputs: str = Field(
+        description="JSON array of {tool_call_id, output} (or {tool_call_id, error}) objects."
+    )
 
 
 class ToolOutput(BaseModel):
-    # The contract (what the schema documents): exactly these two keys, `output` a string.
-    # Other keys are rejected (naming the item and key); an output of any JSON type is kept so
-    # that the engine rejects the reply naming the call and the type ("output for 'call_1'
-    # must be a string, got int"), together with the reply's other problems.
-    model_config = ConfigDict(extra="forbid")
+    # The contract (what the schema documents): `tool_call_id` and exactly one of `output` (a
+    # string) and `error`. Other keys are rejected (naming the item and key); an output of
+    # any JSON type is kept so that the engine rejects the reply naming the call and the type
+    # ("output for 'call_1' must be a string, got int"), with the reply's other problems.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": ["output"]}, {"required": ["error"]}]},
+    )
     tool_call_id: str
-    output: Annotated[Any, WithJsonSchema({"type": "string"})]
+    output: Annotated[Any, WithJsonSchema({"type": "string"})] = Field(
+        None, description="The call's output. Give this or `error`."
+    )
+    error: str | None = Field(
+        None,
+        description="Instead of `output`: the call failed, with this message. An agent turn "
+        "sends it as `success: false`; Assistants and Responses runs take outputs only, and "
+        'are sent `{"error": "<message>"}` (JSON) as the output. Approvals cannot fail.',
+    )
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> ToolOutput:
+        if ("output" in self.model_fields_set) == (self.error is not None):
+            raise ValueError("give exactly one of output and error")
+        return self
 
 
 _OUTPUTS = TypeAdapter(list[ToolOutput])  # validate_json: the text is the array
@@ -106,7 +128,9 @@ def parse_reply(fields: Mapping[Any, Any], entry_id: str = "") -> ParsedReply | 
         items = _OUTPUTS.validate_json(reply.outputs)
     except ValidationError as exc:
         return unusable(_problem(exc.errors()[0]))
-    outputs = [(i.tool_call_id, i.output) for i in items]
+    outputs = [
+        (i.tool_call_id, ToolFailure(i.error) if i.error is not None else i.output) for i in items
+    ]
     return ParsedReply(reply.run_id, reply.round, outputs, "", entry_id)
 
 
@@ -122,10 +146,10 @@ def _problem(error: ErrorDetails) -> str:
     if error["type"] == "extra_forbidden":
         return (
             f"outputs[{loc[0]}] has unexpected key {loc[-1]!r}: each item has tool_call_id "
-            "and output only"
+            "and output (or error) only"
         )
     if error["type"] == "model_type":
         return f"outputs[{loc[0]}] must be an object with tool_call_id and output"
-    if loc[1:] == ("output",):
-        return f"outputs[{loc[0]}] has no output"
+    if loc[1:] == ("output",) or error["type"] == "value_error":
+        return f"outputs[{loc[0]}] needs exactly one of output and error"
     return f"outputs[{loc[0]}] needs a string tool_call_id"

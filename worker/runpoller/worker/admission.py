@@ -361,7 +361,17 @@ class Admission:
         return "dead_letter"
 
 
-IDENTITY_FIELDS = ("kind", "thread_id", "run_id", "response_id", "request", "continuation")
+IDENTITY_FIELDS = (
+    "kind",
+    "thread_id",
+    "run_id",
+    "response_id",
+    "request",
+    "continuation",
+    "session_id",
+    "turn_id",
+    "input",
+)
 """What a job says the run *is*: the API object it follows (or creates) and continues with.
 
 Two jobs for one run id with the same values are the same run (an idempotent re-enqueue);

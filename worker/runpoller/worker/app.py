@@ -22,6 +22,7 @@ from arq.connections import ArqRedis
 
 from runpoller import engine
 from runpoller.backends import Backend
+from runpoller.backends.agents import AgentsBackend
 from runpoller.backends.assistants import AssistantsBackend
 from runpoller.backends.responses import ResponsesBackend
 from runpoller.config import ConfigError, Settings, startup_problems
@@ -112,6 +113,7 @@ class WorkerApp:
         backends: dict[str, Backend] = {
             "assistants_run": AssistantsBackend(api),
             "response": ResponsesBackend(api),
+            "agent_turn": AgentsBackend(api),
         }
         self.store = RunStore(
             redis,

@@ -765,7 +765,7 @@ class Runner:
         if len(text) <= self.max_result_bytes:
             return text
         # Too large to store as one event: keep ids and status, cut the bulk, say so.
-        kept = {k: v for k, v in detail.items() if k not in ("messages", "output")}
+        kept = {k: v for k, v in detail.items() if k not in ("messages", "output", "items")}
         budget = max(self.max_result_bytes // 2, 1)
         output = (result.output_text or "")[:budget]
         event = event.model_copy(
@@ -837,6 +837,7 @@ _CANCEL_REASONS: dict[engine.CancelReason, Any] = {
     engine.CancelReason.APP: "app",
     engine.CancelReason.REFUSED: "refused_assistant",
     engine.CancelReason.REFUSED_MODEL: "refused_model",
+    engine.CancelReason.UNSUPPORTED_ACTION: "unsupported_action",
 }
 
 
@@ -874,6 +875,9 @@ def _tool_call(call: engine.ToolCallRequest) -> ToolCall:
         parsed, valid = None, False
     return ToolCall(
         id=call.id,
+        type=call.kind,  # a backend names one of the protocol's
+        turn_id=call.turn_id or None,
+        request=dict(call.request) if call.request is not None else None,
         name=call.name,
         arguments=call.arguments,
         parsed_arguments=parsed,

@@ -261,7 +261,7 @@ function runsPage(params) {
       location.hash = `#/runs?${q}`;
     } },
   field("State", select("status", [["", "any"], ["queued", "queued"], ["in_flight", "in flight"], ["requires_action", "awaiting tool outputs"], ["ended", "ended"]])),
-  field("Backend", select("backend", [["", "any"], ["assistants_run", "Assistants runs"], ["response", "Responses"]])),
+  field("Backend", select("backend", [["", "any"], ["assistants_run", "Assistants runs"], ["response", "Responses"], ["agent_turn", "Agent turns"]])),
   field("Worker", h("input", { name: "worker", value: value("worker"), size: 14 })),
   field("Older than", h("input", { name: "older_than", value: value("older_than"), placeholder: "10m", size: 6 })),
   field("Since", h("input", { name: "since", value: value("since"), placeholder: "2h", size: 8 })),
