@@ -74,8 +74,10 @@ dashboard-vendor:
 	cp $(DASHBOARD_VENDOR)/node_modules/chart.js/dist/chart.umd.min.js worker/runpoller/dashboard/static/vendor/
 	cp $(DASHBOARD_VENDOR)/node_modules/chart.js/LICENSE.md worker/runpoller/dashboard/static/vendor/chart.js-LICENSE.md
 
+# BENCH_ARGS: extra options, e.g. `make bench BENCH_ARGS="--private-redis --wait-quiet 60"`.
+BENCH_ARGS ?=
 bench: install
-	$(WITH_REDIS) -- $(BIN)/python -m runpoller_bench
+	$(WITH_REDIS) -- $(BIN)/python -m runpoller_bench $(BENCH_ARGS)
 
 # The Node client (clients/node, issue 21): `npm ci` from the committed lock file (its
 # `prepare` compiles src/ to dist/ with the pinned TypeScript), then its tests (node --test)

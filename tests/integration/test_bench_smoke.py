@@ -35,9 +35,14 @@ async def test_smoke_bench_runs_and_reports_sane_numbers(tmp_path: Path) -> None
     results = await run_bench(config)
 
     designs = results["designs"]
-    assert set(designs) == {"floor", "naive", "ours", "modes"}
+    assert set(designs) == {"floor", "naive", "sdk", "ours", "modes"}
     modes = designs.pop("modes")
-    for name, figures in designs.items():
+    # The latency size: floor and ours again, with fewer runs and one worker.
+    latency = results["latency"]
+    assert set(latency) == {"floor", "ours"}
+    assert latency["ours"]["finals"] == latency["ours"]["runs_created"]
+    assert len(latency["ours"]["in_flight_per_worker"]) == 1
+    for name, figures in [*designs.items(), *(("latency " + k, v) for k, v in latency.items())]:
         assert figures["polls"] > 0, name
         assert finite(figures["polls_per_s"]) and figures["polls_per_s"] > 0, name
         assert finite(figures["cpu_ms_per_poll"]) and figures["cpu_ms_per_poll"] > 0, name
@@ -49,8 +54,9 @@ async def test_smoke_bench_runs_and_reports_sane_numbers(tmp_path: Path) -> None
         assert lateness["p50"] <= lateness["p99"], name
         assert figures["overlapping_polls"] == 0, name
 
-    # The floor never touches Redis; both queue-driven designs do.
+    # The floor and the SDK never touch Redis; both queue-driven designs do.
     assert designs["floor"]["redis_commands_per_poll"] == pytest.approx(0, abs=0.05)
+    assert designs["sdk"]["redis_commands_per_poll"] == pytest.approx(0, abs=0.05)
     assert designs["naive"]["redis_commands_per_poll"] > 0
     assert designs["ours"]["redis_commands_per_poll"] > 0
 
@@ -68,11 +74,12 @@ async def test_smoke_bench_runs_and_reports_sane_numbers(tmp_path: Path) -> None
         assert finite(ours["rss_kb_per_run"])
     assert len(ours["in_flight_per_worker"]) == 2
 
-    # Every target is evaluated, and the table shows all three designs side by side.
+    # Every target is evaluated, and the table shows all four designs side by side.
     assert {t["status"] for t in results["targets"]} <= {"pass", "FAIL", "n/a"}
     header = results["table"].splitlines()[0]
-    for column in ("ours", "floor", "naive", "target", "result"):
+    for column in ("ours", "floor", "sdk", "naive", "ours/sdk", "target", "result"):
         assert column in header
+    assert "final status → final event p99" in results["latency_table"]
 
     check_modes(modes, results)
 

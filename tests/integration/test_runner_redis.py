@@ -16,6 +16,7 @@ from runpoller import engine
 from runpoller.backends import RunResult
 from runpoller.engine import Observation, RunState, Status
 from runpoller.protocol import AssistantsRunJob, Keys
+from runpoller.redis import scripts
 from runpoller.redis.store import RunStore
 from runpoller.worker.driver import Runner
 
@@ -93,6 +94,10 @@ class Monitor:
 
 @pytest.fixture
 async def monitor(redis: Redis, namespace: str) -> AsyncIterator[Monitor]:
+    # Loaded first: a script new to this Redis costs a NOSCRIPT EVALSHA and a retry, which
+    # the counts below would take for the worker's own (a changed script, a fresh server).
+    for name in scripts.NAMES:
+        await redis.script_load(scripts.source(name))
     async with Monitor(redis, namespace) as mon:
         yield mon
 

@@ -32,7 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     if results["table"]:
+        print(f"Throughput size: {config.runs} runs, {config.workers} worker(s):")
+        print()
         print(results["table"])
+        print()
+    if results.get("latency_table"):
+        print(
+            f"Latency size: {config.latency_runs} runs, {config.latency_workers} worker(s) "
+            "(the latency targets are judged here):"
+        )
+        print()
+        print(results["latency_table"])
         print()
     if results.get("modes_table"):
         print("How a Responses run learns its response ended (delivery modes, side by side):")

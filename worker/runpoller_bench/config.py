@@ -19,7 +19,7 @@ from runpoller_bench.mix import (
 
 Transport = Literal["aiohttp", "httpx"]
 Backend = Literal["assistants_run", "agent_turn"]
-DESIGNS = ("floor", "naive", "ours", "modes")
+DESIGNS = ("floor", "naive", "sdk", "ours", "modes")
 MODES = ("fixed", "adaptive", "webhooks", "streamed")
 
 
@@ -42,6 +42,10 @@ class BenchConfig:
     redis_url: str = "redis://127.0.0.1:6379/0"
     private_redis: bool = False
     designs: tuple[str, ...] = DESIGNS
+    # The latency size (issue 22): floor and ours again with fewer runs and workers, where
+    # the floor keeps its own tail small; 0 runs: none.
+    latency_runs: int = 500
+    latency_workers: int = 1
     seed: int = 1
     log_level: str = "INFO"
     keep_logs: bool = False
@@ -83,6 +87,11 @@ class BenchConfig:
             f"{self.workers} worker(s), transport {self.transport}, loop {self.event_loop}, "
             f"function-call share {self.function_call_share:g}, mix {self.mix.describe()}"
             + (f", ours drives {self.backend}" if self.backend != "assistants_run" else "")
+            + (
+                f"; latency size {self.latency_runs} runs, {self.latency_workers} worker(s)"
+                if self.latency_runs and {"floor", "ours"} & set(self.designs)
+                else ""
+            )
             + (f"; {modes}" if "modes" in self.designs else "")
         )
 
@@ -101,6 +110,7 @@ def smoke_config(**overrides: object) -> BenchConfig:
         drain=True,
         ramp_timeout_s=20.0,
         modes_runs=6,
+        latency_runs=10,
         modes_mix=SMOKE_MODES_MIX,
         modes_arrival_s=1.0,
         modes_idle_s=1.0,
@@ -112,13 +122,22 @@ def smoke_config(**overrides: object) -> BenchConfig:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m runpoller_bench",
-        description="Benchmark runpoller against the floor (bare aiohttp loop) and the naive "
-        "design (one arq job per poll), on the bundled fake OpenAI server.",
+        description="Benchmark runpoller against the floor (bare aiohttp loop), the naive "
+        "design (one arq job per poll) and the official SDK (one task per run), on the bundled "
+        "fake OpenAI server.",
     )
     p.add_argument("--runs", type=int, help="K: runs in flight (default 2000; smoke 20)")
     p.add_argument("--interval-ms", type=int, help="poll interval (default 1000; smoke 200)")
     p.add_argument("--duration-s", type=float, help="measurement window (default 30; smoke 2)")
     p.add_argument("--workers", type=int, help="worker processes for ours (default 2)")
+    p.add_argument(
+        "--latency-runs",
+        type=int,
+        help="runs of the latency size: floor and ours again (default 500; 0: none)",
+    )
+    p.add_argument(
+        "--latency-workers", type=int, help="worker processes at the latency size (default 1)"
+    )
     p.add_argument(
         "--function-call-share",
         type=float,
@@ -150,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--designs",
-        help="comma-separated subset of floor,naive,ours (default: all three)",
+        help="comma-separated subset of floor,naive,sdk,ours,modes (default: all)",
     )
     p.add_argument("--seed", type=int, help="random seed for the run mix (default 1)")
     p.add_argument("--log-level", help="RUNPOLLER_LOG_LEVEL for the workers (default INFO)")
@@ -221,6 +240,8 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
         "log_level",
         "profile",
         "ramp_timeout_s",
+        "latency_runs",
+        "latency_workers",
         "modes_runs",
         "modes_arrival_s",
         "adaptive_after_ms",
@@ -271,6 +292,8 @@ def check(config: BenchConfig) -> None:
         problems.append("--duration-s must be positive")
     if config.workers < 1:
         problems.append("--workers must be at least 1")
+    if config.latency_runs < 0 or config.latency_workers < 1:
+        problems.append("--latency-runs must not be negative, --latency-workers at least 1")
     if not 0 <= config.function_call_share <= 1:
         problems.append("--function-call-share must be between 0 and 1")
     if config.modes_runs < 1:

@@ -1,4 +1,6 @@
-"""The benchmark's phases: floor, naive, ours — same fake server, same K, same interval.
+"""The benchmark's phases: floor, naive, sdk, ours — same fake server, same K, same interval.
+
+Floor and ours run a second time at the latency size (``--latency-runs``).
 
 Each phase measures over one fixed window between two snapshots (``/proc`` CPU times,
 ``INFO``). Polls and API requests in the window are counted afterwards from the fake
@@ -22,8 +24,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -48,6 +50,8 @@ from runpoller_bench.procs import (
 from runpoller_bench.redismon import RedisMonitor, client_ports
 
 API_KEY = "sk-bench-not-a-real-key"
+# What runs again at the latency size (``--latency-runs``, one worker by default).
+LATENCY_DESIGNS = ("floor", "ours")
 ENV_PREFIXES = ("RUNPOLLER_", "ASSISTANTS_")
 
 
@@ -127,6 +131,20 @@ class Bench:
         self.port_owner: dict[int, str] = {}  # Redis client port -> process name
 
     # ------------------------------------------------------------------ plumbing
+
+    @contextlib.contextmanager
+    def latency_size(self) -> Iterator[None]:
+        """The phases inside run at ``--latency-runs`` / ``--latency-workers``, with keys and a
+        queue of their own (the throughput size's workers leave their runs behind)."""
+        config, prefix = self.config, self.prefix
+        self.config = replace(config, runs=config.latency_runs, workers=config.latency_workers)
+        self.prefix = f"{prefix}-lat"
+        self.keys, self.queue = Keys(self.prefix), f"{self.prefix}:queue"
+        try:
+            yield
+        finally:
+            self.config, self.prefix = config, prefix
+            self.keys, self.queue = Keys(prefix), f"{prefix}:queue"
 
     @property
     def redis(self) -> Redis:
@@ -415,17 +433,25 @@ class Bench:
     # ------------------------------------------------------------------ floor
 
     async def phase_floor(self) -> PhaseResult:
+        return await self._phase_poller("floor")
+
+    async def phase_sdk(self) -> PhaseResult:
+        return await self._phase_poller("sdk")
+
+    async def _phase_poller(self, name: str) -> PhaseResult:
+        """One process, one task per never-ending run (``runpoller_bench.<name>``): the floor's
+        bare aiohttp loop or the official SDK's ``retrieve``, on the same event loop."""
         config = self.config
-        self.say(f"floor: creating {config.runs} never-ending runs")
+        self.say(f"{name}: creating {config.runs} never-ending runs")
         runs = await self.create_runs(config.runs, lambda _: NEVER_ENDING_SCRIPT)
-        runs_file = self.log_dir / "floor-runs.json"
+        runs_file = self.log_dir / f"{name}-runs.json"
         runs_file.write_text(json.dumps(runs))
         before = endpoint_count(await self.fake.stats(), an.POLL)
         child = await spawn(
-            "floor",
+            name,
             [
                 "-m",
-                "runpoller_bench.floor",
+                f"runpoller_bench.{name}",
                 "--base-url",
                 self.fake.base_url,
                 "--interval-ms",
@@ -441,9 +467,9 @@ class Bench:
         self.children.append(child)
         try:
             if not await self.wait_polled(before, config.runs, timeout=config.ramp_timeout_s):
-                self.notes.append("floor: not every run was polled once before the window")
+                self.notes.append(f"{name}: not every run was polled once before the window")
             await asyncio.sleep(max(1.0, config.interval_s))
-            procs = {"floor": child, "fake": self._fake_child()}
+            procs = {name: child, "fake": self._fake_child()}
             a, b = await self.measure(procs)
         finally:
             await child.stop()
@@ -451,11 +477,12 @@ class Bench:
         window = b.t - a.t
         raw = sum(an.delta(a.commands, b.commands).values())
         own = b.own_commands - a.own_commands
-        self.noise_per_s = max(raw - own, 0) / window
         run_ids = [run_id for _, run_id in runs]
         logs = await self.fake.logs(run_ids)
-        figures = self.window_figures(a, b, ["floor"], logs, in_flight=float(config.runs))
-        figures["redis_noise_per_s"] = self.noise_per_s
+        figures = self.window_figures(a, b, [name], logs, in_flight=float(config.runs))
+        if name == "floor":
+            self.noise_per_s = max(raw - own, 0) / window
+            figures["redis_noise_per_s"] = self.noise_per_s
         return PhaseResult(figures, run_ids)
 
     def _fake_child(self) -> Child:
@@ -1054,15 +1081,23 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
     started = time.time()
     code = git_state()  # what the workers run: read before they start
     phases: dict[str, PhaseResult] = {}
+    latency: dict[str, PhaseResult] = {}
     try:
         await bench.start()
         for design in config.designs:
             phase = getattr(bench, f"phase_{design}")
             phases[design] = await phase()
             bench.say(f"{design}: done")
+        latency_designs = [d for d in LATENCY_DESIGNS if d in config.designs]
+        if config.latency_runs and latency_designs:
+            # The latency size: few enough runs that the floor keeps its own tail small.
+            with bench.latency_size():
+                for design in latency_designs:
+                    latency[design] = await getattr(bench, f"phase_{design}")()
+                    bench.say(f"{design} at the latency size: done")
         final_stats = await bench.fake.stats()
         objects = final_stats.get("objects", {})
-        for name, phase in phases.items():
+        for name, phase in [*phases.items(), *latency.items()]:
             if name == "modes":  # counted per mode by the phase itself
                 continue
             phase.figures["overlapping_polls"] = sum(
@@ -1080,6 +1115,7 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
     return build_results(
         config,
         {name: p.figures for name, p in phases.items()},
+        latency={name: p.figures for name, p in latency.items()},
         started=started,
         finished=time.time(),
         machine=machine(),

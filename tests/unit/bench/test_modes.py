@@ -135,7 +135,7 @@ def test_the_modes_table_has_a_column_per_mode() -> None:
 
 def test_modes_options() -> None:
     config = parse_args([])
-    assert config.designs == ("floor", "naive", "ours", "modes")
+    assert config.designs == ("floor", "naive", "sdk", "ours", "modes")
     assert config.modes_mix == MODES_MIX and config.webhook_fallback_ms == 300_000
     smoke = parse_args(["--smoke", "--modes", "webhooks,fixed", "--modes-mix", "1:1-2"])
     assert smoke.modes == ("fixed", "webhooks")

@@ -167,13 +167,20 @@ def _figures(**overrides: object) -> dict[str, object]:
 
 def test_targets_pass_fail_and_conditions() -> None:
     config = BenchConfig(runs=2000, interval_ms=1000, workers=2)
-    designs = {"ours": _figures(), "floor": _figures(cpu_ms_per_poll=0.2)}
+    designs = {
+        "ours": _figures(),
+        "floor": _figures(cpu_ms_per_poll=0.4),
+        "sdk": _figures(cpu_ms_per_poll=2.0),
+    }
     targets = {t.name: t for t in evaluate_targets(config, designs)}
-    assert targets["CPU per poll"].status == "pass"  # 2.5x
-    assert targets["Redis commands per poll"].status == "pass"
-    assert targets["final status → final event p99"].status == "FAIL"
+    assert targets["CPU per poll"].status == "pass"  # 1.25x
+    assert targets["CPU per poll vs sdk"].status == "FAIL"  # 0.25x
+    assert targets["Redis commands per poll"].status == "FAIL"  # 0.8
+    assert targets["final status → final event p99"].status == "pass"  # 25 ms
     assert targets["app reply → submit p99"].status == "n/a"
     assert targets["split between workers"].status == "pass"
+    # No latency size: the latency targets are judged here, but off their conditions.
+    assert not targets["poll lateness p99"].at_spec
     memory = targets["RSS per in-flight run"]
     assert memory.status == "pass" and not memory.at_spec  # 2 workers, 2,000 runs
     results = {
@@ -181,8 +188,36 @@ def test_targets_pass_fail_and_conditions() -> None:
         "targets": [t.__dict__ for t in targets.values()],
     }
     table = render_table(results)
-    assert "CPU per poll, ms" in table and "2.50x" in table
-    assert render_table(results, markdown=True).startswith("| figure | ours |")
+    assert "CPU per poll, ms" in table and "1.25x" in table and "0.25x" in table
+    assert render_table(results, markdown=True).startswith("| figure | ours | floor | sdk |")
+
+
+def test_latency_targets_are_judged_at_the_latency_size() -> None:
+    config = BenchConfig(runs=2000, interval_ms=1000, workers=2)
+    designs = {"ours": _figures(), "floor": _figures()}
+    latency = {
+        "ours": _figures(poll_lateness_ms={"p50": 2.0, "p99": 20.0}),
+        "floor": _figures(poll_lateness_ms={"p50": 2.0, "p99": 15.0}),
+    }
+    targets = {t.name: t for t in evaluate_targets(config, designs, latency)}
+    lateness = targets["poll lateness p99"]
+    assert lateness.at_spec and lateness.status == "FAIL"  # 1.33x the floor's 15 ms
+    assert targets["final status → final event p99"].status == "pass"
+    results = {
+        "designs": designs,
+        "latency": latency,
+        "targets": [t.__dict__ for t in targets.values()],
+    }
+    table = render_table(results, latency=True)
+    assert table.splitlines()[0].split() == [
+        "figure",
+        "ours",
+        "floor",
+        "ours/floor",
+        "target",
+        "result",
+    ]
+    assert "≤ 1.2x floor's" in table and "≤ 1.2x floor's" not in render_table(results)
 
 
 def test_profile_summary(tmp_path: Path) -> None:

@@ -224,7 +224,7 @@ class ScriptCases:
         await client.hset(run, mapping={"job": "j", "state": "s", "owner": "w1"})
         await client.sadd(owned, "r", "other")
         await client.zadd(active, {"r": NOW_MS - 20_000, "other": NOW_MS - 10_000})
-        # Ended 30 s before now (the TTL) and more: their records have expired; the rest stay.
+        # Ended more than the TTL (30 s) ago: left for housekeeping to trim (trim_ended).
         await client.zadd(ended, {"gone": NOW_MS - 30_001, "edge": NOW_MS - 30_000, "kept": NOW_MS})
         args = ["w1", "final-state", 100, "FINAL", 30, "r", "completed", NOW_MS, "status", "done"]
         assert await call(client, "finalize", keys, args) == 1
@@ -242,6 +242,7 @@ class ScriptCases:
         assert 7100 < await client.ttl(outcomes) <= 7200
         assert await client.zrange(active, 0, -1) == [b"other"]
         assert await client.zrange(ended, 0, -1, withscores=True) == [
+            (b"gone", NOW_MS - 30_001),
             (b"edge", NOW_MS - 30_000),
             (b"kept", NOW_MS),
             (b"r", NOW_MS),
@@ -323,6 +324,7 @@ class ScriptCases:
             assert 0 < await client.ttl(key) <= 30
         assert await client.zrange(active, 0, -1) == [b"other"]
         assert await client.zrange(ended, 0, -1, withscores=True) == [
+            (b"gone", NOW_MS - 30_001),  # housekeeping's to trim
             (b"kept", NOW_MS - 30_000),
             (b"r", NOW_MS),
         ]

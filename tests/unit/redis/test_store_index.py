@@ -59,14 +59,19 @@ async def test_a_run_is_active_from_its_claim_and_ended_from_its_finalize(
     assert await index(client, keys.runs_ended) == [("run_1", NOW_MS + 5_000)]
 
 
-async def test_finalize_trims_ended_runs_older_than_the_record_ttl(
+async def test_trim_ended_drops_runs_older_than_the_record_ttl_and_finalize_does_not(
     client: Redis, clock: list[int]
 ) -> None:
     store, keys = store_for(client), Keys("rp")
-    await client.zadd(keys.runs_ended, {"old": NOW_MS - TTL_S * 1000 - 1, "recent": NOW_MS - 1})
+    old = {"old": NOW_MS - TTL_S * 1000 - 1, "edge": NOW_MS - TTL_S * 1000, "recent": NOW_MS - 1}
+    await client.zadd(keys.runs_ended, old)
     await store.claim("run_1", "{}", "{}", "{}")
     await store.finalize("run_1", "{}", "{}", "failed")
-    assert [m for m, _ in await index(client, keys.runs_ended)] == ["recent", "run_1"]
+    assert len(await index(client, keys.runs_ended)) == 4, (
+        "finalize leaves the trim to housekeeping"
+    )
+    assert await store.trim_ended() == 1
+    assert [m for m, _ in await index(client, keys.runs_ended)] == ["edge", "recent", "run_1"]
 
 
 async def test_a_rejected_job_is_listed_as_ended(client: Redis, clock: list[int]) -> None:

@@ -16,7 +16,8 @@ Keys (prefix ``runpoller`` by default; see ``runpoller.protocol.Keys`` and docs/
   ``owned:<wid>`` set of run ids a worker holds; ``orphans`` set of run ids to re-enqueue;
   ``orphans:lock`` the token of the one worker re-enqueueing them (PX TTL).
 - ``runs:active`` / ``runs:ended`` zsets indexing runs by accepted / end time (epoch ms, the
-  worker's clock), kept by claim, finalize, reject and restore, for listing without a scan.
+  worker's clock), kept by claim, finalize, reject and restore, for listing without a scan;
+  housekeeping trims ``runs:ended`` (:meth:`RunStore.trim_ended`).
 """
 
 from __future__ import annotations
@@ -221,6 +222,12 @@ class RunStore:
             args=[self.maxlen, final, self.ttl_s, run_id, now_ms, status],
         )
         return bool(result)
+
+    async def trim_ended(self) -> int:
+        """Drop from the ended index the runs whose records have expired (ended more than the
+        record TTL ago); housekeeping's, once a minute, so a finalize does not pay for it."""
+        cutoff = _now_ms() - 1000 * self.ttl_s
+        return int(await self.redis.zremrangebyscore(self.keys.runs_ended, "-inf", f"({cutoff}"))
 
     async def dead_letter(self, reason: str, raw: str) -> None:
         letter = DeadLetter(

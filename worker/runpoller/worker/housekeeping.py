@@ -26,6 +26,9 @@ from runpoller.worker.metrics import Metrics
 
 log = structlog.get_logger("runpoller.worker")
 
+TRIM_ENDED_EVERY_S = 60.0
+"""How often a worker trims the ended index of expired runs (a finalize no longer does)."""
+
 
 class Housekeeping:
     def __init__(
@@ -47,6 +50,7 @@ class Housekeeping:
         self.queue = JobQueue(redis, settings.queue_name, store.worker_id)
         self.last_run = 0.0
         """When the last round finished (epoch s): the liveness probe judges its age."""
+        self.trimmed_at = 0.0  # monotonic s of the last trim of the ended index
 
     async def loop(self) -> None:
         interval = self.settings.heartbeat_interval_ms / 1000
@@ -83,6 +87,9 @@ class Housekeeping:
         await self.requeue_orphans()
         await self._sample_queue()
         await self.refresh_loads()
+        if time.monotonic() - self.trimmed_at >= TRIM_ENDED_EVERY_S:
+            await self.store.trim_ended()
+            self.trimmed_at = time.monotonic()
         self.last_run = time.time()
         self.metrics.last_activity.set(self.last_run)
 

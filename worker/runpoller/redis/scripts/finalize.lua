@@ -14,8 +14,8 @@
 -- ARGV[5]  TTL in s of the result, the run hash and the events stream from now on
 -- ARGV[6]  run id (the member removed from the owned set and KEYS[6], added to KEYS[7])
 -- ARGV[7]  final status (the field counted in KEYS[5])
--- ARGV[8]  now, epoch ms (the caller's clock: the run's score in KEYS[7]; members of KEYS[7]
---          older than ARGV[5] s before it, whose records have expired, are trimmed)
+-- ARGV[8]  now, epoch ms (the caller's clock: the run's score in KEYS[7]; housekeeping trims
+--          members older than the record TTL once a minute, not every finalize)
 -- ARGV[9..] pairs of (event type, event data): events held back while the results were
 --          fetched, written before the final event
 --
@@ -25,9 +25,12 @@
 --   0  the run was already final: nothing written
 --  -1  this worker does not own the run: nothing written
 --  -2  the run has no record (Redis lost its data): nothing written; the owner restores it
-if redis.call('EXISTS', KEYS[1]) == 0 then return -2 end
-if redis.call('HEXISTS', KEYS[1], 'final') == 1 then return 0 end
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return -1 end
+-- One read for the three checks: every record has an owner field or is final, so a reply
+-- without either is a missing record (EXISTS confirms it: the rare path).
+local record = redis.call('HMGET', KEYS[1], 'final', 'owner')
+if not record[1] and not record[2] and redis.call('EXISTS', KEYS[1]) == 0 then return -2 end
+if record[1] then return 0 end
+if record[2] ~= ARGV[1] then return -1 end
 -- 1 means this field was just created (and the hash with it, if it is the first): set the
 -- TTL then, not on every run.
 if redis.call('HINCRBY', KEYS[5], ARGV[7], 1) == 1 then
@@ -45,6 +48,4 @@ redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('SREM', KEYS[4], ARGV[6])
 redis.call('ZREM', KEYS[6], ARGV[6])
 redis.call('ZADD', KEYS[7], ARGV[8], ARGV[6])
-local expired = tonumber(ARGV[8]) - 1000 * tonumber(ARGV[5])
-redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. expired)
 return 1

@@ -10,8 +10,8 @@
 -- ARGV[2]  final event data (also the result's value)
 -- ARGV[3]  TTL in s of the run hash, the events stream and the result
 -- ARGV[4]  run id (the member added to KEYS[5])
--- ARGV[5]  now, epoch ms (the caller's clock: the run's score in KEYS[5]; members of KEYS[5]
---          older than ARGV[3] s before it, whose records have expired, are trimmed)
+-- ARGV[5]  now, epoch ms (the caller's clock: the run's score in KEYS[5]; housekeeping trims
+--          members older than the record TTL once a minute)
 -- ARGV[6]  the final event's status (the field counted in KEYS[6], as finalize counts it)
 --
 -- Returns:
@@ -27,8 +27,6 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('ZREM', KEYS[4], ARGV[4])
 redis.call('ZADD', KEYS[5], ARGV[5], ARGV[4])
-local expired = tonumber(ARGV[5]) - 1000 * tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. expired)
 if redis.call('HINCRBY', KEYS[6], ARGV[6], 1) == 1 then
   redis.call('EXPIRE', KEYS[6], 7200)
 end
