@@ -525,11 +525,8 @@ class Runner:
                     obs = await backend.cancel(job, state, key)
                 else:
                     obs = await backend.submit(job, state, key, nxt.outputs, self._stream_memo(run))
-            except ApiFailure as exc:
-                return await self._api_failed(run, nxt, exc.failure)
-            except ValueError as exc:
-                failure = Failure(f"unexpected API response: {exc}", retryable=False)
-                return self._failed(run, state, nxt, failure)
+            except (ApiFailure, ValueError) as exc:
+                return await self._request_failed(run, nxt, exc)
         return self._observed(run, nxt, obs)
 
     def _stream_memo(self, run: ActiveRun) -> dict[str, Any] | None:
@@ -537,9 +534,15 @@ class Runner:
         when the worker holds RUNPOLLER_MAX_STREAMS streams already."""
         return run.memo if self.streams_free > 0 else None
 
-    async def _api_failed(
-        self, run: ActiveRun, nxt: engine.Next, failure: Failure
+    async def _request_failed(
+        self, run: ActiveRun, nxt: engine.Next, exc: ApiFailure | ValueError
     ) -> engine.Decision:
+        """The engine's call on a request that failed: the API client's classification, or an
+        answer the backend could not read (never retried)."""
+        if not isinstance(exc, ApiFailure):
+            failure = Failure(f"unexpected API response: {exc}", retryable=False)
+            return self._failed(run, run.state, nxt, failure)
+        failure = exc.failure
         m, kind, op = self.metrics, run.job.kind, nxt.op.value
         m.api_requests_of(kind, op, str(failure.status_code or "error")).inc()
         if failure.status_code == 429:
@@ -568,11 +571,8 @@ class Runner:
                 await suppress_cancel(read)
                 return None
             obs = read.result()
-        except ApiFailure as exc:
-            return await self._api_failed(run, nxt, exc.failure)
-        except ValueError as exc:
-            failure = Failure(f"unexpected API response: {exc}", retryable=False)
-            return self._failed(run, run.state, nxt, failure)
+        except (ApiFailure, ValueError) as exc:
+            return await self._request_failed(run, nxt, exc)
         finally:
             await suppress_cancel(read)  # the deadline cut the wait: the read goes too
             run.sleeper = None
