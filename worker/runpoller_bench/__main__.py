@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(results["table"])
         print()
+    if results.get("redis_table"):
+        print("Where ours spends its Redis commands (throughput size, per finished run):")
+        print()
+        print(results["redis_table"])
+        print()
     if results.get("latency_table"):
         print(
             f"Latency size: {config.latency_runs} runs, {config.latency_workers} worker(s) "

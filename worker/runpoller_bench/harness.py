@@ -47,7 +47,7 @@ from runpoller_bench.procs import (
     self_cpu_seconds,
     spawn,
 )
-from runpoller_bench.redismon import RedisMonitor, client_ports
+from runpoller_bench.redismon import RedisMonitor, client_ports, script_names
 
 API_KEY = "sk-bench-not-a-real-key"
 # What runs again at the latency size (``--latency-runs``, one worker by default).
@@ -408,13 +408,14 @@ class Bench:
             self.broken_monitors.append(self.monitor)
             self.monitor = None
         if self.monitor is not None:
-            tally = self.monitor.tally(self.ports_of(names))
+            tally = self.monitor.tally(self.ports_of(names), script_names())
             return {
                 "redis_accounting": "MONITOR, per client process",
                 "redis_commands": tally["total"],
                 "redis_client_commands": tally["client"],
                 "redis_lua_commands": tally["lua"],
                 "redis_commands_by_name": tally["by_name"],
+                "redis_commands_by_script": tally["by_script"],
                 "redis_other_clients_commands": self.monitor.others(set(self.port_owner)),
                 "redis_commandstats_all_clients": raw,
             }

@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
+
+from runpoller.redis import scripts
 
 
 def client_ports(pid: int, server_port: int) -> set[int]:
@@ -62,9 +67,13 @@ class RedisMonitor:
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_client = 0
+        self._last_script = ""  # the SHA of the last EVALSHA: the script the Lua lines are in
         self.lo = float("inf")
         self.hi = float("inf")
         self.counts: Counter[tuple[int, str, bool]] = Counter()
+        # (client port, script SHA) -> commands: the EVALSHA and the commands its script ran.
+        self.script_commands: Counter[tuple[int, str]] = Counter()
+        self.script_calls: Counter[tuple[int, str]] = Counter()
         self.lines = 0
         self.unparsed = 0
         self._after = asyncio.Event()  # a line stamped after the window has arrived
@@ -102,6 +111,8 @@ class RedisMonitor:
         """Count only commands Redis ran between ``lo`` and ``hi`` (Unix seconds)."""
         if lo != self.lo:
             self.counts.clear()
+            self.script_commands.clear()
+            self.script_calls.clear()
         self.lo, self.hi = lo, hi
         self._after.clear()
 
@@ -139,22 +150,40 @@ class RedisMonitor:
         except (ValueError, IndexError):
             self.unparsed += 1
             return
+        script = ""
         if source == b"lua":
-            client, in_lua = self._last_client, True
+            client, in_lua, script = self._last_client, True, self._last_script
         else:
             try:
                 client = int(source.rsplit(b":", 1)[1])
             except (ValueError, IndexError):
                 client = 0  # a unix socket client: never one of ours
             self._last_client, in_lua = client, False
+            if command == "evalsha":
+                sha_at = line.index(b'"', start + len(command) + 2) + 1
+                script = line[sha_at : line.index(b'"', sha_at)].decode().lower()
+            self._last_script = script
         if ts > self.hi:
             self._after.set()
             return
         if ts >= self.lo:
             self.counts[(client, command, in_lua)] += 1
+            if script:
+                self.script_commands[(client, script)] += 1
+                if not in_lua:
+                    self.script_calls[(client, script)] += 1
 
-    def tally(self, ports: set[int]) -> dict[str, object]:
-        """Commands of the clients on ``ports``: total, client-issued, inside Lua, by name."""
+    def tally(self, ports: set[int], names: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Commands of the clients on ``ports``: total, client-issued, inside Lua, by name,
+        and by script (``names``: script SHA -> name): its calls and the commands they cost,
+        the EVALSHA included."""
+        names = names or {}
+        by_script: dict[str, dict[str, int]] = {}
+        for (port, sha), n in self.script_commands.items():
+            if port in ports:
+                entry = by_script.setdefault(names.get(sha, sha[:12]), {"calls": 0, "commands": 0})
+                entry["commands"] += n
+                entry["calls"] += self.script_calls[(port, sha)]
         by_name: Counter[str] = Counter()
         client = lua = 0
         for (port, command, in_lua), n in self.counts.items():
@@ -171,10 +200,19 @@ class RedisMonitor:
             "client": client,
             "lua": lua,
             "by_name": dict(by_name.most_common(20)),
+            "by_script": dict(sorted(by_script.items(), key=lambda kv: -kv[1]["commands"])),
         }
 
     def others(self, ours: set[int]) -> int:
         return sum(n for (port, _, _), n in self.counts.items() if port not in ours)
+
+
+def script_names() -> dict[str, str]:
+    """The SHA1 of each of the worker's Lua scripts (what EVALSHA names) -> its name."""
+    return {
+        hashlib.sha1(scripts.source(name).encode(), usedforsecurity=False).hexdigest(): name
+        for name in scripts.NAMES
+    }
 
 
 def _resp(args: list[str]) -> bytes:

@@ -359,6 +359,10 @@ def build_results(
     }
     results["table"] = render_table(results) if throughput else ""
     results["table_markdown"] = render_table(results, markdown=True) if throughput else ""
+    redis_table = render_redis_table(designs.get("ours")) if throughput else ""
+    if redis_table:
+        results["redis_table"] = redis_table
+        results["redis_table_markdown"] = render_redis_table(designs.get("ours"), markdown=True)
     if latency:
         results["latency_table"] = render_table(results, latency=True)
         results["latency_table_markdown"] = render_table(results, markdown=True, latency=True)
@@ -392,6 +396,29 @@ def render_modes_table(results: dict[str, Any], *, markdown: bool = False) -> st
     return (
         _grid(columns, rows, markdown) + "\n\n" + _grid(target_columns, targets, markdown) + footer
     )
+
+
+def render_redis_table(figures: Figures | None, *, markdown: bool = False) -> str:
+    """Where ours spends its Redis commands: per script, calls and commands (the EVALSHA and
+    what the script ran) per finished run (one ``finalize`` call each), then the commands
+    sent outside scripts. Empty without the per-client accounting (MONITOR)."""
+    by_script = (figures or {}).get("redis_commands_by_script")
+    if figures is None or not isinstance(by_script, dict) or not by_script:
+        return ""
+    finished = (by_script.get("finalize") or {}).get("calls") or 0
+    if not finished:
+        return ""
+    rows = [
+        [name, f"{v['calls'] / finished:.2f}", f"{v['commands'] / finished:.2f}"]
+        for name, v in by_script.items()
+    ]
+    client, total = figures.get("redis_client_commands"), figures.get("redis_commands")
+    if isinstance(client, int | float):
+        outside = client - sum(v["calls"] for v in by_script.values())
+        rows.append(["(commands outside scripts)", "", f"{outside / finished:.2f}"])
+    if isinstance(total, int | float):
+        rows.append(["all", "", f"{total / finished:.2f}"])
+    return _grid(["script", "calls per finished run", "commands per finished run"], rows, markdown)
 
 
 def _grid(columns: list[str], rows: list[list[str]], markdown: bool) -> str:

@@ -15,7 +15,7 @@ from runpoller_bench.config import BenchConfig
 from runpoller_bench.mix import DEFAULT_MIX, NEVER_ENDING_SCRIPT, parse_mix, run_script
 from runpoller_bench.procs import cpu_seconds, machine_busy_seconds, rss_kb
 from runpoller_bench.profile import summarize
-from runpoller_bench.redismon import RedisMonitor, client_ports
+from runpoller_bench.redismon import RedisMonitor, client_ports, script_names
 from runpoller_bench.report import evaluate_targets, render_table
 from runpoller_fake import parse_script
 
@@ -124,8 +124,26 @@ def test_monitor_lines_are_attributed_to_clients_and_scripts() -> None:
     ours = monitor.tally({5000})
     assert (ours["total"], ours["client"], ours["lua"]) == (3, 1, 2)
     assert ours["by_name"] == {"evalsha": 1, "lua:hset": 1, "lua:xadd": 1}
+    # The EVALSHA and the two commands its script ran, under the script's name.
+    assert ours["by_script"] == {"abc": {"calls": 1, "commands": 3}}
+    assert monitor.tally({5000}, {"abc": "publish"})["by_script"] == {
+        "publish": {"calls": 1, "commands": 3}
+    }
+    assert monitor.tally({6000})["by_script"] == {}
     assert monitor.others({5000}) == 2
     assert monitor.unparsed == 1
+
+
+def test_script_names_are_the_shas_evalsha_sends() -> None:
+    # redis-py names a registered script by the SHA1 of its text: the same key as ours.
+    from redis import Redis
+
+    from runpoller.redis import scripts
+
+    names = script_names()
+    assert sorted(names.values()) == sorted(scripts.NAMES)
+    finalize = Redis().register_script(scripts.source("finalize"))
+    assert names[finalize.sha] == "finalize"
 
 
 def test_client_ports_finds_our_own_connection() -> None:
@@ -244,3 +262,26 @@ def test_a_failed_target_measured_at_its_conditions_fails_the_command() -> None:
     assert exit_code(targets(("pass", True), ("n/a", True))) == 0
     assert exit_code(targets(("pass", True), ("FAIL", False))) == 0  # off its conditions (*)
     assert exit_code(targets(("pass", True), ("FAIL", True))) == 1
+
+
+def test_the_redis_table_divides_by_the_runs_that_finished() -> None:
+    from runpoller_bench.report import render_redis_table
+
+    ours = {
+        "redis_commands": 450,
+        "redis_client_commands": 70,
+        "redis_commands_by_script": {
+            "finalize": {"calls": 10, "commands": 130},
+            "claim": {"calls": 10, "commands": 90},
+            "publish": {"calls": 20, "commands": 80},
+        },
+    }
+    table = render_redis_table(ours)
+    lines = {line.split()[0]: line.split()[1:] for line in table.splitlines()[2:]}
+    assert lines["finalize"] == ["1.00", "13.00"]
+    assert lines["publish"] == ["2.00", "8.00"]
+    assert lines["(commands"][-1] == "3.00"  # 70 sent, 40 of them EVALSHA
+    assert lines["all"] == ["45.00"]
+    # No finished run in the window (or no MONITOR): nothing to divide by, no table.
+    assert render_redis_table({**ours, "redis_commands_by_script": {}}) == ""
+    assert render_redis_table(None) == ""
