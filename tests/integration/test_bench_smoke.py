@@ -42,7 +42,16 @@ async def test_smoke_bench_runs_and_reports_sane_numbers(tmp_path: Path) -> None
     assert set(latency) == {"floor", "ours"}
     assert latency["ours"]["finals"] == latency["ours"]["runs_created"]
     assert len(latency["ours"]["in_flight_per_worker"]) == 1
-    for name, figures in [*designs.items(), *(("latency " + k, v) for k, v in latency.items())]:
+    # The capacity size: ours alone, one worker, its own interval.
+    capacity = results["capacity"]
+    assert set(capacity) == {"ours"}
+    assert len(capacity["ours"]["in_flight_per_worker"]) == 1
+    assert capacity["ours"]["finals"] == capacity["ours"]["runs_created"]
+    assert "≤ 6 KB" in results["capacity_table"] and "≤ 6 KB" not in results["table"]
+    sized = [("latency " + k, v) for k, v in latency.items()] + [
+        ("capacity " + k, v) for k, v in capacity.items()
+    ]
+    for name, figures in [*designs.items(), *sized]:
         assert figures["polls"] > 0, name
         assert finite(figures["polls_per_s"]) and figures["polls_per_s"] > 0, name
         assert finite(figures["cpu_ms_per_poll"]) and figures["cpu_ms_per_poll"] > 0, name

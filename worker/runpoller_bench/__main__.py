@@ -49,6 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(results["latency_table"])
         print()
+    if results.get("capacity_table"):
+        cap = results["config"]
+        print(
+            f"Capacity size: {cap['capacity_runs']} runs at {cap['capacity_interval_ms']} ms, "
+            f"1 worker, lifetimes {cap['capacity_mix']} s (the memory target is judged here):"
+        )
+        print()
+        print(results["capacity_table"])
+        print()
     if results.get("modes_table"):
         print("How a Responses run learns its response ended (delivery modes, side by side):")
         print()

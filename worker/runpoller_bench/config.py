@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from runpoller_bench.mix import (
+    CAPACITY_MIX,
     DEFAULT_MIX,
     MODES_MIX,
     SMOKE_MIX,
@@ -46,6 +47,11 @@ class BenchConfig:
     # the floor keeps its own tail small; 0 runs: none.
     latency_runs: int = 500
     latency_workers: int = 1
+    # The capacity size (issue 22): ours alone, many long runs at a long interval in one
+    # worker process (memory per run, polls attained, the heartbeat); 0 runs: none.
+    capacity_runs: int = 20_000
+    capacity_interval_ms: int = 10_000
+    capacity_mix: Mix = field(default_factory=lambda: CAPACITY_MIX)
     seed: int = 1
     log_level: str = "INFO"
     keep_logs: bool = False
@@ -92,6 +98,12 @@ class BenchConfig:
                 if self.latency_runs and {"floor", "ours"} & set(self.designs)
                 else ""
             )
+            + (
+                f"; capacity size {self.capacity_runs} runs at {self.capacity_interval_ms} ms, "
+                f"1 worker, mix {self.capacity_mix.describe()}"
+                if self.capacity_runs and "ours" in self.designs
+                else ""
+            )
             + (f"; {modes}" if "modes" in self.designs else "")
         )
 
@@ -111,6 +123,9 @@ def smoke_config(**overrides: object) -> BenchConfig:
         ramp_timeout_s=20.0,
         modes_runs=6,
         latency_runs=10,
+        capacity_runs=10,
+        capacity_interval_ms=500,
+        capacity_mix=SMOKE_MIX,
         modes_mix=SMOKE_MODES_MIX,
         modes_arrival_s=1.0,
         modes_idle_s=1.0,
@@ -137,6 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--latency-workers", type=int, help="worker processes at the latency size (default 1)"
+    )
+    p.add_argument(
+        "--capacity-runs",
+        type=int,
+        help="runs of the capacity size: ours alone in one worker (default 20000; 0: none)",
+    )
+    p.add_argument(
+        "--capacity-interval-ms",
+        type=int,
+        help="poll interval at the capacity size (default 10000)",
     )
     p.add_argument(
         "--function-call-share",
@@ -242,6 +267,8 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
         "ramp_timeout_s",
         "latency_runs",
         "latency_workers",
+        "capacity_runs",
+        "capacity_interval_ms",
         "modes_runs",
         "modes_arrival_s",
         "adaptive_after_ms",
@@ -294,6 +321,8 @@ def check(config: BenchConfig) -> None:
         problems.append("--workers must be at least 1")
     if config.latency_runs < 0 or config.latency_workers < 1:
         problems.append("--latency-runs must not be negative, --latency-workers at least 1")
+    if config.capacity_runs < 0 or config.capacity_interval_ms < 100:
+        problems.append("--capacity-runs must not be negative, --capacity-interval-ms >= 100")
     if not 0 <= config.function_call_share <= 1:
         problems.append("--function-call-share must be between 0 and 1")
     if config.modes_runs < 1:

@@ -134,11 +134,34 @@ class Bench:
 
     @contextlib.contextmanager
     def latency_size(self) -> Iterator[None]:
-        """The phases inside run at ``--latency-runs`` / ``--latency-workers``, with keys and a
-        queue of their own (the throughput size's workers leave their runs behind)."""
+        """The phases inside run at ``--latency-runs`` / ``--latency-workers``."""
+        config = self.config
+        with self._sized("lat", runs=config.latency_runs, workers=config.latency_workers):
+            yield
+
+    @contextlib.contextmanager
+    def capacity_size(self) -> Iterator[None]:
+        """The phases inside run at ``--capacity-runs`` and ``--capacity-interval-ms``, in one
+        worker, with the capacity mix (long runs)."""
+        config = self.config
+        with self._sized(
+            "cap",
+            runs=config.capacity_runs,
+            workers=1,
+            interval_ms=config.capacity_interval_ms,
+            mix=config.capacity_mix,
+            # 20,000 runs take a while to create and take in.
+            ramp_timeout_s=max(config.ramp_timeout_s, 300.0),
+        ):
+            yield
+
+    @contextlib.contextmanager
+    def _sized(self, suffix: str, **changes: Any) -> Iterator[None]:
+        """Another size: the config changed so, with keys and a queue of their own (the
+        earlier size's workers leave their runs behind)."""
         config, prefix = self.config, self.prefix
-        self.config = replace(config, runs=config.latency_runs, workers=config.latency_workers)
-        self.prefix = f"{prefix}-lat"
+        self.config = replace(config, **changes)
+        self.prefix = f"{prefix}-{suffix}"
         self.keys, self.queue = Keys(self.prefix), f"{self.prefix}:queue"
         try:
             yield
@@ -1083,6 +1106,7 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
     code = git_state()  # what the workers run: read before they start
     phases: dict[str, PhaseResult] = {}
     latency: dict[str, PhaseResult] = {}
+    capacity: dict[str, PhaseResult] = {}
     try:
         await bench.start()
         for design in config.designs:
@@ -1096,9 +1120,14 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
                 for design in latency_designs:
                     latency[design] = await getattr(bench, f"phase_{design}")()
                     bench.say(f"{design} at the latency size: done")
+        if config.capacity_runs and "ours" in config.designs:
+            # The capacity size: many long runs at a long interval in one worker (memory).
+            with bench.capacity_size():
+                capacity["ours"] = await bench.phase_ours()
+                bench.say("ours at the capacity size: done")
         final_stats = await bench.fake.stats()
         objects = final_stats.get("objects", {})
-        for name, phase in [*phases.items(), *latency.items()]:
+        for name, phase in [*phases.items(), *latency.items(), *capacity.items()]:
             if name == "modes":  # counted per mode by the phase itself
                 continue
             phase.figures["overlapping_polls"] = sum(
@@ -1117,6 +1146,7 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
         config,
         {name: p.figures for name, p in phases.items()},
         latency={name: p.figures for name, p in latency.items()},
+        capacity={name: p.figures for name, p in capacity.items()},
         started=started,
         finished=time.time(),
         machine=machine(),

@@ -79,6 +79,9 @@ def parse_mix(text: str, *, option: str = "--mix") -> Mix:
 # Realistic Assistants runs: most take seconds to a minute, some a few minutes.
 DEFAULT_MIX = Mix((Bucket(0.4, 5, 15), Bucket(0.4, 15, 60), Bucket(0.2, 60, 180)))
 SMOKE_MIX = Mix((Bucket(1.0, 0.4, 1.6),))
+# The capacity size holds runs: 10 to 15 minutes each, so what it measures is what a held run
+# costs (memory, a poll every interval), not intake and final writes.
+CAPACITY_MIX = Mix((Bucket(1.0, 600, 900),))
 # Background responses for the delivery-modes section: short, minutes, and a few minutes
 # (the long ones show what a mode's request count does with a run's length).
 MODES_MIX = Mix((Bucket(0.4, 2, 15), Bucket(0.4, 15, 60), Bucket(0.2, 60, 180)))

@@ -226,7 +226,7 @@ def test_latency_targets_are_judged_at_the_latency_size() -> None:
         "latency": latency,
         "targets": [t.__dict__ for t in targets.values()],
     }
-    table = render_table(results, latency=True)
+    table = render_table(results, section="latency")
     assert table.splitlines()[0].split() == [
         "figure",
         "ours",
@@ -236,6 +236,38 @@ def test_latency_targets_are_judged_at_the_latency_size() -> None:
         "result",
     ]
     assert "≤ 1.2x floor's" in table and "≤ 1.2x floor's" not in render_table(results)
+
+
+def test_the_memory_target_is_judged_at_the_capacity_size() -> None:
+    config = BenchConfig(runs=2000, interval_ms=1000, workers=2)
+    designs = {"ours": _figures(rss_kb_per_run=5.0), "floor": _figures()}
+    # 20,000 held, 96 % of the polls the 10 s interval asks for: the memory alone would pass.
+    capacity = {
+        "ours": _figures(in_flight_mean=19_900.0, rss_kb_per_run=5.5, poll_rate_attained=0.96)
+    }
+    targets = {t.name: t for t in evaluate_targets(config, designs, None, capacity)}
+    memory = targets["RSS per in-flight run"]
+    assert memory.at_spec and memory.status == "FAIL"
+    assert "5.5 KB" in memory.value and "19,900 held" in memory.value
+    capacity["ours"]["poll_rate_attained"] = 0.98
+    memory = {t.name: t for t in evaluate_targets(config, designs, None, capacity)}[
+        "RSS per in-flight run"
+    ]
+    assert memory.status == "pass"
+    results = {
+        "designs": designs,
+        "capacity": capacity,
+        "targets": [t.__dict__ for t in evaluate_targets(config, designs, None, capacity)],
+    }
+    table = render_table(results, section="capacity")
+    assert table.splitlines()[0].split() == ["figure", "ours", "target", "result"]
+    assert "≤ 6 KB" in table and "≤ 6 KB" not in render_table(results)
+    # Too small a capacity size: judged there, but off its conditions.
+    small = BenchConfig(capacity_runs=500)
+    memory = {t.name: t for t in evaluate_targets(small, designs, None, capacity)}[
+        "RSS per in-flight run"
+    ]
+    assert not memory.at_spec
 
 
 def test_profile_summary(tmp_path: Path) -> None:
