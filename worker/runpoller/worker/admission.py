@@ -122,14 +122,13 @@ class Admission:
                 if conflict:
                     return await self._refuse_conflict(run_id, raw, conflict)
                 return claim.outcome
-            job_json = ""
             if claim.outcome == "resumed":
                 # The run exists: its first job wins. This job's identity must match it; its
                 # key, bounds and metadata are not applied (the stored job's are).
                 first = _parse_stored(run_id, claim.job_json)
                 if first is not None:
                     conflict = _identity_conflict(first, job)
-                    job, job_json = first, claim.job_json or ""
+                    job = first
                     try:
                         api_key, bounds = self._job_parameters(job)
                     except RunRefused as exc:
@@ -145,7 +144,7 @@ class Admission:
                         timeout_s=bounds.timeout_s,
                         interval_s=bounds.interval_s,
                     )
-            adopted = self.runner.adopt(run_id, job, state, api_key, job_json, cancel)
+            adopted = self.runner.adopt(run_id, job, state, api_key, cancel)
         if adopted:
             self.metrics.runs_accepted.labels(job.kind, claim.outcome).inc()
             await self.replay(run_id, state)
@@ -183,7 +182,7 @@ class Admission:
                 api_key, _ = self._job_parameters(job)
             except RunRefused as exc:
                 return await self._end_claimed(run_id, job, state, exc)
-            if not self.runner.adopt(run_id, job, state, api_key, claim.job_json, cancel):
+            if not self.runner.adopt(run_id, job, state, api_key, cancel):
                 return "already_here"
         self.metrics.runs_accepted.labels(job.kind, "resumed").inc()
         self.metrics.runs_recovered.inc()

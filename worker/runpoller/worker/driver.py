@@ -64,8 +64,11 @@ def now_ms(clock: Clock) -> int:
     return int(clock() * 1000)
 
 
-@dataclass
+@dataclass(slots=True)
 class ActiveRun:
+    """One run this worker drives, for as long as it is in flight: thousands at once, so
+    every field counts (slots; what most runs never need is made when first needed)."""
+
     run_id: str
     job: AnyJob
     state: RunState
@@ -81,8 +84,6 @@ class ActiveRun:
     """The backend's per-run scratch space (its prepared poll request)."""
     held: tuple[tuple[str, str], ...] = ()
     """Events decided while fetching results, written by the finalize script before ``final``."""
-    job_json: str = ""
-    """The job as the run record keeps it: what a restore writes back after a Redis loss."""
     writes: asyncio.Task[int] | None = None
     """The last of this run's queued Redis writes (each waits for the one before)."""
     lost: bool = False
@@ -96,9 +97,9 @@ class ActiveRun:
     """A webhook said the run's object changed: the wait for its next poll ends now."""
     next_op: Op | None = None
     """The request the driver waits to make (a wake-up only hurries a poll)."""
-    used_replies: set[str] = field(default_factory=set)
+    used_replies: set[str] | None = None
     """Entry ids of the replies submitted: a redelivery of one (live and replayed after a
-    takeover) is dropped, not rejected."""
+    takeover) is dropped, not rejected. Made at the first (an empty set costs 216 bytes)."""
     progress: ProgressWriter | None = None
     """A streamed run's text on its way to the run's events (jobs with ``stream: true``)."""
 
@@ -109,6 +110,10 @@ class ActiveRun:
         if self._inbox is None:
             self._inbox = asyncio.Queue()
         return self._inbox
+
+    def used(self, entry_id: str) -> bool:
+        """Whether the reply with this entry id was submitted already."""
+        return self.used_replies is not None and entry_id in self.used_replies
 
     def wake(self) -> None:
         """End the current wait now (a cancel request came, or a webhook)."""
@@ -248,7 +253,6 @@ class Runner:
         job: AnyJob,
         state: RunState,
         api_key: str,
-        job_json: str = "",
         cancel: str | None = None,
     ) -> bool:
         """Start driving a run; False (and nothing done) if this worker drives it already.
@@ -259,7 +263,6 @@ class Runner:
         if run_id in self.runs:
             return False
         run = ActiveRun(run_id, job, state, api_key, self.backends[job.kind])
-        run.job_json = job_json or stored_job(job)
         if getattr(job, "stream", False):
             run.progress = ProgressWriter(self, run)
         noticed = self.cancel_notices.pop(run_id, None)
@@ -303,7 +306,7 @@ class Runner:
             return False
         if run.state.phase is engine.Phase.AWAITING_OUTPUTS:
             run.inbox.put_nowait(reply)
-        elif reply.entry_id not in run.used_replies:
+        elif not run.used(reply.entry_id):
             decision = engine.on_reply(
                 run.state, reply.round, reply.outputs, self.clock(), self.policy, reply.problem
             )
@@ -339,28 +342,50 @@ class Runner:
 
     # ------------------------------------------------------------------ the loop
 
-    async def _drive(self, run: ActiveRun) -> None:
-        bound = log.bind(
+    def _log(self, run: ActiveRun) -> Any:
+        """The run's logger, bound when a line is written: a bound logger kept for each run
+        would cost ~370 bytes of every run in flight, for a few lines per run."""
+        return log.bind(
             run_id=run.run_id,
             object_id=run.state.object_id,
             thread_id=getattr(run.job, "thread_id", None),
             kind=run.job.kind,
             worker_id=self.store.worker_id,
         )
+
+    async def _drive(self, run: ActiveRun) -> None:
+        loop = asyncio.get_running_loop()
         try:
             first = engine.start(run.state, self.clock())
-            await self._apply(run, first, bound)
+            await self._apply(run, first)
             nxt = first.next
             while nxt is not None:
                 if run.cancel_asked is not None:
                     asked, run.cancel_asked = run.cancel_asked, None
                     cancelled = engine.on_cancel_request(run.state, asked, self.clock())
                     if cancelled is not None:
-                        await self._apply(run, cancelled, bound)
+                        await self._apply(run, cancelled)
                         nxt = cancelled.next
                         continue
                 run.next_op = nxt.op
-                decision = await self._wait(run, nxt)
+                decision = None
+                if run.woken and nxt.op is Op.GET:
+                    pass  # a webhook said the object changed: poll now
+                elif nxt.wake_on_reply:
+                    decision = await self._wait(run, nxt)
+                else:
+                    delay = nxt.at - self.clock()
+                    if delay > 0:
+                        # The sleep of nearly every run in flight, in this frame: one future
+                        # and one timer, no coroutine of its own (asyncio.sleep's, or a helper's,
+                        # would cost each sleeping run a frame). ActiveRun.wake ends it early.
+                        run.sleeper = sleeper = loop.create_future()
+                        timer = loop.call_later(delay, _wake_up, sleeper)
+                        try:
+                            await sleeper
+                        finally:
+                            timer.cancel()
+                            run.sleeper = None
                 run.next_op, run.woken = None, False
                 if decision is None:
                     if run.cancel_asked is not None:
@@ -368,18 +393,18 @@ class Runner:
                     decision = await self._perform(run, nxt)
                     if decision is None:
                         continue  # a stream read cut short by the app's cancel
-                await self._apply(run, decision, bound)
+                await self._apply(run, decision)
                 nxt = decision.next
             if run.writes is not None:
                 await run.writes
         except Lost:
-            bound.warning("run.lost", reason="another worker owns it now")
+            self._log(run).warning("run.lost", reason="another worker owns it now")
         except asyncio.CancelledError:
             if not run.lost:
                 raise
-            bound.warning("run.lost", reason="another worker owns it now")
+            self._log(run).warning("run.lost", reason="another worker owns it now")
         except Exception as exc:
-            bound.exception("run.crashed")
+            self._log(run).exception("run.crashed")
             await self._finish_after_crash(run, exc)
         finally:
             with contextlib.suppress(Exception):
@@ -394,30 +419,24 @@ class Runner:
     async def _finish_after_crash(self, run: ActiveRun, exc: Exception) -> None:
         """A bug must not strand a run: the engine ends it with an error (never retried)."""
         decision = engine.on_crash(run.state, type(exc).__name__)
-        bound = log.bind(run_id=run.run_id)
         ts = now_ms(self.clock)
         try:
             for effect in decision.effects:
                 if isinstance(effect, engine.Finished):
-                    await self._finish(run, decision.state, effect, run.held, ts, bound)
+                    await self._finish(run, decision.state, effect, run.held, ts)
         except Exception:
-            bound.exception("run.finalize_failed")
+            self._log(run).exception("run.finalize_failed")
 
     async def _wait(self, run: ActiveRun, nxt: engine.Next) -> engine.Decision | None:
-        """Sleep until ``nxt.at``; a reply from the app cuts the wait short."""
+        """Wait until ``nxt.at`` for the app's reply (a ``wake_on_reply`` request): a reply
+        the engine acts on cuts the wait short with its decision."""
         delay = nxt.at - self.clock()
-        if run.woken and nxt.op is Op.GET:
-            return None  # a webhook said the object changed: poll now
-        if not nxt.wake_on_reply:
-            if delay > 0:
-                await _sleep(run, delay)
-            return None
         while True:
             try:
                 reply = await asyncio.wait_for(run.inbox.get(), max(delay, 0))
             except TimeoutError:
                 return None
-            if reply is None or reply.entry_id in run.used_replies:
+            if reply is None or run.used(reply.entry_id):
                 if reply is None and (run.cancel_asked is not None or run.woken):
                     return None
                 delay = nxt.at - self.clock()
@@ -427,6 +446,8 @@ class Runner:
             )
             if decision.next is not None:
                 if reply.entry_id:
+                    if run.used_replies is None:
+                        run.used_replies = set()
                     run.used_replies.add(reply.entry_id)
                 if run.asked_at is not None:
                     self.metrics.tool_wait.observe(max(self.clock() - run.asked_at, 0))
@@ -605,7 +626,7 @@ class Runner:
 
     # ------------------------------------------------------------------ effects
 
-    async def _apply(self, run: ActiveRun, decision: engine.Decision, bound: Any) -> None:
+    async def _apply(self, run: ActiveRun, decision: engine.Decision) -> None:
         old, new = run.state, decision.state
         if new.object_id != old.object_id and new.object_id:
             self.by_object[new.object_id] = run
@@ -632,7 +653,7 @@ class Runner:
                     status=effect.api_status,
                     object_id=effect.object_id,
                 )
-                bound.info("run.status", status=effect.api_status)
+                self._log(run).info("run.status", status=effect.api_status)
                 events.append(("status", event.model_dump_json()))
             elif isinstance(effect, engine.ActionRequired):
                 run.asked_at = self.clock()
@@ -649,18 +670,20 @@ class Runner:
                 events.append(self._rejected(run, effect, ts))
             elif isinstance(effect, engine.UnknownStatusSeen):
                 self.metrics.unknown_statuses.labels(run.job.kind).inc()
-                bound.warning(
+                self._log(run).warning(
                     "run.unknown_status", status=effect.api_status, object_id=effect.object_id
                 )
             elif isinstance(effect, engine.CancelStarted):
                 self.metrics.cancels.labels(effect.reason.value).inc()
-                bound.info("run.cancelling", reason=effect.reason.value, detail=effect.detail)
+                self._log(run).info(
+                    "run.cancelling", reason=effect.reason.value, detail=effect.detail
+                )
         if finished is not None:
             # Events decided with the end (a status seen on the answer that ended the run)
             # go out with the final event, after those held while the results were fetched.
             # The state is the run's only once that is written: a crash meanwhile leaves the
             # run open for the engine to end.
-            await self._finish(run, new, finished, (*run.held, *events), ts, bound)
+            await self._finish(run, new, finished, (*run.held, *events), ts)
             run.state = new
             return
         run.state = new
@@ -704,14 +727,13 @@ class Runner:
         fin: engine.Finished,
         events: tuple[tuple[str, str], ...],
         ts: int,
-        bound: Any,
     ) -> None:
         final = self._final_event(run, state, fin, ts)
         write = self._queue(
             run, self.store.finalize, run.run_id, state.to_json(), final, fin.status, events
         )
         written = await asyncio.shield(write)
-        bound.info("run.final", status=fin.status, reason=fin.reason)
+        self._log(run).info("run.final", status=fin.status, reason=fin.reason)
         if written == -1:
             raise Lost
         self.metrics.runs_finished.labels(run.job.kind, fin.status).inc()
@@ -797,8 +819,11 @@ class Runner:
             return 0
         code: int = await self._redis(call, *args)
         if code == -2:
-            # args[1] is the state being written: the restored record resumes from it.
-            restored = await self._redis(self.store.restore, run.run_id, run.job_json, args[1])
+            # args[1] is the state being written: the restored record resumes from it, with
+            # the job as the record kept it (the same text the claim wrote, rebuilt from the
+            # parsed job: not kept for the rare restore, ~220 bytes of every run in flight).
+            job_json = stored_job(run.job)
+            restored = await self._redis(self.store.restore, run.run_id, job_json, args[1])
             log.warning("run.restored", run_id=run.run_id, restored=restored)
             if restored:
                 self.metrics.runs_recovered.inc()
@@ -847,19 +872,6 @@ def _remember(notices: dict[str, Any], key: str, value: Any) -> None:
     notices[key] = value
     while len(notices) > CANCEL_NOTICES_KEPT:
         del notices[next(iter(notices))]
-
-
-async def _sleep(run: ActiveRun, delay: float) -> None:
-    """asyncio.sleep (one future, one timer), but :meth:`ActiveRun.wake` can end it early."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[None] = loop.create_future()
-    timer = loop.call_later(delay, _wake_up, future)
-    run.sleeper = future
-    try:
-        await future
-    finally:
-        timer.cancel()
-        run.sleeper = None
 
 
 def _wake_up(future: asyncio.Future[None]) -> None:
