@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 from collections import Counter
@@ -207,6 +208,7 @@ class RedisMonitor:
         return sum(n for (port, _, _), n in self.counts.items() if port not in ours)
 
 
+@functools.cache
 def script_names() -> dict[str, str]:
     """The SHA1 of each of the worker's Lua scripts (what EVALSHA names) -> its name."""
     return {
