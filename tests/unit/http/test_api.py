@@ -360,3 +360,53 @@ async def test_a_continuation_sends_again_what_the_api_does_not_carry_over() -> 
     assert body["input"] == [
         {"type": "function_call_output", "call_id": "call_1", "output": "sunny"}
     ]
+
+
+@pytest.mark.parametrize("kind", ["aiohttp", "httpx"])
+async def test_a_cookie_a_real_server_sets_never_reaches_another_request(kind: str) -> None:
+    # Over a real connection to a host *name* (aiohttp's own session would keep cookies
+    # for one, apart from httpx's jar): the Cloudflare cookie OpenAI's edge sets in answer
+    # to one tenant's poll must not ride along with any later request, the direct path's
+    # (a poll) or the client's (a body).
+    from aiohttp import web
+
+    seen: list[str | None] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        answer = web.json_response(run_object("in_progress"))
+        answer.set_cookie("__cf_bm", "tenant-a-session", path="/")
+        return answer
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    http, transport = make_http_client(
+        kind, connect_timeout_s=2, read_timeout_s=5, max_connections=5
+    )
+    api = ApiClient(http, f"http://localhost:{port}/v1", transport=transport)
+    try:
+        poll = api.endpoint(
+            "GET",
+            ("threads", ("t", "thread_1"), "runs", ("r", "run_1")),
+            api_key=KEY,
+            assistants=True,
+        )
+        for _ in range(2):
+            await api.send(poll)
+        await api.request(
+            "POST",
+            ("threads", ("t", "thread_1"), "runs", ("r", "run_1"), "cancel"),
+            api_key="sk-other-tenant-0123456789",
+            assistants=True,
+            json_body={},
+        )
+        await api.send(poll)
+    finally:
+        await http.aclose()
+        await runner.cleanup()
+    assert seen == [None, None, None, None]

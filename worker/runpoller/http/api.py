@@ -17,13 +17,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from httpx_sse import EventSource
 
 from runpoller.engine import Failure
 from runpoller.protocol import API_ID_PATTERN
+
+if TYPE_CHECKING:
+    import aiohttp
 
 _ID_RE = re.compile(API_ID_PATTERN)
 _RACE_PATTERNS = (
@@ -378,7 +381,9 @@ def make_http_client(
 
     ``aiohttp`` uses httpx-aiohttp's transport (faster, see docs/performance.md). The client
     keeps no cookies: it serves every job's API key, and a cookie one tenant's response set
-    must not ride along with another tenant's requests (the API needs none).
+    must not ride along with another tenant's requests (the API needs none). Both jars are
+    empty: httpx's, and the aiohttp session's under the transport (httpx-aiohttp's default
+    session keeps every cookie a host name sets, apart from httpx's jar).
     """
     timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
     limits = httpx.Limits(
@@ -388,7 +393,7 @@ def make_http_client(
     if transport == "aiohttp":
         from httpx_aiohttp import AiohttpTransport
 
-        sender = AiohttpTransport(limits=limits)
+        sender = AiohttpTransport(limits=limits, client=_cookieless_session(limits))
     else:
         sender = httpx.AsyncHTTPTransport(limits=limits)
     if wrap is not None:
@@ -397,6 +402,23 @@ def make_http_client(
         transport=sender, timeout=timeout, trust_env=False, cookies=no_cookies()
     )
     return client, sender
+
+
+def _cookieless_session(limits: httpx.Limits) -> Callable[[], aiohttp.ClientSession]:
+    """What httpx-aiohttp's transport would build (its connector, on its first request,
+    inside the running loop), with a cookie jar that stores nothing."""
+
+    def build() -> aiohttp.ClientSession:
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(
+            keepalive_timeout=limits.keepalive_expiry,
+            ssl=httpx.create_ssl_context(),
+            limit=limits.max_connections or 0,
+        )
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+    return build
 
 
 def no_cookies() -> CookieJar:
