@@ -212,6 +212,26 @@ async def test_a_refused_connection_surely_never_sent_the_request() -> None:
     assert kind == "failure"
     assert failure == Failure("connection error (ConnectError)", retryable=True, ambiguous=False)
     assert (await poll("httpx", base)) == (kind, failure)
+    assert (await poll("httpx-aiohttp", base)) == (kind, failure)
+
+
+async def test_a_refused_create_is_not_ambiguous_either() -> None:
+    # A request with a body goes through httpx-aiohttp's transport, which named a refused
+    # connection a connect timeout (ambiguous: a create would end "request_unconfirmed").
+    http, transport, direct = make_http_client(
+        "aiohttp", connect_timeout_s=2, read_timeout_s=5, max_connections=5
+    )
+    api = ApiClient(
+        http, f"http://127.0.0.1:{unused_port()}/v1", transport=transport, direct=direct
+    )
+    try:
+        with pytest.raises(ApiFailure) as caught:
+            await api.request("POST", ("threads", "runs"), api_key=KEY, json_body={"x": 1})
+    finally:
+        await http.aclose()
+    assert caught.value.failure == Failure(
+        "connection error (ConnectError)", retryable=True, ambiguous=False
+    )
 
 
 async def test_a_read_timeout_may_have_been_processed(
@@ -240,9 +260,7 @@ async def test_a_server_that_drops_the_connection_may_have_processed_it() -> Non
         server.close()
         await server.wait_closed()
     expected = Failure("connection error (RemoteProtocolError)", retryable=True, ambiguous=True)
-    assert outcomes["direct"] == outcomes["httpx"] == ("failure", expected)
-    # httpx-aiohttp names it a connect timeout; ambiguous all the same.
-    assert outcomes["httpx-aiohttp"][1].ambiguous and outcomes["httpx-aiohttp"][1].retryable
+    assert outcomes == {path: ("failure", expected) for path in PATHS}
 
 
 async def test_no_cookie_is_ever_sent(serve: Callable[[Handler], Awaitable[Server]]) -> None:

@@ -42,8 +42,9 @@ class InvalidId(ValueError):
 
 
 # Errors raised before the request could reach the API: repeating it cannot do it twice.
-# (Not ConnectTimeout: httpx-aiohttp maps a server that drops the connection after reading
-# the request, aiohttp's ServerDisconnectedError, onto it.)
+# (Not ConnectTimeout: httpx-aiohttp's response stream maps a server that drops the
+# connection while answering, aiohttp's ServerDisconnectedError, onto it. The requests
+# themselves raise what httpx's transport would: see ``runpoller.http.direct.httpx_error``.)
 _NOT_SENT = (httpx.ConnectError, httpx.PoolTimeout)
 
 

@@ -63,11 +63,23 @@ class SharedSession:
 
 class SharedSessionTransport(AiohttpTransport):
     """httpx-aiohttp's transport over the shared session; closing it closes the session,
-    whichever path built it."""
+    whichever path built it. Its errors are the direct path's (:func:`httpx_error`):
+    httpx-aiohttp raises ``ConnectTimeout`` for a refused connection as for a dropped one,
+    so a create whose connection was refused counted as maybe processed."""
 
     def __init__(self, session: SharedSession) -> None:
         super().__init__(limits=session.limits, client=session)
         self.shared = session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except httpx.TransportError as exc:
+            cause = exc.__cause__
+            error = httpx_error(cause) if isinstance(cause, aiohttp.ClientError) else None
+            if error is None:
+                raise
+            raise error from cause
 
     async def aclose(self) -> None:
         await self.shared.aclose()
