@@ -196,6 +196,7 @@ async def test_the_direct_path_sends_what_httpx_sends(
     assert direct.method == through_httpx.method == "GET"
     assert direct.path_qs == through_httpx.path_qs == "/v1/threads/thread_1/runs/run_1"
     assert dict(direct.headers) == dict(through_httpx.headers)
+    assert direct.headers["Accept-Encoding"] == "gzip, deflate"  # what both can decode
     assert direct.headers["Authorization"] == f"Bearer {KEY}"
     assert direct.headers["OpenAI-Beta"] == "assistants=v2"
 

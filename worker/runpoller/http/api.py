@@ -430,6 +430,9 @@ class WatchingTransport(httpx.AsyncBaseTransport):
         raise NotImplementedError
 
 
+ACCEPT_ENCODING = "gzip, deflate"
+
+
 def make_http_client(
     transport: str,
     *,
@@ -465,7 +468,14 @@ def make_http_client(
         sender = httpx.AsyncHTTPTransport(limits=limits)
     watched = None if wrap is None else wrap(sender)
     client = httpx.AsyncClient(
-        transport=watched or sender, timeout=timeout, trust_env=False, cookies=no_cookies()
+        transport=watched or sender,
+        timeout=timeout,
+        trust_env=False,
+        cookies=no_cookies(),
+        # What both paths decode whatever else is installed: httpx would also offer br or
+        # zstd when brotli or zstandard happens to be, and aiohttp (the direct path) decodes
+        # those only with packages of its own.
+        headers={"Accept-Encoding": ACCEPT_ENCODING},
     )
     direct = None
     if session is not None:
