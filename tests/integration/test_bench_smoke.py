@@ -172,3 +172,19 @@ async def test_ours_drives_agent_session_turns() -> None:
     assert ours["polls_per_run"] < ours["api_requests_per_run"]
     assert results["config"]["backend"] == "agent_turn"
     assert parse_args(["--smoke", "--backend", "agent_turn"]).backend == "agent_turn"
+
+
+async def test_profile_samples_each_worker_during_the_window(tmp_path: Path) -> None:
+    """``--profile DIR``: py-spy (from the bench extra) samples each of ours' workers during
+    the window; the results name where the busy samples were, by package."""
+    config = smoke_config(
+        redis_url=test_redis_url(), verbose=False, designs=("ours",), profile=str(tmp_path)
+    )
+    results = await run_bench(config)
+    profiles = results["designs"]["ours"]["profile"]
+    assert len(profiles) == config.workers, results["notes"]
+    for name, summary in profiles.items():
+        assert Path(summary["file"]).is_file(), name
+        assert summary["samples"] > 0, name
+        shares = summary["busy_by_package"]
+        assert shares and all(0 < share <= 1 for share in shares.values()), name

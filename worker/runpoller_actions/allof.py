@@ -38,7 +38,11 @@ class _Conflict(Exception):
 
 
 def _types(value: Any) -> list[str]:
-    return [value] if isinstance(value, str) else [t for t in value if isinstance(t, str)]
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [t for t in value if isinstance(t, str)]
+    raise _Conflict  # not a type at all (null, false, an object): nothing to merge it with
 
 
 def _merge_type(a: Any, b: Any) -> Any:

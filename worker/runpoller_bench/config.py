@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--profile",
         metavar="DIR",
-        help="py-spy profiles of ours' workers during the window, into DIR (needs py-spy)",
+        help="py-spy profiles of ours' workers during the window, into DIR",
     )
     return p
 

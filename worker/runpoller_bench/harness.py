@@ -913,7 +913,7 @@ class OursPhase:
             path = out_dir / f"{w.name}.txt"
             proc = await profile.record(w.pid, path, self.config.duration_s)
             if proc is None:
-                self.bench.notes.append("--profile: py-spy is not installed (pip install py-spy)")
+                self.bench.notes.append("--profile: py-spy is not installed (make install)")
                 return {}
             started[w.name] = (path, proc)
         return started
@@ -930,6 +930,11 @@ class OursPhase:
                 await proc.wait()
             if path.exists():
                 out[name] = {"file": str(path), **profile.summarize(path)}
+            else:
+                self.bench.notes.append(
+                    f"--profile: py-spy wrote no profile of {name} (exit {proc.returncode};"
+                    " can it attach here? it needs ptrace, e.g. SYS_PTRACE in a container)"
+                )
         return out
 
     async def count_worker_events(self, out: dict[str, Any], lo: float, hi: float) -> None:

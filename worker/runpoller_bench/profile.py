@@ -1,6 +1,7 @@
 """Optional py-spy profiles of the workers during the window (``--profile DIR``).
 
-py-spy is not a dependency: install it into the venv (``pip install py-spy``) to use this.
+py-spy comes with the ``bench`` extra (``make install`` installs it); where it cannot attach
+(a container without ``SYS_PTRACE``) the results say so instead of a profile.
 Profiles are written in py-spy's collapsed-stack ("raw") format, one file per worker, and
 summarised into the results: where the samples' innermost frames are (by package and by
 function), and how much of the time the event loop sat idle in ``select``.

@@ -129,3 +129,11 @@ def test_unmergeable_all_of_fails_in_strict_mode_with_its_pointer() -> None:
     )
     assert error.schema_pointer == "/properties/code/allOf"
     assert "allOf" in error.message
+
+
+def test_a_type_that_is_no_type_is_kept_apart_not_a_crash() -> None:
+    # Found by the property test: `type: null` beside `allOf: [{type: false}]` (a broken
+    # spec) ended the whole operation in "internal error"; such parts cannot be merged, so
+    # they stay in a remaining allOf for the checks after to judge.
+    schema = {"type": None, "allOf": [{"type": False}]}
+    assert merge_all_of(schema) == {"type": None, "allOf": [{"type": False}]}

@@ -289,7 +289,7 @@ async def test_prepared_requests_carry_the_clients_timeouts() -> None:
 
 @pytest.mark.parametrize("kind", ["aiohttp", "httpx"])
 async def test_the_worker_client_keeps_no_cookies_and_exposes_its_transport(kind: str) -> None:
-    http, transport = make_http_client(
+    http, transport, direct = make_http_client(
         kind, connect_timeout_s=1, read_timeout_s=2, max_connections=5
     )
     try:
@@ -298,6 +298,7 @@ async def test_the_worker_client_keeps_no_cookies_and_exposes_its_transport(kind
         http.cookies.extract_cookies(answer)
         assert not http.cookies, "the jar refuses every cookie"
         assert isinstance(transport, httpx.AsyncBaseTransport)
+        assert (direct is not None) is (kind == "aiohttp"), "the direct path is aiohttp's"
     finally:
         await http.aclose()
 
@@ -385,10 +386,10 @@ async def test_a_cookie_a_real_server_sets_never_reaches_another_request(kind: s
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    http, transport = make_http_client(
+    http, transport, direct = make_http_client(
         kind, connect_timeout_s=2, read_timeout_s=5, max_connections=5
     )
-    api = ApiClient(http, f"http://localhost:{port}/v1", transport=transport)
+    api = ApiClient(http, f"http://localhost:{port}/v1", transport=transport, direct=direct)
     try:
         poll = api.endpoint(
             "GET",

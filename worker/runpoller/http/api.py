@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 from httpx_sse import EventSource
@@ -26,7 +26,7 @@ from runpoller.engine import Failure
 from runpoller.protocol import API_ID_PATTERN
 
 if TYPE_CHECKING:
-    import aiohttp
+    from runpoller.http.direct import DirectPath, WireHeaders
 
 _ID_RE = re.compile(API_ID_PATTERN)
 _RACE_PATTERNS = (
@@ -42,8 +42,9 @@ class InvalidId(ValueError):
 
 
 # Errors raised before the request could reach the API: repeating it cannot do it twice.
-# (Not ConnectTimeout: httpx-aiohttp maps a server that drops the connection after reading
-# the request, aiohttp's ServerDisconnectedError, onto it.)
+# (Not ConnectTimeout: httpx-aiohttp's response stream maps a server that drops the
+# connection while answering, aiohttp's ServerDisconnectedError, onto it. The requests
+# themselves raise what httpx's transport would: see ``runpoller.http.direct.httpx_error``.)
 _NOT_SENT = (httpx.ConnectError, httpx.PoolTimeout)
 
 
@@ -98,9 +99,13 @@ def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float
 
 def classify(response: httpx.Response) -> Failure:
     """Turn a non-2xx response into a :class:`Failure`."""
-    status = response.status_code
-    message, code = _error_message(response)
-    should_retry = response.headers.get("x-should-retry")
+    return refusal(response.status_code, response.reason_phrase, response.headers, response.content)
+
+
+def refusal(status: int, reason: str | None, headers: Mapping[str, str], content: bytes) -> Failure:
+    """A non-2xx answer (its status, reason phrase, headers and body) as a :class:`Failure`."""
+    message, code = _error_message(content, reason or httpx.codes.get_reason_phrase(status))
+    should_retry = headers.get("x-should-retry")
     if should_retry == "true":
         retryable = True
     elif should_retry == "false":
@@ -114,36 +119,42 @@ def classify(response: httpx.Response) -> Failure:
         code=code,
         retryable=retryable and not race,
         race=race,
-        retry_after_s=retry_after_s(response.headers),
+        retry_after_s=retry_after_s(headers),
     )
 
 
-def _error_message(response: httpx.Response) -> tuple[str, str | None]:
+def _error_message(content: bytes, reason: str) -> tuple[str, str | None]:
     try:
-        body = response.json()
+        body = json.loads(content)
     except (json.JSONDecodeError, UnicodeDecodeError):
         body = None
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         err = body["error"]
         code = err.get("code") if isinstance(err.get("code"), str) else None
-        return str(err.get("message") or response.reason_phrase)[:500], code
-    return (response.reason_phrase or "error"), None
+        return str(err.get("message") or reason)[:500], code
+    return (reason or "error"), None
 
 
 class Endpoint:
     """One request target (method, URL, headers), checked and built once, sent many times.
 
-    A run's poll is the same GET every interval: building its URL (httpx parses and checks
-    every character) and its headers once per run, not per poll, saves a good share of a
-    poll's CPU. With the client's transport at hand the whole ``httpx.Request`` is reused too.
+    A run's poll is the same GET every interval: checking and normalising its URL (httpx
+    parses every character) once per run, not per poll, saves a good share of a poll's CPU.
+    A target keeps the URL as a string and the headers its API key shares with every other
+    target (``wire``: the same as the direct path sends them, see ``runpoller.http.direct``);
+    without the direct path, with the client's transport at hand, the whole ``httpx.Request``
+    is built once and reused.
     """
 
-    __slots__ = ("_request", "headers", "method", "url")
+    __slots__ = ("_request", "headers", "method", "url", "wire")
 
-    def __init__(self, method: str, url: httpx.URL, headers: httpx.Headers) -> None:
+    def __init__(
+        self, method: str, url: str, headers: httpx.Headers, wire: WireHeaders | None = None
+    ) -> None:
         self.method = method
         self.url = url
         self.headers = headers
+        self.wire = wire
         self._request: httpx.Request | None = None
 
 
@@ -162,19 +173,25 @@ class ApiClient:
         assistants_version: int = 2,
         transport: httpx.AsyncBaseTransport | None = None,
         stream_http: httpx.AsyncClient | None = None,
+        direct: DirectPath | None = None,
     ) -> None:
-        """``transport``: the one ``http`` sends through; given, a prepared request without a
-        body is handed to it directly (httpx's transport API), skipping the client's per-call
-        machinery (auth and redirect flows, mount lookup, cookie handling): the client has
-        nothing to add to such a request (see :func:`make_http_client`). ``stream_http``: the
+        """``direct``: the path a request without a body or parameters takes, around httpx
+        (the aiohttp session under ``http``'s transport, see :func:`make_http_client`).
+        ``transport``: the one ``http`` sends through; given (and no ``direct``), a prepared
+        request without a body is handed to it directly (httpx's transport API), skipping
+        the client's per-call machinery (auth and redirect flows, mount lookup, cookie
+        handling): the client has nothing to add to such a request. ``stream_http``: the
         client streams are opened with (default ``http``): its own pool, so streams held open
         for minutes never take the connections polls need."""
         self.http = http
         self.stream_http = stream_http or http
         self.transport = transport
+        self.direct = direct
         self.base_url = base_url.rstrip("/")
         self.beta = f"assistants=v{assistants_version}"
-        self._headers: dict[tuple[str, str], httpx.Headers] = {}
+        self._headers: dict[tuple[str, str], tuple[httpx.Headers, WireHeaders | None]] = {}
+        # Every target is under the base URL: one host, one watch.
+        self._watch = direct.watch_for(httpx.URL(self.base_url)) if direct else None
 
     def endpoint(
         self,
@@ -195,20 +212,24 @@ class ApiClient:
                 parts.append(check_id(segment[1], segment[0]))
             else:
                 parts.append(segment)
-        url = httpx.URL(self.base_url + "/" + "/".join(parts))
-        return Endpoint(method, url, self._headers_for(api_key, self.beta if assistants else beta))
+        # httpx checks and normalises it; the string is what httpx-aiohttp would send.
+        url = str(httpx.URL(self.base_url + "/" + "/".join(parts)))
+        headers, wire = self._headers_for(api_key, self.beta if assistants else beta)
+        return Endpoint(method, url, headers, wire)
 
-    def _headers_for(self, api_key: str, beta: str) -> httpx.Headers:
-        headers = self._headers.get((api_key, beta))
-        if headers is None:
+    def _headers_for(self, api_key: str, beta: str) -> tuple[httpx.Headers, WireHeaders | None]:
+        found = self._headers.get((api_key, beta))
+        if found is None:
             if len(self._headers) >= MAX_HEADER_SETS:
                 self._headers.clear()
             values = {"Authorization": f"Bearer {api_key}"}
             if beta:
                 values["OpenAI-Beta"] = beta
             # Shared by every request with this key: httpx copies headers, never changes them.
-            headers = self._headers[(api_key, beta)] = httpx.Headers(values)
-        return headers
+            headers = httpx.Headers(values)
+            wire = None if self.direct is None else self.direct.wire_headers(headers)
+            found = self._headers[(api_key, beta)] = (headers, wire)
+        return found
 
     async def request(
         self,
@@ -237,6 +258,12 @@ class ApiClient:
         """Send a request to a prepared target (see :meth:`endpoint`). ``accepted``: the
         request is answered with no object (HTTP 202 and an empty body, as the Agents API's
         session events are): any success is an empty answer."""
+        if json_body is None and params is None:
+            direct, wire = self.direct, target.wire
+            if direct is not None and wire is not None:
+                return await direct.send(
+                    target.method, target.url, wire, self._watch, accepted=accepted
+                )
         http, transport = self.http, self.transport
         try:
             if transport is not None and json_body is None and params is None:
@@ -298,27 +325,45 @@ class ApiClient:
 
 
 def _answer(response: httpx.Response, *, accepted: bool = False) -> ApiResponse:
-    """A read answer as the object it carries (``accepted``: any 2xx is all there is to
-    know, its body is not read); a refusal or a body that is no JSON object raises
-    ApiFailure."""
-    if response.status_code >= 300:
-        raise ApiFailure(classify(response))
+    """A read httpx answer as :func:`answer` reads it."""
+    return answer(
+        response.status_code,
+        response.reason_phrase,
+        response.headers,
+        response.content,
+        accepted=accepted,
+    )
+
+
+def answer(
+    status: int,
+    reason: str | None,
+    headers: Mapping[str, str],
+    content: bytes,
+    *,
+    accepted: bool = False,
+) -> ApiResponse:
+    """A read answer (its status, reason phrase, headers and body) as the object it carries
+    (``accepted``: any 2xx is all there is to know, its body is not read); a refusal or a body
+    that is no JSON object raises ApiFailure."""
+    if status >= 300:
+        raise ApiFailure(refusal(status, reason, headers, content))
     if accepted:
-        return ApiResponse({}, response.headers)
+        return ApiResponse({}, headers)
     try:
-        data = response.json()
+        data = json.loads(content)
     except (json.JSONDecodeError, UnicodeDecodeError):
         data = None
     if not isinstance(data, dict):
         raise ApiFailure(
             Failure(
-                f"HTTP {response.status_code}: the response body is not a JSON object",
-                status_code=response.status_code,
+                f"HTTP {status}: the response body is not a JSON object",
+                status_code=status,
                 retryable=True,
                 ambiguous=True,  # answered with success: it was processed
             )
         )
-    return ApiResponse(data, response.headers)
+    return ApiResponse(data, headers)
 
 
 # How long an open stream may stay silent before it counts as broken (then resumed).
@@ -368,57 +413,81 @@ def transport_failure(exc: httpx.HTTPError) -> Failure:
     )
 
 
+class HostWatch(Protocol):
+    """What watches one API host's availability: told of every answer (its status) and of
+    every request that got none (the httpx error it raised)."""
+
+    def answered(self, status: int) -> None: ...
+
+    def failed(self, error: httpx.TransportError) -> None: ...
+
+
+class WatchingTransport(httpx.AsyncBaseTransport):
+    """A transport around another that watches the hosts it sends to (``wrap`` of
+    :func:`make_http_client`): the direct path tells the same watch of its requests."""
+
+    def host_watch(self, url: httpx.URL) -> HostWatch:
+        raise NotImplementedError
+
+
+ACCEPT_ENCODING = "gzip, deflate"
+
+
 def make_http_client(
     transport: str,
     *,
     connect_timeout_s: float,
     read_timeout_s: float,
     max_connections: int,
-    wrap: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
-) -> tuple[httpx.AsyncClient, httpx.AsyncBaseTransport]:
-    """The worker's one shared client and the transport it sends through (``wrap``: a
-    transport around it, e.g. one that watches for outages).
+    wrap: Callable[[httpx.AsyncBaseTransport], WatchingTransport] | None = None,
+) -> tuple[httpx.AsyncClient, httpx.AsyncBaseTransport, DirectPath | None]:
+    """The worker's one shared client, the transport it sends through (``wrap``: a
+    transport around it that watches for outages) and, with ``aiohttp``, the direct path
+    around httpx for requests without a body (see ``runpoller.http.direct``; None with
+    ``httpx``).
 
-    ``aiohttp`` uses httpx-aiohttp's transport (faster, see docs/performance.md). The client
+    ``aiohttp`` uses httpx-aiohttp's transport (faster, see docs/performance.md) over the
+    aiohttp session the direct path sends through: one pool, one connection limit. The client
     keeps no cookies: it serves every job's API key, and a cookie one tenant's response set
     must not ride along with another tenant's requests (the API needs none). Both jars are
-    empty: httpx's, and the aiohttp session's under the transport (httpx-aiohttp's default
-    session keeps every cookie a host name sets, apart from httpx's jar).
+    empty: httpx's, and the aiohttp session's (httpx-aiohttp's default session keeps every
+    cookie a host name sets, apart from httpx's jar).
     """
     timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
     limits = httpx.Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
     sender: httpx.AsyncBaseTransport
+    session = None
     if transport == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport
+        from runpoller.http.direct import SharedSession, SharedSessionTransport
 
-        sender = AiohttpTransport(limits=limits, client=_cookieless_session(limits))
+        session = SharedSession(limits)
+        sender = SharedSessionTransport(session)
     else:
         sender = httpx.AsyncHTTPTransport(limits=limits)
-    if wrap is not None:
-        sender = wrap(sender)
+    watched = None if wrap is None else wrap(sender)
     client = httpx.AsyncClient(
-        transport=sender, timeout=timeout, trust_env=False, cookies=no_cookies()
+        transport=watched or sender,
+        timeout=timeout,
+        trust_env=False,
+        cookies=no_cookies(),
+        # What both paths decode whatever else is installed: httpx would also offer br or
+        # zstd when brotli or zstandard happens to be, and aiohttp (the direct path) decodes
+        # those only with packages of its own.
+        headers={"Accept-Encoding": ACCEPT_ENCODING},
     )
-    return client, sender
+    direct = None
+    if session is not None:
+        from runpoller.http.direct import DirectPath
 
-
-def _cookieless_session(limits: httpx.Limits) -> Callable[[], aiohttp.ClientSession]:
-    """What httpx-aiohttp's transport would build (its connector, on its first request,
-    inside the running loop), with a cookie jar that stores nothing."""
-
-    def build() -> aiohttp.ClientSession:
-        import aiohttp
-
-        connector = aiohttp.TCPConnector(
-            keepalive_timeout=limits.keepalive_expiry,
-            ssl=httpx.create_ssl_context(),
-            limit=limits.max_connections or 0,
+        direct = DirectPath(
+            session,
+            timeout=timeout,
+            headers=client.headers,
+            watch=None if watched is None else watched.host_watch,
         )
-        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
-
-    return build
+    return client, watched or sender, direct
 
 
 def no_cookies() -> CookieJar:

@@ -27,6 +27,7 @@ from runpoller.backends.assistants import AssistantsBackend
 from runpoller.backends.responses import ResponsesBackend
 from runpoller.config import ConfigError, Settings, startup_problems
 from runpoller.http.api import ApiClient, make_http_client
+from runpoller.http.direct import DirectPath
 from runpoller.protocol import Keys
 from runpoller.redis.connection import OutageMonitor
 from runpoller.redis.control import RunControl
@@ -86,8 +87,9 @@ class WorkerApp:
         self.keys = Keys(settings.key_prefix)
         self.outage = outage or OutageMonitor()
         transport: httpx.AsyncBaseTransport | None = None
+        direct: DirectPath | None = None
         if http is None:
-            http, transport = make_http_client(
+            http, transport, direct = make_http_client(
                 settings.http_transport,
                 connect_timeout_s=settings.connect_timeout_s,
                 read_timeout_s=settings.read_timeout_s,
@@ -97,7 +99,7 @@ class WorkerApp:
         self.http = http
         # Streams get a pool of their own (see ApiClient): "httpx" is the transport whose
         # streamed bodies the tests exercise; a stream's CPU is per event, not per poll.
-        self.stream_http, _ = make_http_client(
+        self.stream_http, _, _ = make_http_client(
             "httpx",
             connect_timeout_s=settings.connect_timeout_s,
             read_timeout_s=settings.read_timeout_s,
@@ -109,6 +111,7 @@ class WorkerApp:
             assistants_version=settings.assistants_version,
             transport=transport,
             stream_http=self.stream_http,
+            direct=direct,
         )
         backends: dict[str, Backend] = {
             "assistants_run": AssistantsBackend(api),
