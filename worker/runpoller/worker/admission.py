@@ -36,7 +36,6 @@ from runpoller.protocol import (
     parse_job,
     stored_job,
 )
-from runpoller.redis.control import RunControl
 from runpoller.redis.store import RunStore
 from runpoller.secrets import SecretError, decrypt, is_encrypted
 from runpoller.worker.capacity import Capacity
@@ -66,10 +65,8 @@ class Admission:
         capacity: Capacity,
         metrics: Metrics,
         replay: Callable[[str, engine.RunState], Awaitable[None]],
-        control: RunControl | None = None,
     ) -> None:
         self.settings = settings
-        self.control = control or RunControl(store.redis, store.keys)
         self.store = store
         self.runner = runner
         self.capacity = capacity
