@@ -48,38 +48,36 @@ class ScriptCases:
     # ------------------------------------------------------------------ claim
 
     @staticmethod
-    def claim_keys(ns: str, run_id: str = "run_1", me: str = "w1") -> list[str]:
-        """KEYS of claim.lua: run hash, owned set, events stream, active and ended indexes."""
-        return [
-            f"{ns}:run:{run_id}",
-            f"{ns}:owned:{me}",
-            f"{ns}:events:{run_id}",
-            f"{ns}:runs:active",
-            f"{ns}:runs:ended",
-        ]
+    def claim_keys(ns: str, *run_ids: str, me: str = "w1") -> list[str]:
+        """KEYS of claim.lua: owned set, active and ended indexes, then each run's hash,
+        events stream and cancel request (``run_1`` alone by default)."""
+        keys = [f"{ns}:owned:{me}", f"{ns}:runs:active", f"{ns}:runs:ended"]
+        for run_id in run_ids or ("run_1",):
+            keys += [f"{ns}:run:{run_id}", f"{ns}:events:{run_id}", f"{ns}:cancel:{run_id}"]
+        return keys
 
     @staticmethod
-    def claim_args(ns: str, run_id: str = "run_1", me: str = "w1") -> list[Any]:
-        """ARGV of claim.lua, with a job, a state, an accepted event and a time of their own."""
-        return [
-            me,
-            f"{ns}:worker:",
-            '{"job":1}',
-            '{"state":1}',
-            60,
-            run_id,
-            '{"acc":1}',
-            100,
-            NOW_MS,
-        ]
+    def claim_args(ns: str, *run_ids: str, me: str = "w1") -> list[Any]:
+        """ARGV of claim.lua: a TTL, a MAXLEN and a time of their own, then each run's id, job,
+        state and accepted event."""
+        args: list[Any] = [me, f"{ns}:worker:", 60, 100, NOW_MS]
+        for run_id in run_ids or ("run_1",):
+            args += [run_id, '{"job":1}', '{"state":1}', '{"acc":1}']
+        return args
+
+    def one_claim(self, ns: str) -> tuple[list[str], str, str, str, str, str]:
+        """The keys of a claim of ``run_1``, and its run, owned, events, active, ended keys."""
+        keys = self.claim_keys(ns)
+        owned, active, ended, run, events, _ = keys
+        return keys, run, owned, events, active, ended
 
     async def test_claim_new_creates_the_record_owned_by_me(
         self, client: Redis, namespace: str
     ) -> None:
-        run, owned, events, active, ended = keys = self.claim_keys(namespace)
+        keys, run, owned, events, active, ended = self.one_claim(namespace)
         await client.zadd(ended, {"run_1": NOW_MS - 5_000, "other": NOW_MS - 1})
         reply = await call(client, "claim", keys, self.claim_args(namespace))
-        assert reply == [b"new"]
+        assert reply == [b"new", None, None, None]
         assert await client.hgetall(run) == {
             b"job": b'{"job":1}',
             b"state": b'{"state":1}',
@@ -93,21 +91,22 @@ class ScriptCases:
         assert await client.zrange(ended, 0, -1) == [b"other"], "an expired run's entry goes"
 
     async def test_claim_done_when_the_run_is_final(self, client: Redis, namespace: str) -> None:
-        run, owned, events, active, ended = keys = self.claim_keys(namespace)
+        keys, run, owned, events, active, ended = self.one_claim(namespace)
         await client.hset(run, mapping={"final": "1", "owner": ""})
+        await client.hset(f"{namespace}:cancel:run_1", "reason", "stop")
         reply = await call(client, "claim", keys, self.claim_args(namespace))
-        assert reply == [b"done"]
+        assert reply == [b"done", None, None, None], "no cancel read: nothing will run"
         assert await client.hgetall(run) == {b"final": b"1", b"owner": b""}
         assert not await client.exists(owned, events, active, ended)
 
     async def test_claim_owned_while_another_owner_beats(
         self, client: Redis, namespace: str
     ) -> None:
-        run, owned, events, active, ended = keys = self.claim_keys(namespace)
+        keys, run, owned, events, active, ended = self.one_claim(namespace)
         await client.hset(run, mapping={"job": "j", "state": "s", "owner": "w2"})
         await client.set(f"{namespace}:worker:w2", "{}", px=60_000)
         reply = await call(client, "claim", keys, self.claim_args(namespace))
-        assert reply == [b"owned", b"w2"]
+        assert reply == [b"owned", None, b"w2", None]
         assert await client.hget(run, "owner") == b"w2"
         assert not await client.exists(owned, events, active, ended)
 
@@ -115,7 +114,7 @@ class ScriptCases:
     async def test_claim_resumed_takes_over_a_run_no_live_worker_holds(
         self, client: Redis, namespace: str, owner: str
     ) -> None:
-        run, owned, events, active, ended = keys = self.claim_keys(namespace)
+        keys, run, owned, events, active, ended = self.one_claim(namespace)
         await client.hset(
             run, mapping={"job": "stored-job", "state": "stored-state", "owner": owner}
         )
@@ -123,7 +122,7 @@ class ScriptCases:
         if owner == "w1":  # my own heartbeat living does not make it "owned"
             await client.set(f"{namespace}:worker:w1", "{}", px=60_000)
         reply = await call(client, "claim", keys, self.claim_args(namespace))
-        assert reply == [b"resumed", b"stored-job", b"stored-state"]
+        assert reply == [b"resumed", None, b"stored-job", b"stored-state"]
         assert await client.hgetall(run) == {
             b"job": b"stored-job",
             b"state": b"stored-state",
@@ -140,11 +139,55 @@ class ScriptCases:
         self, client: Redis, namespace: str
     ) -> None:
         # A run accepted before the index existed (an upgrade with runs in flight).
-        run, _, _, active, _ = keys = self.claim_keys(namespace)
+        keys, run, _, _, active, _ = self.one_claim(namespace)
         await client.hset(run, mapping={"job": "j", "state": "s", "owner": ""})
         reply = await call(client, "claim", keys, self.claim_args(namespace))
-        assert reply == [b"resumed", b"j", b"s"]
+        assert reply == [b"resumed", None, b"j", b"s"]
         assert await client.zrange(active, 0, -1, withscores=True) == [(b"run_1", NOW_MS)]
+
+    @pytest.mark.parametrize(
+        ("fields", "expected"),
+        [({"reason": "user asked"}, b"user asked"), ({"requested_at": "123"}, b"")],
+        ids=["with-reason", "without-reason"],
+    )
+    async def test_claim_returns_the_cancel_request_of_a_run_it_claims(
+        self, client: Redis, namespace: str, fields: dict[str, str], expected: bytes
+    ) -> None:
+        keys = self.claim_keys(namespace, "run_1", "run_2")
+        await client.hset(f"{namespace}:cancel:run_1", mapping=fields)
+        await client.hset(f"{namespace}:cancel:run_2", mapping=fields)
+        await client.hset(f"{namespace}:run:run_2", mapping={"job": "j", "state": "s"})
+        reply = await call(client, "claim", keys, self.claim_args(namespace, "run_1", "run_2"))
+        assert reply == [b"new", expected, None, None, b"resumed", expected, b"j", b"s"]
+
+    async def test_claim_many_runs_in_one_call_each_as_alone(
+        self, client: Redis, namespace: str
+    ) -> None:
+        ns = namespace
+        await client.hset(f"{ns}:run:done", mapping={"final": "1", "owner": ""})
+        await client.hset(f"{ns}:run:held", mapping={"job": "j", "state": "s", "owner": "w2"})
+        await client.set(f"{ns}:worker:w2", "{}", px=60_000)
+        await client.hset(f"{ns}:run:free", mapping={"job": "fj", "state": "fs", "owner": ""})
+        await client.zadd(f"{ns}:runs:ended", {"a": 1, "b": 2, "free": 3})
+        ids = ("a", "done", "held", "free", "b", "a")  # "a" twice: two jobs for one run
+        reply = await call(client, "claim", self.claim_keys(ns, *ids), self.claim_args(ns, *ids))
+        assert [reply[i : i + 4] for i in range(0, len(reply), 4)] == [
+            [b"new", None, None, None],
+            [b"done", None, None, None],
+            [b"owned", None, b"w2", None],
+            [b"resumed", None, b"fj", b"fs"],
+            [b"new", None, None, None],
+            [b"resumed", None, b'{"job":1}', b'{"state":1}'],
+        ]
+        assert await client.smembers(f"{ns}:owned:w1") == {b"a", b"free", b"b"}
+        assert await client.zrange(f"{ns}:runs:active", 0, -1, withscores=True) == [
+            (b"a", NOW_MS),
+            (b"b", NOW_MS),
+            (b"free", NOW_MS),
+        ]
+        assert await client.zrange(f"{ns}:runs:ended", 0, -1) == [b"free"]
+        assert await types_and_data(client, f"{ns}:events:a") == [("accepted", '{"acc":1}')]
+        assert await client.hget(f"{ns}:run:held", "owner") == b"w2"
 
     # ------------------------------------------------------------------ publish
 

@@ -36,7 +36,6 @@ from runpoller.protocol import (
     parse_job,
     stored_job,
 )
-from runpoller.redis.control import RunControl
 from runpoller.redis.store import RunStore
 from runpoller.secrets import SecretError, decrypt, is_encrypted
 from runpoller.worker.capacity import Capacity
@@ -66,10 +65,8 @@ class Admission:
         capacity: Capacity,
         metrics: Metrics,
         replay: Callable[[str, engine.RunState], Awaitable[None]],
-        control: RunControl | None = None,
     ) -> None:
         self.settings = settings
-        self.control = control or RunControl(store.redis, store.keys)
         self.store = store
         self.runner = runner
         self.capacity = capacity
@@ -104,16 +101,17 @@ class Admission:
         )
         conflict: list[str] = []
         with self.capacity.reservation():
-            # Read before the claim: between a claim and its adoption there must be no I/O
-            # (a Redis failure there would leave the run owned here and never driven). A
-            # request written after this read reaches the run through the cancels stream.
-            cancel = await self.control.cancel_request(run_id)
+            # The app's cancel request comes with the claim, read in its atomic step: between
+            # a claim and its adoption there must be no I/O (a Redis failure there would leave
+            # the run owned here and never driven). A request written after the claim reaches
+            # the run through the cancels stream.
             claim = await self.store.claim(
                 run_id,
                 stored_job(job),
                 state.to_json(),
                 accepted_event(run_id, job, state, time.time),
             )
+            cancel = claim.cancel
             if claim.outcome in ("owned", "done"):
                 # Nothing of this job is applied; if it names another object, say so.
                 log.info("run.duplicate", run_id=run_id, outcome=claim.outcome, owner=claim.owner)
@@ -170,8 +168,8 @@ class Admission:
                 await self.store.dead_letter("resume of a run that has no record", run_id)
                 self.metrics.dead_letters.inc()
                 return "expired"
-            cancel = await self.control.cancel_request(run_id)  # before the claim, as above
             claim = await self.store.claim(run_id, "", "", "")
+            cancel = claim.cancel  # read with the claim, as above
             if claim.outcome != "resumed" or not claim.job_json or not claim.state_json:
                 return claim.outcome
             if run_id in self.runner.runs:

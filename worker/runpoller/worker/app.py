@@ -162,7 +162,6 @@ class WorkerApp:
             self.capacity,
             self.metrics,
             self.replies.replay,
-            self.control,
         )
         self.housekeeping = Housekeeping(
             settings, redis, self.store, self.runner, self.capacity, self.metrics

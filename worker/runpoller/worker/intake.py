@@ -88,7 +88,7 @@ class BatchIntake:
         fair_share: Callable[[int], int] | None = None,
         overdue_s: float = 1.0,
         job_timeout_s: float = 30.0,
-        concurrency: int = 16,
+        concurrency: int = 64,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
@@ -161,7 +161,10 @@ class BatchIntake:
         # At most ``concurrency`` at a time (each in-flight Redis command holds a connection of
         # its own; 500 at once would open 500), started in order (the semaphore is FIFO): a
         # handler that reserves capacity before its first await sees the reservations of the
-        # jobs before it.
+        # jobs before it. The claims of the handlers started together go in one script call
+        # (RunStore.claim gathers them), so the common path holds one connection for all of
+        # them: the bound is for the rarer paths (refusals, duplicates, replays), each with
+        # I/O of its own.
         limit = asyncio.Semaphore(self.concurrency)
         # Every job must be settled within its lease: one not started by this time (a slow
         # batch: Redis browning out) goes back to the queue at once instead, and one started

@@ -15,31 +15,41 @@
 --
 -- Returns: the number of jobs settled (finished or deferred) that were still this worker's;
 -- fewer than given means some were taken over meanwhile.
+--
+-- One GET per job (the fence); the zsets and keys are written in one variadic command each.
 local n = tonumber(ARGV[2])
 local settled = 0
 local function mine(key)
   local holder = redis.call('GET', key)
   return (not holder) or holder == ARGV[1]
 end
+local all, finished, gone, rescored = {}, {}, {}, {}
 for i = 1, n do
   local id = ARGV[2 + i]
   local base = 3 + (i - 1) * 3
-  redis.call('ZREM', KEYS[2], id)
+  all[#all + 1] = id
   if mine(KEYS[base]) then
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('DEL', KEYS[base], KEYS[base + 1], KEYS[base + 2])
+    finished[#finished + 1] = id
+    gone[#gone + 1] = KEYS[base]
+    gone[#gone + 1] = KEYS[base + 1]
+    gone[#gone + 1] = KEYS[base + 2]
     settled = settled + 1
   end
 end
 local k = 3 + n * 3
 for i = 3 + n, #ARGV, 2 do
   local id = ARGV[i]
-  redis.call('ZREM', KEYS[2], id)
+  all[#all + 1] = id
   if mine(KEYS[k]) then
-    redis.call('ZADD', KEYS[1], 'XX', ARGV[i + 1], id)
-    redis.call('DEL', KEYS[k])
+    rescored[#rescored + 1] = ARGV[i + 1]
+    rescored[#rescored + 1] = id
+    gone[#gone + 1] = KEYS[k]
     settled = settled + 1
   end
   k = k + 1
 end
+if #all > 0 then redis.call('ZREM', KEYS[2], unpack(all)) end
+if #finished > 0 then redis.call('ZREM', KEYS[1], unpack(finished)) end
+if #rescored > 0 then redis.call('ZADD', KEYS[1], 'XX', unpack(rescored)) end
+if #gone > 0 then redis.call('DEL', unpack(gone)) end
 return settled
