@@ -362,3 +362,39 @@ async def test_the_outage_watch_hears_of_every_direct_request(
     assert recorder.lines[0]["error"] == "HTTP 503"
     assert recorder.lines[2]["error"].startswith("ConnectError: ")
     assert recorder.lines[3]["error"] == "HTTP 502"
+
+
+async def test_a_results_page_with_parameters_asks_for_what_httpx_asks_for(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    # The results fetch (a GET with order, limit and a cursor) takes the direct path too:
+    # the server must see the same query, in the same encoding, as through httpx.
+    server = await serve(json_answer(200, {"object": "list", "data": []}))
+    params = {"run_id": "run_1", "order": "asc", "limit": "100", "after": "msg_a-b_c"}
+    for path in PATHS:
+        http, transport, direct = make_http_client(
+            "httpx" if path == "httpx" else "aiohttp",
+            connect_timeout_s=2,
+            read_timeout_s=5,
+            max_connections=5,
+        )
+        api = ApiClient(
+            http, server.base, transport=transport, direct=direct if path == "direct" else None
+        )
+        try:
+            page = await api.request(
+                "GET", ("threads", ("t", "thread_1"), "messages"), api_key=KEY, params=params
+            )
+            if path != "httpx":  # httpx's transport was handed the session only if it sent
+                used = isinstance(transport.client, aiohttp.ClientSession)  # type: ignore[attr-defined]
+                assert used is (path == "httpx-aiohttp"), path
+        finally:
+            await http.aclose()
+        assert page.data == {"object": "list", "data": []}, path
+    queries = [request.path_qs for request in server.seen]
+    assert len(set(queries)) == 1, queries
+    assert queries[0] == (
+        "/v1/threads/thread_1/messages?run_id=run_1&order=asc&limit=100&after=msg_a-b_c"
+    )
+    direct_headers, *others = (dict(request.headers) for request in server.seen)
+    assert all(direct_headers == other for other in others)

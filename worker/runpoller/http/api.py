@@ -175,7 +175,7 @@ class ApiClient:
         stream_http: httpx.AsyncClient | None = None,
         direct: DirectPath | None = None,
     ) -> None:
-        """``direct``: the path a request without a body or parameters takes, around httpx
+        """``direct``: the path a request without a body takes, around httpx
         (the aiohttp session under ``http``'s transport, see :func:`make_http_client`).
         ``transport``: the one ``http`` sends through; given (and no ``direct``), a prepared
         request without a body is handed to it directly (httpx's transport API), skipping
@@ -258,12 +258,13 @@ class ApiClient:
         """Send a request to a prepared target (see :meth:`endpoint`). ``accepted``: the
         request is answered with no object (HTTP 202 and an empty body, as the Agents API's
         session events are): any success is an empty answer."""
-        if json_body is None and params is None:
+        if json_body is None:
             direct, wire = self.direct, target.wire
             if direct is not None and wire is not None:
-                return await direct.send(
-                    target.method, target.url, wire, self._watch, accepted=accepted
-                )
+                # Parameters (a results page's order, limit, cursor) encoded as httpx
+                # encodes them into the URL it sends.
+                url = target.url if params is None else str(httpx.URL(target.url, params=params))
+                return await direct.send(target.method, url, wire, self._watch, accepted=accepted)
         http, transport = self.http, self.transport
         try:
             if transport is not None and json_body is None and params is None:

@@ -7,7 +7,8 @@ adapter: about a third of a poll's CPU goes there (docs/performance.md, "third r
 the request cached per run for it was the biggest item of a run's memory. This path hands the
 same request to the same ``aiohttp.ClientSession`` the httpx transport uses (one pool, one
 connection limit), and keeps per run only a URL string; the headers are one object per
-(API key, beta), shared by every run.
+(API key, beta), shared by every run. Other requests without a body (a page of a run's
+results, with its parameters encoded into the URL as httpx encodes them) take it too.
 
 It answers as the httpx path does: the answer is read by the same functions
 (``api.answer``), an aiohttp error becomes the httpx error httpx's own transport raises for
