@@ -57,11 +57,21 @@ def _package(path: str) -> str:
     return parts[0] or "?"
 
 
+# Innermost frames in which a thread waits rather than works: the selector's poll, and
+# threading's waits (the heartbeat thread between beats).
+_WAITING = frozenset({"select", "poll", "epoll_wait"})
+# Innermost frames that only run the event loop: with uvloop its whole loop is C code under
+# them, so a sample there is uvloop waiting for I/O or running its own C callbacks, which
+# py-spy (sampling with --idle) cannot tell apart. Counted apart, not as anyone's work.
+_LOOP_RUNNERS = frozenset({"run_until_complete", "Worker.run", "Runner.run", "run_forever"})
+
+
 def summarize(path: Path, top: int = 25) -> dict[str, object]:
-    """Share of samples by the innermost frame's package and function (idle listed apart)."""
+    """Share of the busy samples by the innermost frame's package and function; the waiting
+    ones (idle) and those in the event loop's native code listed apart."""
     by_package: Counter[str] = Counter()
     by_function: Counter[str] = Counter()
-    total = idle = 0
+    total = idle = native = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -71,12 +81,19 @@ def summarize(path: Path, top: int = 25) -> dict[str, object]:
         match = _FRAME.match(leaf)
         func, file = (match["func"], match["file"]) if match else (leaf, "?")
         total += count
-        if func in ("select", "poll", "epoll_wait") or file.startswith("selectors"):
+        if (
+            func in _WAITING
+            or file.startswith("selectors")
+            or (file.startswith("threading") and func.endswith("wait"))
+        ):
             idle += count
+            continue
+        if func in _LOOP_RUNNERS:
+            native += count
             continue
         by_package[_package(file)] += count
         by_function[f"{func} ({file})"] += count
-    busy = total - idle
+    busy = total - idle - native
 
     def shares(counter: Counter[str]) -> dict[str, float]:
         return {k: round(v / busy, 4) for k, v in counter.most_common(top)} if busy else {}
@@ -84,6 +101,7 @@ def summarize(path: Path, top: int = 25) -> dict[str, object]:
     return {
         "samples": total,
         "idle_share": round(idle / total, 4) if total else None,
+        "loop_native_share": round(native / total, 4) if total else None,
         "busy_by_package": shares(by_package),
         "busy_by_function": shares(by_function),
     }

@@ -277,10 +277,14 @@ def test_profile_summary(tmp_path: Path) -> None:
         f"{top};run (asyncio/runners.py:118);select (selectors.py:468) 60\n"
         f"{top};_drive (runpoller/worker/driver.py:120);get (httpx/_client.py:1) 30\n"
         f"{top};_drive (runpoller/worker/driver.py:120) 10\n"
+        # The heartbeat thread between beats, and uvloop's C loop under arq's runner frame.
+        "_bootstrap (threading.py:1002);Condition.wait (threading.py:331) 50\n"
+        f"{top};Worker.run (arq/worker.py:317) 40\n"
     )
     summary = summarize(raw)
-    assert summary["samples"] == 100
-    assert summary["idle_share"] == 0.6
+    assert summary["samples"] == 190
+    assert summary["idle_share"] == round(110 / 190, 4)
+    assert summary["loop_native_share"] == round(40 / 190, 4)
     assert summary["busy_by_package"] == {"httpx": 0.75, "runpoller.worker.driver": 0.25}
 
 
