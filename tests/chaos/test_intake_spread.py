@@ -234,7 +234,22 @@ async def test_a_killed_workers_intake_batch_is_released_by_reaping_not_the_leas
         held = sum(len(v) for v in (await owners(redis, namespace)).values())
         return hidden >= 20 and held >= 1
 
-    await wait_for(mid_batch, 30, "the victim to be part-way through its batch")
+    async def hidden_now() -> int:
+        return int(await redis.zcount(f"{namespace}:queue", time.time() * 1000 + 20_000, "+inf"))
+
+    # Seen part-way, the victim is frozen (SIGSTOP) before it can settle, and killed only if
+    # taken jobs are still unsettled once whatever it had already sent has landed; a batch
+    # that settled in between is let go on (SIGCONT) and the next one tried. Without the
+    # freeze a batch settling between the look and the kill left the test proving nothing.
+    deadline = time.monotonic() + 30
+    while True:
+        await wait_for(mid_batch, max(deadline - time.monotonic(), 0.1), "a batch part-way")
+        victim.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(0.05)
+        if await hidden_now() > 0:
+            break
+        victim.send_signal(signal.SIGCONT)
+        assert time.monotonic() < deadline, "no batch of the victim's was caught part-way"
     victim.send_signal(signal.SIGKILL)
     killed_at = time.time()
     await victim.wait()
