@@ -221,34 +221,31 @@ async def test_a_killed_workers_intake_batch_is_released_by_reaping_not_the_leas
     await cluster.wait_registered(victim)
     victim_id = (await cluster.worker_ids())[victim.pid]
     runs = await create_runs(cluster.fake, BATCH_RUNS, work_ms=300_000)
-    # Enqueued all at once, so the victim's first reads hold most of them.
+
+    async def mid_batch() -> bool:
+        # Jobs taken and not settled yet (hidden: scored at the end of the lease), and some
+        # of their runs claimed.
+        hidden = await redis.zcount(f"{namespace}:queue", time.time() * 1000 + 20_000, "+inf")
+        held = sum(len(v) for v in (await owners(redis, namespace)).values())
+        return hidden >= 1 and held >= 1
+
+    # The victim is run a few milliseconds at a time (SIGCONT, SIGSTOP) and looked at while
+    # frozen, once what it had sent has landed: a batch takes, claims and settles within a
+    # few loop turns, too fast to catch by looking while it runs (a batch settling between
+    # the look and the kill left the test proving nothing). Frozen before the jobs arrive,
+    # so its first reads hold most of them.
+    victim.send_signal(signal.SIGSTOP)
     run_ids = await asyncio.gather(
         *(client.enqueue({"kind": "assistants_run", "thread_id": t, "run_id": r}) for t, r in runs)
     )
-
-    async def mid_batch() -> bool:
-        # Some runs claimed, and jobs taken and not settled yet (hidden: scored at the end of
-        # the lease). Waiting for a count of runs held alone can miss the batch: its claims
-        # land 64 at a time and a batch settles within a few tenths of a second.
-        hidden = await redis.zcount(f"{namespace}:queue", time.time() * 1000 + 20_000, "+inf")
-        held = sum(len(v) for v in (await owners(redis, namespace)).values())
-        return hidden >= 20 and held >= 1
-
-    async def hidden_now() -> int:
-        return int(await redis.zcount(f"{namespace}:queue", time.time() * 1000 + 20_000, "+inf"))
-
-    # Seen part-way, the victim is frozen (SIGSTOP) before it can settle, and killed only if
-    # taken jobs are still unsettled once whatever it had already sent has landed; a batch
-    # that settled in between is let go on (SIGCONT) and the next one tried. Without the
-    # freeze a batch settling between the look and the kill left the test proving nothing.
     deadline = time.monotonic() + 30
     while True:
-        await wait_for(mid_batch, max(deadline - time.monotonic(), 0.1), "a batch part-way")
-        victim.send_signal(signal.SIGSTOP)
-        await asyncio.sleep(0.05)
-        if await hidden_now() > 0:
-            break
         victim.send_signal(signal.SIGCONT)
+        await asyncio.sleep(0.003)
+        victim.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(0.03)
+        if await mid_batch():
+            break
         assert time.monotonic() < deadline, "no batch of the victim's was caught part-way"
     victim.send_signal(signal.SIGKILL)
     killed_at = time.time()
