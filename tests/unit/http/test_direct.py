@@ -24,6 +24,7 @@ from runpoller.http.api import ApiClient, ApiFailure, ApiResponse, make_http_cli
 from runpoller.http.direct import DirectPath
 from runpoller.redis import connection
 from runpoller.worker.apiwatch import WatchedTransport
+from tests.unit.logrecorder import Recorder
 
 KEY = "sk-test-0123456789abcdef"
 PATHS = ("direct", "httpx-aiohttp", "httpx")
@@ -313,16 +314,6 @@ async def test_one_session_one_pool(serve: Callable[[Handler], Awaitable[Server]
     finally:
         await http.aclose()
     assert session.closed, "closing the client closes the session, whoever built it"
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.lines: list[dict[str, Any]] = []
-
-    def warning(self, event: str, **fields: Any) -> None:
-        self.lines.append({"event": event, **fields})
-
-    info = warning
 
 
 async def test_the_outage_watch_hears_of_every_direct_request(

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from runpoller.redis import connection
 from runpoller.worker.apiwatch import WatchedTransport
 from runpoller_dev.devredis import free_port
+from tests.unit.logrecorder import Recorder
 
 
 def worker_env(**extra: str) -> dict[str, str]:
@@ -96,16 +96,6 @@ def test_a_metrics_port_in_use_is_one_line_and_exit_2() -> None:
         f"127.0.0.1:{port} ("
     )
     assert "give each worker its own port" in line
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.lines: list[dict[str, Any]] = []
-
-    def warning(self, event: str, **fields: Any) -> None:
-        self.lines.append({"event": event, **fields})
-
-    info = warning
 
 
 async def test_the_api_outage_lines(monkeypatch: pytest.MonkeyPatch) -> None:

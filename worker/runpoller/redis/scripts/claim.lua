@@ -79,21 +79,20 @@ end
 -- The sets and indexes, once for the batch (variadic; unpack stays far below Lua's limit:
 -- a batch is at most one queue read, 500 jobs).
 if #owned > 0 then redis.call('SADD', KEYS[1], unpack(owned)) end
-if #new > 0 then
-  local scored = {}
-  for _, id in ipairs(new) do
-    scored[#scored + 1] = now
-    scored[#scored + 1] = id
+-- {now, id, now, id, ...}: every id scored at the caller's clock, for one variadic ZADD.
+local function scored(ids)
+  local pairs_ = {}
+  for _, id in ipairs(ids) do
+    pairs_[#pairs_ + 1] = now
+    pairs_[#pairs_ + 1] = id
   end
-  redis.call('ZADD', KEYS[2], unpack(scored))
+  return pairs_
+end
+if #new > 0 then
+  redis.call('ZADD', KEYS[2], unpack(scored(new)))
   redis.call('ZREM', KEYS[3], unpack(new))
 end
 if #resumed > 0 then
-  local scored = {}
-  for _, id in ipairs(resumed) do
-    scored[#scored + 1] = now
-    scored[#scored + 1] = id
-  end
-  redis.call('ZADD', KEYS[2], 'NX', unpack(scored))
+  redis.call('ZADD', KEYS[2], 'NX', unpack(scored(resumed)))
 end
 return out
