@@ -7,6 +7,7 @@ then once more, after the delivery, instead of at the 30 s fallback; the wake is
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -76,8 +77,14 @@ class WebhookPath:
         ]
 
     async def deliveries(self) -> list[dict[str, Any]]:
-        reply = await self.http.get("/_fake/webhooks/log")
-        entries: list[dict[str, Any]] = reply.json()["deliveries"]
+        """The fake's deliveries once each is done: the worker can finish the run (woken by
+        the wake the receiver wrote) before the fake has read the receiver's 200."""
+        for _ in range(100):
+            reply = await self.http.get("/_fake/webhooks/log")
+            entries: list[dict[str, Any]] = reply.json()["deliveries"]
+            if all(entry["status"] != "pending" for entry in entries):
+                break
+            await asyncio.sleep(0.05)
         return entries
 
 
